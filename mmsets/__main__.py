@@ -1,0 +1,3 @@
+from mmsets.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""Command-line interface: one subcommand per workflow step; the Snakemake rules call these.
+
+    mmsets prepare demo|mmimdb ...   build results/{dataset}/manifest.parquet
+    mmsets download / unpack         fetch and unpack the official MM-IMDb archive
+    mmsets extract <extractor> ...   write results/{dataset}/features/<extractor>.h5
+    mmsets train ...                 train one run, write its run directory
+    mmsets evaluate ...              re-score a trained run's checkpoint on a split
+    mmsets report ...                write the HTML report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("mmsets")
+
+
+def _json_arg(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    if args.kind == "demo":
+        from mmsets.data.demo import write_demo
+
+        params = {k: v for k, v in args.params.items() if k != "kind"}
+        manifest = write_demo(args.images, args.out, **params)
+    else:
+        from mmsets.data.manifest import write_manifest
+        from mmsets.data.mmimdb import load_mmimdb
+
+        manifest = load_mmimdb(args.root)
+        write_manifest(manifest, args.out)
+    log.info("manifest %s: %d items", args.out, len(manifest))
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from mmsets.data.mmimdb import download_mmimdb
+
+    download_mmimdb(args.out, url=args.url, sha256=args.sha256 or None)
+
+
+def cmd_unpack(args: argparse.Namespace) -> None:
+    from mmsets.data.mmimdb import unpack_mmimdb
+
+    unpack_mmimdb(args.archive, args.out)
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from mmsets.extract import run_extractor
+
+    runtime = {"device": args.device, "batch_size": args.batch_size, "num_workers": args.num_workers}
+    run_extractor(args.extractor, args.manifest, args.out, args.params, runtime)
+
+
+def _feature_paths(features_dir: str, names: list[str]) -> dict[str, str]:
+    return {name: str(Path(features_dir) / f"{name}.h5") for name in names}
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from mmsets.train import train_run
+
+    spec = dict(args.spec)
+    spec["training"] = {**spec.get("training", {}), "device": args.device}
+    train_run(args.manifest, _feature_paths(args.features_dir, spec["features"]), args.out_dir, spec)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from mmsets.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, args.manifest, args.features_dir, split=args.split, device=args.device)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from mmsets.report import build_report
+
+    run_dirs = [str(Path(p).parent) if p.endswith(".json") else p for p in args.runs]
+    features = {Path(p).stem: p for p in args.features}
+    build_report(args.manifest, run_dirs, features, args.out, title=args.title)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmsets", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="build a dataset's manifest")
+    p.add_argument("kind", choices=["demo", "mmimdb"])
+    p.add_argument("--out", required=True, help="manifest.parquet to write")
+    p.add_argument("--images", help="demo: folder for the generated images")
+    p.add_argument("--root", help="mmimdb: unpacked MM-IMDb folder")
+    p.add_argument("--params", type=_json_arg, default={}, help="dataset settings as JSON")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("download", help="download the MM-IMDb archive (resumable)")
+    p.add_argument("--url", required=True)
+    p.add_argument("--sha256", default="")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("unpack", help="unpack the MM-IMDb archive")
+    p.add_argument("--archive", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_unpack)
+
+    p = sub.add_parser("extract", help="run one feature extractor into a ragged HDF5 store")
+    p.add_argument("extractor")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--params", type=_json_arg, default={}, help="extractor settings as JSON")
+    _add_runtime(p)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("train", help="train one run")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--features-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--spec", type=_json_arg, required=True, help="run spec as JSON (model, features, pooling, training)")
+    p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-score a trained run on a split")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--features-dir", required=True)
+    p.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="write the HTML report")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--runs", nargs="*", default=[], help="run directories or their metrics.json")
+    p.add_argument("--features", nargs="*", default=[], help="feature stores (name = file stem)")
+    p.add_argument("--title")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    # Defaults come from the environment so the workflow can set them without making them rule params.
+    env = os.environ.get
+    p.add_argument("--device", default=env("MMSETS_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--batch-size", type=int, default=int(env("MMSETS_BATCH_SIZE", 32)))
+    p.add_argument("--num-workers", type=int, default=int(env("MMSETS_NUM_WORKERS", 2)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+        log.debug("traceback", exc_info=True)
+        print(f"mmsets {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,93 @@
+"""The manifest: one row per item, the single form every dataset loader produces.
+
+Columns: ``id`` (str), ``split`` (train/dev/test), ``image`` (path or None), one ``text_<field>``
+column per text field (str or None), one ``cat_<field>`` column per categorical field, and
+``labels`` (list of label names for multi-label tasks). Label names, the task type and the
+dataset name travel in the parquet file's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmsets.io import atomic_path
+
+TEXT_PREFIX = "text_"
+CAT_PREFIX = "cat_"
+SPLITS = ("train", "dev", "test")
+TASKS = ("multilabel", "binary", "multiclass", "regression")
+_META_KEY = b"mmsets"
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass
+class Manifest:
+    frame: pd.DataFrame
+    label_names: list[str]
+    task: str = "multilabel"
+    dataset: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = {"id", "split", "image", "labels"} - set(self.frame.columns)
+        if missing:
+            raise ManifestError(f"manifest lacks columns {sorted(missing)}")
+        if self.task not in TASKS:
+            raise ManifestError(f"task {self.task!r} is not one of {TASKS}")
+        dup = self.frame["id"][self.frame["id"].duplicated()]
+        if len(dup):
+            raise ManifestError(f"duplicate item ids, e.g. {dup.iloc[0]!r}")
+
+    @property
+    def text_fields(self) -> list[str]:
+        return [c[len(TEXT_PREFIX):] for c in self.frame.columns if c.startswith(TEXT_PREFIX)]
+
+    @property
+    def categorical_fields(self) -> list[str]:
+        return [c[len(CAT_PREFIX):] for c in self.frame.columns if c.startswith(CAT_PREFIX)]
+
+    def text(self, field_name: str) -> pd.Series:
+        return self.frame[TEXT_PREFIX + field_name]
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["split"] == name]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def write_manifest(manifest: Manifest, path: str | os.PathLike) -> None:
+    table = pa.Table.from_pandas(manifest.frame.reset_index(drop=True), preserve_index=False)
+    meta = {
+        "label_names": manifest.label_names,
+        "task": manifest.task,
+        "dataset": manifest.dataset,
+        "extra": manifest.extra,
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    path = Path(path)
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(_META_KEY)
+    if raw is None:
+        raise ManifestError(f"{path}: not an mmsets manifest (no metadata)")
+    meta = json.loads(raw)
+    frame = table.to_pandas()
+    frame["labels"] = frame["labels"].map(lambda v: list(v) if v is not None else [])
+    for column in ["image", *(c for c in frame.columns if c.startswith((TEXT_PREFIX, CAT_PREFIX)))]:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return Manifest(frame, meta["label_names"], meta["task"], meta.get("dataset", ""), meta.get("extra", {}))

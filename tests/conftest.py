@@ -1,0 +1,21 @@
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the checkout (real MM-IMDb sample); CI sets MMSETS_REQUIRE_SHARED=1."""
+    if not (SHARED / "data" / "mmimdb-sample" / "split.json").exists():
+        if os.environ.get("MMSETS_REQUIRE_SHARED") == "1":
+            pytest.fail(f"MMSETS_REQUIRE_SHARED=1 but {SHARED} has no data/mmimdb-sample")
+        pytest.skip(f"needs the real MM-IMDb sample in {SHARED}, absent in this clone")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def mmimdb_sample(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "mmimdb-sample"

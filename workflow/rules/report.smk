@@ -1,0 +1,19 @@
+# The HTML report of a dataset: metrics table, feature importance, dataset coverage.
+
+
+rule report:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        runs=report_runs,
+        features=report_features,
+    output:
+        "results/{dataset}/report.html",
+    log:
+        "results/{dataset}/logs/report.log",
+    benchmark:
+        "results/{dataset}/benchmarks/report.tsv"
+    conda:
+        "../../envs/mmsets.yaml"
+    shell:
+        "python -m mmsets report --manifest {input.manifest:q} --runs {input.runs:q} --features {input.features:q} "
+        "--title {wildcards.dataset:q} --out {output:q} 2> {log:q}"
