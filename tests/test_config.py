@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmsets.config import ConfigError, expand_runs, unfold_dotted, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _config():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_shipped_config_is_valid_and_gets_defaults():
+    config = validate_config(_config(), SCHEMA)
+    assert config["extractors"]["image"]["dtype"] == "float16"
+    assert config["datasets"]["demo"]["image_size"] == 160
+    assert config["datasets"]["mmimdb"]["url"].endswith("mmimdb.tar.gz")
+
+
+def test_dotted_keys_are_nested():
+    assert unfold_dotted({"datasets.mmimdb.root": "x", "a": {"b.c": 1}}) == {
+        "datasets": {"mmimdb": {"root": "x"}}, "a": {"b": {"c": 1}}}
+
+
+@pytest.mark.parametrize("path, value, key", [
+    (("training", "lr"), -1, "training.lr"),
+    (("extractors", "text", "pooling"), "median", "extractors.text.pooling"),
+    (("extractors", "text", "poolin"), "cls", "extractors.text"),
+    (("datasets", "demo", "n_items"), "many", "datasets.demo.n_items"),
+    (("datasets", "mmimdb", "sha256"), "abc", "datasets.mmimdb.sha256"),
+    (("experiments", "dmms", "pooling"), ["median"], "experiments.dmms.pooling.0"),
+])
+def test_bad_value_names_the_key(path, value, key):
+    config = _config()
+    node = config
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, SCHEMA)
+    assert f"  {key}:" in str(err.value)
+
+
+def test_runs_expand_features_pooling_seeds_with_dataset_overrides():
+    config = validate_config(_config(), SCHEMA)
+    config["experiments"]["dmms"]["seeds"] = [0, 1]
+    runs = expand_runs(config, "demo")
+    assert len(runs) == 3 * 4 * 2
+    spec = runs["dmms-image_text-max-s1"]
+    assert spec["features"] == ["image", "text"] and spec["pooling"] == "max"
+    assert spec["training"]["seed"] == 1 and spec["training"]["epochs"] == 25
+    assert spec["d_model"] == 256
+    assert expand_runs(config, "mmimdb")["dmms-image-max-s0"]["d_model"] == 1024

@@ -1,0 +1,94 @@
+import h5py
+import numpy as np
+import pytest
+
+from mmsets.store import RaggedStore, RaggedWriter, StoreError, partial_path
+
+FIELDS = {"scores": ((), "float32"), "label": ((), "str")}
+
+
+def _items(rng, n=12, dim=8):
+    counts = [0, 3, 1, 0, 5, 2, 0, 1, 4, 0, 2, 1][:n]
+    return [(f"item-{i}", rng.normal(size=(k, dim)).astype(np.float32)) for i, k in enumerate(counts)]
+
+
+def _write(path, items, **kw):
+    with RaggedWriter(path, extractor="unit", dim=8, dtype="float32", params={"a": 1}, fields=FIELDS, **kw) as w:
+        for item_id, data in items:
+            w.add(item_id, data, scores=np.arange(len(data)), label=[f"{item_id}:{j}" for j in range(len(data))])
+    return w
+
+
+def test_round_trip_with_zero_element_items(tmp_path):
+    items = _items(np.random.default_rng(0))
+    path = tmp_path / "s.h5"
+    _write(path, items)
+    assert not partial_path(path).exists()
+    with RaggedStore(path) as store:
+        assert store.ids == [i for i, _ in items]
+        assert store.counts().tolist() == [len(d) for _, d in items]
+        assert store.params == {"a": 1}
+        wanted = ["item-4", "item-0", "item-8"]
+        got = store.get(wanted)
+        for item_id, arr in zip(wanted, got):
+            np.testing.assert_array_equal(arr, dict(items)[item_id])
+        assert got[1].shape == (0, 8)
+        assert store.get(["item-1"], field="label")[0].tolist() == ["item-1:0", "item-1:1", "item-1:2"]
+        with pytest.raises(KeyError, match="item-99"):
+            store.get(["item-99"])
+
+
+def test_interrupted_write_is_never_a_finished_store_and_resumes(tmp_path):
+    items = _items(np.random.default_rng(1))
+    path = tmp_path / "s.h5"
+    writer = RaggedWriter(path, extractor="unit", dim=8, dtype="float32", params={"a": 1}, fields=FIELDS,
+                          commit_every=4)
+    for item_id, data in items[:7]:
+        writer.add(item_id, data, scores=np.arange(len(data)), label=["x"] * len(data))
+    writer.file.close()  # the process dies: items 4..6 were written but never committed
+    assert not path.exists()
+    with pytest.raises(StoreError):
+        RaggedStore(partial_path(path))
+
+    resumed = RaggedWriter(path, extractor="unit", dim=8, dtype="float32", params={"a": 1}, fields=FIELDS)
+    assert resumed.done_ids == {i for i, _ in items[:4]}
+    for item_id, data in items:
+        if item_id not in resumed.done_ids:
+            resumed.add(item_id, data, scores=np.arange(len(data)), label=["x"] * len(data))
+    resumed.close()
+    with RaggedStore(path) as store:
+        assert store.ids == [i for i, _ in items]
+        np.testing.assert_array_equal(np.concatenate(store.get(store.ids)), np.concatenate([d for _, d in items]))
+
+
+def test_partial_from_other_params_is_discarded(tmp_path):
+    path = tmp_path / "s.h5"
+    w = RaggedWriter(path, extractor="unit", dim=8, params={"a": 1})
+    w.add("x", np.ones((1, 8)))
+    w.abort()
+    w2 = RaggedWriter(path, extractor="unit", dim=8, params={"a": 2})
+    assert w2.done_ids == set()
+    w2.close()
+
+
+def test_unreadable_partial_starts_over(tmp_path):
+    path = tmp_path / "s.h5"
+    partial_path(path).write_bytes(b"not hdf5 at all")
+    w = RaggedWriter(path, extractor="unit", dim=8)
+    w.add("a", np.zeros((2, 8)))
+    w.close()
+    assert RaggedStore(path).counts().tolist() == [2]
+
+
+def test_unfinished_file_is_refused(tmp_path):
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(StoreError, match="not finished"):
+        RaggedStore(path)
+
+
+def test_field_length_must_match(tmp_path):
+    w = RaggedWriter(tmp_path / "s.h5", extractor="unit", dim=8, fields=FIELDS)
+    with pytest.raises(StoreError, match="item 'a'"):
+        w.add("a", np.zeros((2, 8)), scores=[1.0], label=["x", "y"])
