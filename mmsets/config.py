@@ -77,6 +77,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     config = unfold_dotted(copy.deepcopy(config))
     _fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
+    _coerce_command_line_strings(config, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"  {_key_path(e)}: {_describe(e)}" for e in errors]
@@ -88,6 +89,24 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
                     raise ConfigError(f"experiments.{name}.features.{combo}: extractor {feature!r} is not configured "
                                       f"under 'extractors'")
     return config
+
+
+def _coerce_command_line_strings(config: dict, validator: jsonschema.Draft202012Validator) -> None:
+    """``snakemake --config 'training={lr: 0.01}'`` passes nested values as strings: parse those a
+    number, boolean or null is expected for, and only those."""
+    for error in validator.iter_errors(config):
+        if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
+            continue
+        try:
+            value = yaml.safe_load(error.instance)
+        except yaml.YAMLError:
+            continue
+        if isinstance(value, (int, float, bool)) or value is None:
+            *parents, leaf = error.absolute_path
+            node = config
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

@@ -54,3 +54,12 @@ def test_runs_expand_features_pooling_seeds_with_dataset_overrides():
     assert spec["training"]["seed"] == 1 and spec["training"]["epochs"] == 25
     assert spec["d_model"] == 256
     assert expand_runs(config, "mmimdb")["dmms-image-max-s0"]["d_model"] == 1024
+
+
+def test_command_line_strings_become_numbers_where_numbers_are_expected():
+    config = _config()
+    config["training"] = {"lr": "0.01", "epochs": "5"}
+    config["datasets"]["mmimdb"]["root"] = "123"
+    config = validate_config(config, SCHEMA)
+    assert config["training"]["lr"] == 0.01 and config["training"]["epochs"] == 5
+    assert config["datasets"]["mmimdb"]["root"] == "123"
