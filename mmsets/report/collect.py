@@ -1,0 +1,241 @@
+"""Read what the pipeline left behind (manifest, run directories, feature stores) into plain dicts.
+
+Every loader answers for a broken input with a status and a problem string instead of raising:
+a report is how one finds out that a run or an extractor failed, so it must render anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mmsets.data.manifest import SPLITS, Manifest, read_manifest
+from mmsets.io import read_json
+from mmsets.store import RaggedStore, StoreError, partial_path
+
+SCORES = ("f1_micro", "f1_macro", "f1_samples")
+MAX_ERRORS = 10
+_SECRET = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)
+
+
+def number(value: Any) -> float | None:
+    """``value`` as a finite float, else None (metrics files are written by other code)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------- runs
+
+def _empty_run(run_dir: Path) -> dict:
+    return {
+        "name": run_dir.name, "dir": str(run_dir), "status": "ok", "problems": [],
+        "model": None, "features": [], "pooling": None, "seed": None, "epochs": None,
+        "best_epoch": None, "threshold": None, "n_params": None, "train_seconds": None,
+        "dev": dict.fromkeys(SCORES), "test": dict.fromkeys(SCORES), "history": [],
+        "top1": False, "fi": None, "predictions": None, "best": False,
+    }
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    """One run directory (see the run-directory contract) as a flat dict with every key present."""
+    run_dir = Path(run_dir)
+    run = _empty_run(run_dir)
+    if not run_dir.is_dir():
+        run.update(status="missing", problems=["run directory missing"])
+        return run
+    try:
+        metrics = read_json(run_dir / "metrics.json")
+        if not isinstance(metrics, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        run.update(status="failed", problems=["metrics.json missing"])
+        metrics = {}
+    except (OSError, ValueError) as err:
+        run.update(status="failed", problems=[f"metrics.json unreadable: {err}"])
+        metrics = {}
+
+    if isinstance(metrics.get("run"), str) and metrics["run"]:
+        run["name"] = metrics["run"]
+    for key in ("model", "pooling"):
+        if isinstance(metrics.get(key), str):
+            run[key] = metrics[key]
+    if isinstance(metrics.get("features"), list):
+        run["features"] = [str(f) for f in metrics["features"]]
+    for key in ("seed", "epochs", "best_epoch", "n_params", "train_seconds"):
+        run[key] = number(metrics.get(key))
+    threshold = metrics.get("threshold")
+    if number(threshold) is not None or isinstance(threshold, list):
+        run["threshold"] = threshold
+    # Training may also force each item's most likely label (chosen on dev); predictions follow it.
+    top1 = metrics.get("top1_rule")
+    run["top1"] = bool(top1.get("applied")) if isinstance(top1, dict) else False
+    for split in ("dev", "test"):
+        scores = metrics.get(split) if isinstance(metrics.get(split), dict) else {}
+        run[split] = {k: number(scores.get(k)) for k in SCORES}
+    if isinstance(metrics.get("history"), list):
+        run["history"] = [h for h in metrics["history"] if isinstance(h, dict)]
+    if run["status"] == "ok" and run["test"]["f1_micro"] is None:
+        run["problems"].append("metrics.json has no test F1-micro")
+
+    predictions = run_dir / "predictions.parquet"
+    if predictions.exists():
+        run["predictions"] = str(predictions)
+    elif run["status"] == "ok":
+        run["problems"].append("predictions.parquet missing")
+    if run["status"] == "ok" and not (run_dir / "model.pt").exists():
+        run["problems"].append("model.pt missing")
+    run["fi"] = _load_fi(run_dir / "feature_importance.json", run)
+    return run
+
+
+def _load_fi(path: Path, run: dict) -> dict | None:
+    """Feature-importance shares; None when the run has none (sum/mean pooling) or the file is bad."""
+    if not path.exists():
+        if run["status"] == "ok":
+            run["problems"].append("feature_importance.json missing")
+        return None
+    try:
+        raw = read_json(path)
+        modalities = [str(m) for m in raw["modalities"]]
+        mean_share = raw.get("mean_share")
+        if mean_share is None:
+            return None
+        mean_share = {str(k): number(v) for k, v in mean_share.items()}
+        per_item = raw.get("per_item") or {}
+        ids = [str(i) for i in per_item.get("ids", [])]
+        shares = per_item.get("shares", [])
+        per_item = dict(zip(ids, shares)) if len(ids) == len(shares) else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        run["problems"].append(f"feature_importance.json unreadable: {err}")
+        return None
+    return {"pooling": raw.get("pooling"), "modalities": modalities, "mean_share": mean_share,
+            "per_item": per_item}
+
+
+# --------------------------------------------------------------------------- manifest
+
+def load_manifest(path: str | os.PathLike) -> tuple[Manifest | None, str | None]:
+    try:
+        return read_manifest(path), None
+    except FileNotFoundError:
+        return None, f"manifest {path} missing"
+    except Exception as err:  # pyarrow and pandas raise many types; the report must still render
+        return None, f"manifest {path} unreadable: {err}"
+
+
+def _present(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip() != ""
+    return value is not None and not (pd.api.types.is_scalar(value) and pd.isna(value))
+
+
+def coverage(manifest: Manifest) -> dict:
+    """Items per split with an image path, each text field, each categorical field, any label."""
+    frame = manifest.frame
+    splits = [s for s in SPLITS if (frame["split"] == s).any()]
+    splits += sorted(set(map(str, frame["split"].unique())) - set(splits))
+    masks = {s: (frame["split"] == s).to_numpy() for s in splits}
+    masks["all"] = np.ones(len(frame), bool)
+    checks = [("items", np.ones(len(frame), bool)), ("with image", frame["image"].map(_present).to_numpy(bool))]
+    checks += [(f"with text: {f}", manifest.text(f).map(_present).to_numpy(bool)) for f in manifest.text_fields]
+    checks += [(f"with {f}", frame["cat_" + f].map(_present).to_numpy(bool)) for f in manifest.categorical_fields]
+    checks.append(("with >= 1 label", frame["labels"].map(len).to_numpy() > 0))
+    rows = [{"name": name, "counts": [int((ok & masks[s]).sum()) for s in masks]} for name, ok in checks]
+    return {"splits": list(masks), "rows": rows}
+
+
+def label_frequency(manifest: Manifest) -> dict:
+    """Items per label and split, most frequent first; labels outside ``label_names`` are kept too."""
+    frame = manifest.frame
+    splits = [s for s in SPLITS if (frame["split"] == s).any()]
+    names = list(manifest.label_names)
+    counts: dict[str, dict[str, int]] = {n: {} for n in names}
+    for split, labels in zip(frame["split"], frame["labels"]):
+        for label in set(map(str, labels)):
+            per = counts.setdefault(label, {})
+            per[split] = per.get(split, 0) + 1
+    rows = [{"label": n, "counts": [c.get(s, 0) for s in splits], "total": sum(c.values())}
+            for n, c in counts.items()]
+    rows.sort(key=lambda r: -r["total"])
+    return {"splits": splits, "rows": rows}
+
+
+# --------------------------------------------------------------------------- feature stores
+
+def redact(params: dict) -> list[tuple[str, str]]:
+    """Store params as (key, short text), values of secret-looking keys hidden."""
+    out = []
+    for key, value in sorted(params.items()):
+        text = "***" if _SECRET.search(str(key)) else (value if isinstance(value, str) else json.dumps(value, default=str))
+        out.append((str(key), text if len(text) <= 200 else text[:200] + "…"))
+    return out
+
+
+def load_store(name: str, path: str | os.PathLike, manifest_ids: set[str] | None = None) -> dict:
+    path = Path(path)
+    info = {"name": name, "path": str(path), "status": "ok", "problem": None, "extractor": None, "model": None,
+            "dim": None, "dtype": None, "n_items": None, "with_elements": None, "elements": None, "mean": None,
+            "max": None, "not_in_store": None, "not_in_manifest": None, "params": [], "has_text": False,
+            "summary": None}
+    if not path.exists():
+        incomplete = partial_path(path).exists()
+        info.update(status="incomplete" if incomplete else "missing",
+                    problem="extraction interrupted (.partial file only)" if incomplete else "file missing")
+        return info
+    try:
+        with RaggedStore(path) as store:
+            counts = store.counts()
+            info.update(
+                extractor=str(store.attrs.get("extractor", name)), model=str(store.attrs.get("model", "")),
+                dim=store.dim, dtype=str(store.file["data"].dtype), n_items=len(store),
+                with_elements=int((counts > 0).sum()), elements=int(counts.sum()),
+                mean=float(counts.mean()) if len(counts) else None, max=int(counts.max()) if len(counts) else None,
+                params=redact(store.params), has_text="text" in store.fields, summary=_summary(store.summary),
+            )
+            if manifest_ids is not None:
+                ids = set(store.ids)
+                info.update(not_in_store=len(manifest_ids - ids), not_in_manifest=len(ids - manifest_ids))
+    except (StoreError, OSError, KeyError, ValueError) as err:
+        info.update(status="unreadable", problem=str(err))
+    return info
+
+
+def _summary(raw: Any) -> dict:
+    raw = raw if isinstance(raw, dict) else {}
+    skipped = raw.get("skipped") if isinstance(raw.get("skipped"), dict) else {}
+    errors = raw.get("errors") if isinstance(raw.get("errors"), list) else []
+    errors = [e if isinstance(e, dict) else {"id": "", "reason": e} for e in errors]
+    skipped = sorted(((str(k), number(v)) for k, v in skipped.items()), key=lambda kv: -(kv[1] or 0))
+    return {
+        "n_items": number(raw.get("items")), "with_elements": number(raw.get("with_elements")),
+        "elements": number(raw.get("elements")),
+        "skipped": skipped, "n_skipped": sum(v or 0 for _, v in skipped),
+        "n_errors": len(errors),
+        "errors": [{"id": str(e.get("id", "")), "reason": str(e.get("reason", ""))[:300]} for e in errors[:MAX_ERRORS]],
+        "items_per_s": number(raw.get("items_per_s")), "seconds": number(raw.get("seconds")),
+        "device": str(raw["device"]) if raw.get("device") is not None else None,
+    }
+
+
+def store_texts(stores: list[dict], ids: list[str]) -> dict[str, dict[str, str]]:
+    """For stores with a per-element ``text`` field (OCR, ...): {store: {id: joined text}}."""
+    out: dict[str, dict[str, str]] = {}
+    for info in stores:
+        if not info["has_text"]:
+            continue
+        try:
+            with RaggedStore(info["path"]) as store:
+                present = [i for i in ids if i in store]
+                out[info["name"]] = {i: " ".join(map(str, t)) for i, t in zip(present, store.get(present, "text"))}
+        except (StoreError, OSError, KeyError) as err:
+            info["problem"] = f"text unreadable: {err}"
+    return out

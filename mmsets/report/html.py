@@ -1,0 +1,53 @@
+"""Render the report context with Jinja2; autoescaping is always on because item text is untrusted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from mmsets.report.collect import number
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def pct(value: Any, digits: int = 2) -> str:
+    """A score in [0, 1] as a percentage without the sign, as in the papers' tables."""
+    value = number(value)
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def num(value: Any, digits: int = 1) -> str:
+    """Counts as integers with thousands separators; anything fractional with ``digits`` decimals."""
+    value = number(value)
+    if value is None:
+        return "–"
+    return f"{int(value):,}" if value == int(value) and abs(value) < 1e15 else f"{value:,.{digits}f}"
+
+
+def fixed(value: Any, digits: int = 2) -> str:
+    value = number(value)
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def threshold(value: Any) -> str:
+    if number(value) is not None:
+        return f"{number(value):.2f}"
+    return "per class" if isinstance(value, list) else "–"
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(pct=pct, num=num, fixed=fixed, threshold=threshold)
+    return env
+
+
+def render(context: dict) -> str:
+    return environment().get_template("report.html.j2").render(**context)
