@@ -1,0 +1,1 @@
+"""Set models; each family in one file (dmms.py, ...)."""

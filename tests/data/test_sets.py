@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmsets.data.manifest import Manifest
+from mmsets.data.sets import SetDataset, collate_sets
+from mmsets.store import RaggedStore, RaggedWriter
+
+
+@pytest.fixture
+def stores(tmp_path):
+    rng = np.random.default_rng(0)
+    with RaggedWriter(tmp_path / "a.h5", extractor="a", dim=4) as w:
+        for item_id, k in (("i0", 2), ("i1", 0), ("i2", 1), ("i3", 3)):
+            w.add(item_id, rng.normal(size=(k, 4)))
+    with RaggedWriter(tmp_path / "b.h5", extractor="b", dim=2, dtype="float32") as w:
+        w.add("i0", rng.normal(size=(1, 2)))  # i1, i2, i3 are absent from this store
+    opened = {"a": RaggedStore(tmp_path / "a.h5"), "b": RaggedStore(tmp_path / "b.h5")}
+    yield opened
+    for s in opened.values():
+        s.close()
+
+
+def manifest(labels=None):
+    frame = pd.DataFrame({
+        "id": ["i0", "i1", "i2", "i3"],
+        "split": ["train", "train", "train", "dev"],
+        "image": [None] * 4,
+        "labels": labels or [["x"], ["x", "y"], [], ["z"]],
+    })
+    return Manifest(frame, ["x", "y", "z"])
+
+
+def test_dataset_loads_ragged_sets_and_multi_hot_labels(stores):
+    ds = SetDataset(manifest(), stores, "train", ["x", "y", "z"])
+    assert ds.ids == ["i0", "i1", "i2"]
+    assert ds.input_dims == {"a": 4, "b": 2}
+    assert [len(x) for x in ds.elements["a"]] == [2, 0, 1]
+    assert [len(x) for x in ds.elements["b"]] == [1, 0, 0]
+    assert all(x.dtype == np.float32 for x in ds.elements["a"])
+    np.testing.assert_array_equal(ds.labels, [[1, 0, 0], [1, 1, 0], [0, 0, 0]])
+    np.testing.assert_allclose(ds[0].modalities["a"], stores["a"].get(["i0"])[0], rtol=1e-3)
+
+
+def test_collate_pads_and_masks(stores):
+    ds = SetDataset(manifest(), stores, "train", ["x", "y", "z"])
+    batch = collate_sets([ds[0], ds[1], ds[2]])
+    x, mask = batch.modalities["a"]
+    assert x.shape == (3, 2, 4) and x.dtype == torch.float32
+    assert mask.tolist() == [[True, True], [False, False], [True, False]]
+    assert batch.labels.shape == (3, 3)
+    assert batch.ids == ["i0", "i1", "i2"]
+    x, mask = collate_sets([ds[1], ds[2]]).modalities["b"]  # no item of the batch has a b element
+    assert x.shape == (2, 1, 2) and not mask.any()
+    assert len(batch.to("cpu")) == 3
+
+
+def test_unknown_label_names_the_item(stores):
+    with pytest.raises(ValueError, match="i1.*'w'"):
+        SetDataset(manifest([["x"], ["w"], [], []]), stores, "train")

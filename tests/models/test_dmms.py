@@ -1,0 +1,136 @@
+import math
+
+import pytest
+import torch
+
+from mmsets.data.sets import SetBatch
+from mmsets.models.dmms import DMMSConfig, SetPooling, dmms
+
+REFERENCE = {
+    "max": lambda x: x.max(dim=0).values,
+    "min": lambda x: x.min(dim=0).values,
+    "sum": lambda x: x.sum(dim=0),
+    "mean": lambda x: x.mean(dim=0),
+}
+
+
+def scatter_sets(sets, s_max, generator):
+    """Put each set's elements at random positions of an (S_max, D) block; junk everywhere else."""
+    d = sets[0].shape[1]
+    x = torch.full((len(sets), s_max, d), 1e9)
+    x[:, ::2] = -1e9  # junk of both signs, so neither max nor min can hide a leak
+    mask = torch.zeros(len(sets), s_max, dtype=torch.bool)
+    for b, s in enumerate(sets):
+        slots = torch.randperm(s_max, generator=generator)[: len(s)]
+        x[b, slots] = s
+        mask[b, slots] = True
+    return x, mask
+
+
+@pytest.mark.parametrize("reduction", ["max", "min", "sum", "mean"])
+def test_masked_pooling_equals_unpadded_and_ignores_order(reduction):
+    g = torch.Generator().manual_seed(0)
+    sets = [torch.randn(k, 6, generator=g) for k in (3, 1, 5, 2, 7)]
+    pool = SetPooling(reduction)
+    pooled, index = pool(*scatter_sets(sets, 9, g))
+    reshuffled, _ = pool(*scatter_sets([s[torch.randperm(len(s), generator=g)] for s in sets], 11, g))
+    for b, s in enumerate(sets):
+        expected = REFERENCE[reduction](s)
+        if reduction in ("max", "min"):  # selection is exact
+            assert torch.equal(pooled[b], expected)
+            assert torch.equal(reshuffled[b], expected)
+        else:
+            torch.testing.assert_close(pooled[b], expected, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(reshuffled[b], expected, rtol=1e-6, atol=1e-6)
+    assert (index is None) == (reduction in ("sum", "mean"))
+
+
+@pytest.mark.parametrize("reduction", ["max", "min"])
+def test_pooling_index_points_at_the_chosen_real_element(reduction):
+    g = torch.Generator().manual_seed(1)
+    x, mask = scatter_sets([torch.randn(k, 4, generator=g) for k in (2, 4, 1)], 6, g)
+    pooled, index = SetPooling(reduction)(x, mask)
+    assert torch.equal(x.gather(1, index.unsqueeze(1)).squeeze(1), pooled)
+    assert mask.gather(1, index).all()
+
+
+@pytest.mark.parametrize("reduction", ["max", "min", "sum", "mean"])
+def test_empty_set_pools_to_zeros(reduction):
+    x = torch.full((2, 3, 4), 1e9)
+    mask = torch.tensor([[False, False, False], [True, False, False]])
+    pooled, _ = SetPooling(reduction)(x, mask)
+    assert torch.equal(pooled[0], torch.zeros(4))
+
+
+def make_batch(counts_a, counts_b, seed=0):
+    """Two modalities, a (dim 5) and b (dim 3), with the given number of elements per item."""
+    g = torch.Generator().manual_seed(seed)
+    modalities = {}
+    for name, counts, dim in (("a", counts_a, 5), ("b", counts_b, 3)):
+        s_max = max(1, max(counts))
+        x = torch.randn(len(counts), s_max, dim, generator=g)
+        mask = torch.arange(s_max)[None, :] < torch.tensor(counts)[:, None]
+        modalities[name] = (x.masked_fill(~mask[..., None], 1e9), mask)
+    return SetBatch(modalities, torch.zeros(len(counts_a), 4), [str(i) for i in range(len(counts_a))])
+
+
+def make_model(pooling="max", **kwargs):
+    torch.manual_seed(0)
+    return dmms(input_dims={"a": 5, "b": 3}, n_classes=4, d_model=16, head_hidden=(8,), pooling=pooling,
+                **kwargs).eval()
+
+
+def test_output_shape_and_empty_item_gives_finite_logits():
+    logits = make_model()(make_batch([2, 0, 1, 0], [1, 3, 0, 0]))
+    assert logits.shape == (4, 4)
+    assert torch.isfinite(logits).all()
+
+
+def test_last_bias_encodes_the_prior():
+    model = make_model(prior=0.01)
+    assert torch.allclose(model.rho[-1].bias, torch.full((4,), -math.log(99.0)))
+    assert torch.allclose(torch.sigmoid(model.rho[-1].bias), torch.full((4,), 0.01))
+
+
+@pytest.mark.parametrize("pooling", ["max", "min"])
+def test_feature_importance_rows_sum_to_one_and_empty_item_is_zero(pooling):
+    shares = make_model(pooling).explain(make_batch([2, 0, 1, 0, 3], [1, 3, 0, 0, 2]))
+    assert shares.shape == (5, 2)
+    torch.testing.assert_close(shares[[0, 1, 2, 4]].sum(dim=1), torch.ones(4))
+    assert torch.equal(shares[3], torch.zeros(2))
+    assert torch.equal(shares[1], torch.tensor([0.0, 1.0]))  # only b present
+    assert torch.equal(shares[2], torch.tensor([1.0, 0.0]))  # only a present
+
+
+def test_feature_importance_of_a_dominant_modality_is_one():
+    model = make_model("max")
+    with torch.no_grad():  # phi_a outputs ELU(5) = 5 everywhere, phi_b ELU(-5) < 0: a wins every max
+        for name, bias in (("a", 5.0), ("b", -5.0)):
+            model.encoders[name].fc.weight.zero_()
+            model.encoders[name].fc.bias.fill_(bias)
+    shares = model.explain(make_batch([1, 3], [2, 1]))
+    assert torch.equal(shares, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    model.pool = SetPooling("min")  # and b wins every min
+    assert torch.equal(model.explain(make_batch([1, 3], [2, 1])), torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_explain_refuses_pooling_that_selects_nothing(pooling):
+    with pytest.raises(NotImplementedError, match=pooling):
+        make_model(pooling).explain(make_batch([1], [1]))
+
+
+def test_forward_is_invariant_to_element_order():
+    model = make_model("max")
+    batch = make_batch([3, 2], [2, 1])
+    x, mask = batch.modalities["a"]
+    flipped = SetBatch({**batch.modalities, "a": (x[:, [2, 1, 0]], mask[:, [2, 1, 0]])}, batch.labels, batch.ids)
+    torch.testing.assert_close(model(batch), model(flipped))
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="pooling"):
+        DMMSConfig(input_dims={"a": 3}, n_classes=2, pooling="median")
+    with pytest.raises(KeyError, match="b"):
+        dmms(input_dims={"a": 5, "b": 3}, n_classes=2)(SetBatch({"a": make_batch([1], [1]).modalities["a"]},
+                                                                 torch.zeros(1, 2), ["0"]))
