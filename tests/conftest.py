@@ -1,6 +1,9 @@
 import os
 from pathlib import Path
 
+# Busy-waiting OpenMP threads starve each other when several torch processes share 2 cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

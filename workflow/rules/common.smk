@@ -14,7 +14,7 @@ config.update(_validated)
 # environment needs only the dependencies; without conda, the Python that runs Snakemake runs the rules.
 # Speed-only settings travel as environment variables, so changing them re-runs nothing.
 _path = "" if workflow.deployment_settings.deployment_method else f"export PATH={os.path.dirname(sys.executable)}:$PATH; "
-_runtime = "export MMSETS_DEVICE={device} MMSETS_BATCH_SIZE={batch_size} MMSETS_NUM_WORKERS={num_workers}; "
+_runtime = "export OMP_WAIT_POLICY=PASSIVE MMSETS_DEVICE={device} MMSETS_BATCH_SIZE={batch_size} MMSETS_NUM_WORKERS={num_workers}; "
 shell.prefix(
     f"set -euo pipefail; {_path}export PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     + _runtime.format(**config["runtime"])

