@@ -17,6 +17,8 @@ EXTRACTORS: dict[str, tuple[str, str, str]] = {
     "text": ("mmsets.extract.text", "extract_text", "TextParams"),
 }
 
+SHARED_RUNTIME = ("device", "batch_size", "num_workers")
+
 
 def run_extractor(
     name: str,
@@ -40,6 +42,8 @@ def run_extractor(
     config = params_cls.from_dict(params)
     runtime = dict(runtime or {})
     allowed = [p for p in inspect.signature(extract).parameters if p not in ("manifest", "out_path", "params")]
+    # The workflow passes the same runtime settings to every extractor; those it has no use for are dropped.
+    runtime = {k: v for k, v in runtime.items() if k in allowed or k not in SHARED_RUNTIME}
     unknown = sorted(set(runtime) - set(allowed))
     if unknown:
         raise ParamsError(f"{name} runtime: unknown key(s) {unknown}; allowed: {allowed}")
