@@ -1,0 +1,96 @@
+"""The Snakemake DAG end to end on a small config, and what a changed setting re-runs."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "tests" / "configs" / "small.yaml"
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> list[str]:
+    """(rule, wildcards) of every job a dry run lists."""
+    text = proc.stdout + proc.stderr
+    jobs = []
+    for block in re.split(r"\n(?=rule |localrule )", text):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if head:
+            wildcards = re.search(r"wildcards: (.*)", block)
+            jobs.append(f"{head.group(1)}[{wildcards.group(1) if wildcards else ''}]")
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("dag")
+    shutil.copy(SMALL, work / "config.yaml")
+    snakemake(work, "results/demo/report.html")
+    return work
+
+
+@pytest.mark.slow
+def test_small_dag_ends_in_a_report(workdir):
+    report = (workdir / "results/demo/report.html").read_text()
+    runs = sorted(p.name for p in (workdir / "results/demo/runs").iterdir())
+    assert runs == ["dmms-image-max-s0", "dmms-image-sum-s0", "dmms-image_text-max-s0", "dmms-image_text-sum-s0"]
+    for run in runs:
+        assert run in report
+        assert (workdir / "results/demo/runs" / run / "model.pt").exists()
+    for rule_log in ["prepare.log", "extract/image.log", "extract/text.log", "report.log"]:
+        assert (workdir / "results/demo/logs" / rule_log).exists()
+    assert (workdir / "results/demo/benchmarks/extract/image.tsv").exists()
+    assert not list(workdir.rglob("*.partial"))
+
+
+@pytest.mark.slow
+def test_nothing_to_do_after_a_finished_run(workdir):
+    proc = snakemake(workdir, "-n", "results/demo/report.html")
+    assert planned_jobs(proc) == []
+
+
+@pytest.mark.slow
+def test_text_setting_reruns_text_and_its_dependents_only(workdir):
+    proc = snakemake(workdir, "-n", "results/demo/report.html", "--config", "extractors={text: {max_length: 32}}")
+    jobs = planned_jobs(proc)
+    assert "extract[dataset=demo, extractor=text]" in jobs
+    assert "extract[dataset=demo, extractor=image]" not in jobs
+    assert "prepare_demo[dataset=demo]" not in jobs
+    trained = sorted(j for j in jobs if j.startswith("train["))
+    assert trained == ["train[dataset=demo, run=dmms-image_text-max-s0]", "train[dataset=demo, run=dmms-image_text-sum-s0]"]
+    assert "report[dataset=demo]" in jobs
+
+
+@pytest.mark.slow
+def test_runtime_settings_rerun_nothing(workdir):
+    proc = snakemake(workdir, "-n", "results/demo/report.html", "--config", "runtime={batch_size: 4, num_workers: 1}")
+    assert planned_jobs(proc) == []
+
+
+def test_bad_config_value_stops_with_the_key(tmp_path):
+    config = yaml.safe_load(SMALL.read_text())
+    config["extractors"]["image"]["image_size"] = 4
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    assert "extractors.image.image_size" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
+                           "--directory", str(ROOT)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
