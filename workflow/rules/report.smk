@@ -16,4 +16,4 @@ rule report:
         "../../envs/mmsets.yaml"
     shell:
         "python -m mmsets report --manifest {input.manifest:q} --runs {input.runs:q} --features {input.features:q} "
-        "--title {wildcards.dataset:q} --out {output:q} 2> {log:q}"
+        "--out {output:q} 2> {log:q}"
