@@ -125,20 +125,28 @@ def dataset_section(config: dict, dataset: str, section: str) -> dict:
 
 
 def expand_runs(config: dict, dataset: str) -> dict[str, dict]:
-    """All runs of a dataset: ``{run name: spec}``, run names ``<group>-<combination>-<pooling>-s<seed>``."""
+    """All runs of a dataset: ``{run name: spec}``.
+
+    A group's runs are its feature combinations x pooling types (DMMS only) x variants x seeds, named
+    ``<group>-<combination>[-<pooling>][-<variant>]-s<seed>``.
+    """
     training = dataset_section(config, dataset, "training")
     models = dataset_section(config, dataset, "models")
     runs = {}
     for group, exp in config["experiments"].items():
+        variants = exp.get("variants") or {"": {}}
         for combo, features in exp["features"].items():
-            for pooling in exp["pooling"]:
-                for seed in exp["seeds"]:
-                    name = f"{group}-{combo}-{pooling}-s{seed}"
-                    runs[name] = {
-                        "model": exp["model"],
-                        "features": list(features),
-                        "pooling": pooling,
-                        **models.get(exp["model"], {}),
-                        "training": {**training, "seed": seed},
-                    }
+            for variant, overrides in variants.items():
+                model = overrides.get("model", exp["model"])
+                settings = {**models.get(model, {}), **{k: v for k, v in overrides.items() if k != "model"}}
+                for pooling in exp["pooling"] if model == "dmms" else [""]:
+                    for seed in exp["seeds"]:
+                        name = "-".join(p for p in (group, combo, pooling, variant, f"s{seed}") if p)
+                        runs[name] = {
+                            "model": model,
+                            "features": list(features),
+                            **({"pooling": pooling} if pooling else {}),
+                            **settings,
+                            "training": {**training, "seed": seed},
+                        }
     return runs

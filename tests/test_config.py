@@ -63,3 +63,15 @@ def test_command_line_strings_become_numbers_where_numbers_are_expected():
     config = validate_config(config, SCHEMA)
     assert config["training"]["lr"] == 0.01 and config["training"]["epochs"] == 5
     assert config["datasets"]["mmimdb"]["root"] == "123"
+
+
+def test_variants_name_runs_and_may_switch_the_model():
+    config = _config()
+    config["experiments"] = {"dm2s2": {
+        "model": "dm2s2", "features": {"tokens": ["tokens"]}, "seeds": [0, 1],
+        "variants": {"both": {}, "dot": {"similarity": "dot"}, "encoder": {"model": "encoder_only"}}}}
+    runs = expand_runs(validate_config(config, SCHEMA), "mmimdb")
+    assert sorted(runs) == sorted(f"dm2s2-tokens-{v}-s{s}" for v in ("both", "dot", "encoder") for s in (0, 1))
+    assert runs["dm2s2-tokens-dot-s1"]["similarity"] == "dot"
+    assert runs["dm2s2-tokens-encoder-s0"]["model"] == "encoder_only"
+    assert "pooling" not in runs["dm2s2-tokens-both-s0"]

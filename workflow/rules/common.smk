@@ -5,6 +5,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 from mmsets.config import expand_runs, validate_config  # noqa: E402
+from mmsets.extract.tokens import upstream_stores  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 config.clear()
@@ -20,8 +21,16 @@ shell.prefix(
     + _runtime.format(**config["runtime"])
 )
 
-# Extractors whose input is another extractor's store (filled in as extractors are added).
-EXTRACTOR_INPUTS = {}
+
+def upstream_of(extractor):
+    """The stores an extractor reads: {its param key (dotted when nested): upstream extractor}."""
+    if extractor == "bbox":
+        return {"objects_store": "objects"}
+    if extractor == "ocr_text":
+        return {"ocr_store": "ocr"}
+    if extractor == "tokens":
+        return {f"stores.{name}": name for name in upstream_stores(config["extractors"]["tokens"]["modalities"])}
+    return {}
 
 
 def datasets_of_kind(kind):
@@ -44,13 +53,24 @@ def mmimdb_input(wildcards):
     return [] if root else [f"resources/{wildcards.dataset}/unpacked"]
 
 
+def feature_path(dataset, extractor):
+    return f"results/{dataset}/features/{extractor}.h5"
+
+
 def extractor_params(wildcards):
-    return json.dumps(config["extractors"][wildcards.extractor], sort_keys=True)
+    """The extractor's settings, with the paths of the stores it reads filled in."""
+    settings = json.loads(json.dumps(config["extractors"][wildcards.extractor]))
+    for key, upstream in upstream_of(wildcards.extractor).items():
+        node = settings
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = feature_path(wildcards.dataset, upstream)
+    return json.dumps(settings, sort_keys=True)
 
 
 def extractor_inputs(wildcards):
-    upstream = EXTRACTOR_INPUTS.get(wildcards.extractor, [])
-    return [f"results/{wildcards.dataset}/features/{name}.h5" for name in upstream]
+    return [feature_path(wildcards.dataset, name) for name in upstream_of(wildcards.extractor).values()]
 
 
 def runs_of(dataset):
@@ -66,12 +86,19 @@ def run_spec(wildcards):
 
 def run_features(wildcards):
     features = run_spec(wildcards)["features"]
-    return [f"results/{wildcards.dataset}/features/{name}.h5" for name in features]
+    return [feature_path(wildcards.dataset, name) for name in features]
 
 
 def report_features(wildcards):
-    names = sorted({f for spec in runs_of(wildcards.dataset).values() for f in spec["features"]})
-    return [f"results/{wildcards.dataset}/features/{name}.h5" for name in names]
+    """Every store a run reads, and the stores those were made from (OCR words under OCR text, ...)."""
+    names = {f for spec in runs_of(wildcards.dataset).values() for f in spec["features"]}
+    while True:
+        more = {u for name in names for u in upstream_of(name).values()} - names
+        if not more:
+            break
+        names |= more
+    names = sorted(names)
+    return [feature_path(wildcards.dataset, name) for name in names]
 
 
 def report_runs(wildcards):
