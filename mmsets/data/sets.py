@@ -4,6 +4,12 @@ An item may have 0, 1 or many elements of each modality (no face, one poster, te
 ``SetDataset`` holds them as ragged arrays read from the feature stores; ``collate_sets`` pads
 them into one ``(B, S_max, D_in)`` tensor per modality plus a mask, so set operations can ignore
 the padding exactly.
+
+A store whose attrs say ``kind="index"`` (objects' COCO ids, categorical metadata) is an *index
+modality*: its elements are integer ids for a lookup table (DMMS Sec. 4.2, "Index Embeddings"),
+kept as int64 ``(k,)`` and padded to ``(B, S_max)``; its ``input_dims`` entry is the table size
+(attrs ``num_embeddings``). Float elements stay in the store's dtype (float16 halves the memory of
+a dataset) and become float32 only in the padded batch.
 """
 
 from __future__ import annotations
@@ -19,17 +25,21 @@ from torch.utils.data import Dataset
 from mmsets.data.manifest import Manifest
 from mmsets.store import RaggedStore
 
+FLOAT, INDEX = "float", "index"
+KINDS = (FLOAT, INDEX)
+
 
 @dataclass
 class SetExample:
     id: str
-    modalities: dict[str, np.ndarray]  # name -> (k, dim) float32, k may be 0
+    modalities: dict[str, np.ndarray]  # name -> (k, dim) float16/32, or (k,) int64 ids; k may be 0
     labels: np.ndarray  # (C,) float32 multi-hot
 
 
 @dataclass
 class SetBatch:
-    """Padded sets: ``modalities[name] = (x (B, S_max, D_in), mask (B, S_max))``; True = real element."""
+    """Padded sets: ``modalities[name] = (x, mask (B, S_max))``, True = real element; ``x`` is
+    (B, S_max, D_in) float32, or (B, S_max) int64 ids for an index modality (padding id 0)."""
 
     modalities: dict[str, tuple[Tensor, Tensor]]
     labels: Tensor  # (B, C) float32
@@ -75,17 +85,26 @@ class SetDataset(Dataset):
         self.split = split
         self.label_names = list(label_names if label_names is not None else manifest.label_names)
         self.ids = [str(i) for i in frame["id"]]
-        self.input_dims = {name: store.dim for name, store in stores.items()}
+        self.input_kinds = {name: store_kind(store) for name, store in stores.items()}
+        self.input_dims = {name: int(store.attrs["num_embeddings"]) if self.input_kinds[name] == INDEX else store.dim
+                           for name, store in stores.items()}
         self.labels = np.stack(
             [multi_hot(labels, self.label_names, item_id) for item_id, labels in zip(self.ids, frame["labels"])]
         ) if self.ids else np.zeros((0, len(self.label_names)), np.float32)
-        self.elements = {name: self._load(store) for name, store in stores.items()}
+        self.elements = {name: self._load(store, self.input_kinds[name], self.input_dims[name])
+                         for name, store in stores.items()}
 
-    def _load(self, store: RaggedStore) -> list[np.ndarray]:
+    def _load(self, store: RaggedStore, kind: str, dim: int) -> list[np.ndarray]:
         present = [i for i in self.ids if i in store]
         arrays = dict(zip(present, store.get(present)))
-        empty = np.zeros((0, store.dim), np.float32)
-        return [arrays[i].astype(np.float32, copy=False) if i in arrays else empty for i in self.ids]
+        if kind == INDEX:
+            arrays = {i: _ids(x, dim, store, i) for i, x in arrays.items()}
+            empty = np.zeros(0, np.int64)
+        else:
+            dtype = store.file["data"].dtype if store.file["data"].dtype in (np.float16, np.float32) else np.float32
+            arrays = {i: x.astype(dtype, copy=False) for i, x in arrays.items()}
+            empty = np.zeros((0, store.dim), dtype)
+        return [arrays.get(i, empty) for i in self.ids]
 
     @property
     def modalities(self) -> list[str]:
@@ -102,13 +121,34 @@ class SetDataset(Dataset):
         return SetExample(self.ids[i], {name: arrays[i] for name, arrays in self.elements.items()}, self.labels[i])
 
 
+def store_kind(store: RaggedStore) -> str:
+    """'index' for a store of lookup-table ids (attrs kind and num_embeddings), else 'float'."""
+    kind = str(store.attrs.get("kind", FLOAT))
+    if kind not in KINDS:
+        raise ValueError(f"{store.path}: attrs kind {kind!r} is not one of {KINDS}")
+    if kind == INDEX and "num_embeddings" not in store.attrs:
+        raise ValueError(f"{store.path}: an index store needs attrs num_embeddings")
+    return kind
+
+
+def _ids(x: np.ndarray, num_embeddings: int, store: RaggedStore, item_id: str) -> np.ndarray:
+    """An index store's (k, 1) float rows as (k,) int64 ids, checked against the table size."""
+    ids = np.rint(x[:, 0]).astype(np.int64)
+    if len(ids) and (ids.min() < 0 or ids.max() >= num_embeddings):
+        raise ValueError(f"{store.path}: item {item_id!r} has ids outside [0, {num_embeddings})")
+    return ids
+
+
 def collate_sets(items: Sequence[SetExample]) -> SetBatch:
-    """Pad every modality to the batch's largest set (at least 1 row, masked when unused)."""
+    """Pad every modality to the batch's largest set (at least 1 row, masked when unused); floats become float32."""
     modalities = {}
     for name in items[0].modalities:
         sets = [item.modalities[name] for item in items]
         s_max = max(1, max(len(s) for s in sets))
-        x = np.zeros((len(items), s_max, sets[0].shape[1]), np.float32)
+        if sets[0].ndim == 1:  # ids of an index modality
+            x = np.zeros((len(items), s_max), np.int64)
+        else:
+            x = np.zeros((len(items), s_max, sets[0].shape[1]), np.float32)
         mask = np.zeros((len(items), s_max), bool)
         for b, s in enumerate(sets):
             x[b, : len(s)] = s

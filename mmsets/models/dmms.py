@@ -16,12 +16,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mmsets.data.sets import SetBatch
+from mmsets.data.sets import FLOAT, INDEX, KINDS, SetBatch
 
 
 @dataclass
 class DMMSConfig:
-    input_dims: dict[str, int]  # modality name -> element size M_i, in the order of the set
+    input_dims: dict[str, int]  # modality name -> element size M_i (table size for an index modality), in set order
     n_classes: int
     d_model: int = 1024  # D: 1024 for MM-IMDb, 32 for Ads-Parallelity (Sec. 4.3)
     dropout: float = 0.25  # inside each phi_i
@@ -29,9 +29,18 @@ class DMMSConfig:
     head_hidden: tuple[int, ...] = (256, 128)  # rho: D -> 256 -> 128 -> C for MM-IMDb, (32,) for Ads
     head_dropout: float = 0.25  # the paper gives none for rho; we reuse phi's rate
     prior: float = 0.01  # pi in the last bias -log((1 - pi) / pi)
+    input_kinds: dict[str, str] | None = None  # modality -> "float" | "index" (SetDataset.input_kinds); None: float
 
     def __post_init__(self) -> None:
         self.input_dims = {str(k): int(v) for k, v in self.input_dims.items()}
+        kinds = {str(k): str(v) for k, v in (self.input_kinds or {}).items()}
+        unknown = sorted(set(kinds) - set(self.input_dims))
+        if unknown:
+            raise ValueError(f"DMMSConfig.input_kinds: {unknown} are not in input_dims {list(self.input_dims)}")
+        self.input_kinds = {name: kinds.get(name, FLOAT) for name in self.input_dims}
+        for name, kind in self.input_kinds.items():
+            if kind not in KINDS:
+                raise ValueError(f"DMMSConfig.input_kinds[{name!r}]: {kind!r} is not one of {list(KINDS)}")
         self.head_hidden = tuple(int(h) for h in self.head_hidden)
         if not self.input_dims:
             raise ValueError("DMMSConfig.input_dims: at least one modality is needed")
@@ -54,6 +63,26 @@ class ModalityEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.act(self.fc(x)))
+
+
+class IndexEncoder(nn.Module):
+    """phi_i for a modality of class indices: a learned lookup table, ELU and dropout ("Index Embeddings", Sec. 4.2)."""
+
+    def __init__(self, num_embeddings: int, out_features: int, act_layer: type[nn.Module] = nn.ELU, drop: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(num_embeddings, out_features)
+        # A lookup table is a linear layer over one-hot inputs; started as nn.Linear starts instead of at N(0, 1),
+        # an index modality does not win every max-pooled dimension before training has begun.
+        bound = 1.0 / math.sqrt(num_embeddings)
+        nn.init.uniform_(self.embed.weight, -bound, bound)
+        self.act = act_layer()
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.act(self.embed(x)))
+
+
+ENCODERS: dict[str, type[nn.Module]] = {FLOAT: ModalityEncoder, INDEX: IndexEncoder}
 
 
 # Each reduction takes elements (B, S, D) and mask (B, S) and returns (pooled (B, D), index (B, D) | None).
@@ -134,7 +163,8 @@ class DeepMultiModalSets(nn.Module):
         self.config = config
         self.modalities = list(config.input_dims)
         self.encoders = nn.ModuleDict({
-            name: ModalityEncoder(dim, config.d_model, nn.ELU, config.dropout) for name, dim in config.input_dims.items()
+            name: ENCODERS[config.input_kinds[name]](dim, config.d_model, nn.ELU, config.dropout)
+            for name, dim in config.input_dims.items()
         })
         self.pool = SetPooling(config.pooling)
         self.rho = SetPredictor(config.d_model, config.head_hidden, config.n_classes, nn.ELU, config.head_dropout,
@@ -148,6 +178,10 @@ class DeepMultiModalSets(nn.Module):
         elements, masks, modality = [], [], []
         for i, name in enumerate(self.modalities):
             x, mask = batch.modalities[name]
+            if (self.config.input_kinds[name] == INDEX) != (x.dtype == torch.long):
+                raise TypeError(f"modality {name!r}: the batch holds {'ids' if x.dtype == torch.long else 'vectors'} "
+                                f"but the model was built with input_kinds[{name!r}] = "
+                                f"{self.config.input_kinds[name]!r}; pass input_kinds=dataset.input_kinds")
             elements.append(self.encoders[name](x))
             masks.append(mask)
             modality.append(torch.full((x.shape[1],), i, dtype=torch.long, device=x.device))

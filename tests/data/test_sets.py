@@ -38,7 +38,9 @@ def test_dataset_loads_ragged_sets_and_multi_hot_labels(stores):
     assert ds.input_dims == {"a": 4, "b": 2}
     assert [len(x) for x in ds.elements["a"]] == [2, 0, 1]
     assert [len(x) for x in ds.elements["b"]] == [1, 0, 0]
-    assert all(x.dtype == np.float32 for x in ds.elements["a"])
+    # Elements stay in the store's dtype in memory (half the size for float16); batches are float32.
+    assert all(x.dtype == np.float16 for x in ds.elements["a"])
+    assert all(x.dtype == np.float32 for x in ds.elements["b"])
     np.testing.assert_array_equal(ds.labels, [[1, 0, 0], [1, 1, 0], [0, 0, 0]])
     np.testing.assert_allclose(ds[0].modalities["a"], stores["a"].get(["i0"])[0], rtol=1e-3)
 
@@ -59,3 +61,31 @@ def test_collate_pads_and_masks(stores):
 def test_unknown_label_names_the_item(stores):
     with pytest.raises(ValueError, match="i1.*'w'"):
         SetDataset(manifest([["x"], ["w"], [], []]), stores, "train")
+
+
+def write_index_store(path, sets, num_embeddings=10):
+    with RaggedWriter(path, extractor="objects", dim=1, dtype="float32",
+                      attrs={"kind": "index", "num_embeddings": num_embeddings}) as w:
+        for item_id, ids in sets.items():
+            w.add(item_id, np.asarray(ids, np.float32)[:, None])
+
+
+def test_index_store_becomes_int64_ids_padded_with_zero(stores, tmp_path):
+    write_index_store(tmp_path / "objects.h5", {"i0": [3, 7, 3], "i1": [], "i2": [9]})  # i3 absent
+    with RaggedStore(tmp_path / "objects.h5") as objects:
+        ds = SetDataset(manifest(), {**stores, "objects": objects}, "train", ["x", "y", "z"])
+    assert ds.input_kinds == {"a": "float", "b": "float", "objects": "index"}
+    assert ds.input_dims == {"a": 4, "b": 2, "objects": 10}
+    assert [x.tolist() for x in ds.elements["objects"]] == [[3, 7, 3], [], [9]]
+    assert all(x.dtype == np.int64 and x.ndim == 1 for x in ds.elements["objects"])
+    x, mask = collate_sets([ds[1], ds[2], ds[0]]).modalities["objects"]
+    assert x.dtype == torch.int64 and x.tolist() == [[0, 0, 0], [9, 0, 0], [3, 7, 3]]
+    assert mask.tolist() == [[False] * 3, [True, False, False], [True] * 3]
+    x, mask = collate_sets([ds[1]]).modalities["objects"]
+    assert x.shape == (1, 1) and not mask.any()
+
+
+def test_index_store_ids_outside_the_table_name_the_item(tmp_path):
+    write_index_store(tmp_path / "bad.h5", {"i0": [1], "i1": [10]}, num_embeddings=10)
+    with RaggedStore(tmp_path / "bad.h5") as bad, pytest.raises(ValueError, match=r"'i1' has ids outside \[0, 10\)"):
+        SetDataset(manifest(), {"bad": bad}, "train")

@@ -1,0 +1,227 @@
+"""Box-embedding extractor, WSL(bbox) in DMMS: each detected object's crop through the image CNN.
+
+The paper (Sec. 4.2) takes the boxes Faster R-CNN keeps and extracts "the WSL embeddings of the
+associated bounding boxes". Here the boxes come from the ``objects`` store (``params.objects_store``)
+and every crop goes through the very code of the ``image`` extractor (``load_image_backbone``, its
+``transform`` in DataLoader workers, its ``features`` in batches), so a crop's vector is what
+``embed_images`` and the image extractor give for that crop as a picture of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from mmsets.data.manifest import Manifest
+from mmsets.extract.backbones import ImageBackbone, load_image_backbone
+from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, empty_done_ids, params_from_dict, \
+    resolve_device
+from mmsets.extract.image import ImageSkip, _resolve, open_image
+from mmsets.store import RaggedStore, RaggedWriter, StoreError
+
+EXTRACTOR = "bbox"
+FIELDS = {"boxes": ((4,), "float32"), "scores": ((), "float32"), "label": ((), "str")}
+
+
+@dataclass
+class BBoxParams:
+    objects_store: str = ""  # the objects extractor's store: where the boxes come from
+    model: str = "efficientnet_lite0"  # as the image extractor's
+    image_size: int | None = None  # None: the model's own input size
+    dtype: str = "float16"
+    context: float = 0.0  # widen each box by this fraction of its width/height on every side
+    min_box_size: int = 2  # a crop narrower or lower than this many pixels (after clamping) is skipped
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None) -> "BBoxParams":
+        return params_from_dict(cls, params, where="bbox params")
+
+    def __post_init__(self) -> None:
+        if not self.objects_store:
+            raise ParamsError("bbox params.objects_store: give the path of the objects extractor's store")
+        if not self.model:
+            raise ParamsError("bbox params.model: must name a model")
+        if self.image_size is not None and self.image_size < 16:
+            raise ParamsError(f"bbox params.image_size: {self.image_size} is below 16 pixels")
+        check_choice("bbox params.dtype", self.dtype, DTYPES)
+        if not 0.0 <= self.context <= 1.0:
+            raise ParamsError(f"bbox params.context: {self.context} is not in [0, 1]")
+        if self.min_box_size < 1:
+            raise ParamsError(f"bbox params.min_box_size: {self.min_box_size} is below 1")
+
+
+def crop_box(box: np.ndarray, size: tuple[int, int], context: float = 0.0,
+             min_box_size: int = 2) -> tuple[int, int, int, int] | None:
+    """Pixel rectangle (left, top, right, bottom) covering ``box`` (xyxy) widened by ``context``, inside
+    an image of ``size`` (width, height); None when nothing of at least ``min_box_size`` pixels is left."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not all(map(math.isfinite, (x0, y0, x1, y1))):
+        return None
+    pad_x, pad_y = context * (x1 - x0), context * (y1 - y0)
+    width, height = size
+    left, top = max(0, math.floor(x0 - pad_x)), max(0, math.floor(y0 - pad_y))
+    right, bottom = min(width, math.ceil(x1 + pad_x)), min(height, math.ceil(y1 + pad_y))
+    if right - left < min_box_size or bottom - top < min_box_size:
+        return None
+    return left, top, right, bottom
+
+
+class ItemCrops(Dataset):
+    """Decodes an item's image in a DataLoader worker, cuts out its boxes and applies the CNN's transform.
+
+    Yields (manifest index, crops (k, 3, H, W) or None, indices of the boxes kept, ImageSkip or None);
+    an item without boxes is not decoded at all.
+    """
+
+    def __init__(self, paths: list[Any], boxes: list[np.ndarray], transform: Callable[[Image.Image], torch.Tensor],
+                 context: float, min_box_size: int, max_pixels: int | None = None) -> None:
+        self.paths, self.boxes, self.transform = paths, boxes, transform
+        self.context, self.min_box_size, self.max_pixels = context, min_box_size, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, list[int], ImageSkip | None]:
+        if not len(self.boxes[i]):
+            return i, None, [], None
+        try:
+            image = open_image(self.paths[i], self.max_pixels)  # RGB already, as embed_images' to_rgb makes it
+        except ImageSkip as skip:
+            return i, None, [], skip
+        crops, kept = [], []
+        for j, box in enumerate(self.boxes[i]):
+            rect = crop_box(box, image.size, self.context, self.min_box_size)
+            if rect is not None:
+                crops.append(self.transform(image.crop(rect)))
+                kept.append(j)
+        return i, (torch.stack(crops) if crops else None), kept, None
+
+
+def _collate(batch):
+    return batch
+
+
+def open_objects_store(path: str | os.PathLike) -> RaggedStore:
+    """The objects store, or a ParamsError naming ``bbox params.objects_store``."""
+    if not Path(path).is_file():
+        raise ParamsError(f"bbox params.objects_store: {str(path)!r} does not exist (run the objects extractor first)")
+    try:
+        store = RaggedStore(path)
+    except StoreError as err:
+        raise ParamsError(f"bbox params.objects_store: {err}") from None
+    missing = {"boxes", "scores", "label"} - set(store.fields)
+    if missing:
+        store.close()
+        raise ParamsError(f"bbox params.objects_store: {str(path)!r} has no per-element {sorted(missing)}; "
+                          "is it an objects store?")
+    return store
+
+
+def extract_bbox(
+    manifest: Manifest,
+    out_path: str | os.PathLike,
+    params: BBoxParams,
+    device: str = "auto",
+    batch_size: int = 32,
+    num_workers: int = 2,
+    max_pixels: int | None = None,
+    image_root: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write one image-CNN vector per box of the objects store to the ragged store ``out_path``.
+
+    Per-element fields ``boxes``, ``scores`` and ``label`` are copied from the objects store.
+    An item gets zero elements when it has no box ('no_boxes'), is not in the objects store
+    ('not_in_objects_store'), its image cannot be read (the image extractor's reasons) or all its
+    boxes are degenerate ('degenerate_boxes'; the summary also counts skipped boxes). ``batch_size``
+    counts crops per forward pass. Resumes like the image extractor.
+    """
+    ids = [str(i) for i in manifest.frame["id"]]
+    with open_objects_store(params.objects_store) as objects:
+        present = [i for i in ids if i in objects]
+        found = dict(zip(present, zip(*(objects.get(present, f) for f in ("boxes", "scores", "label"))))) \
+            if present else {}
+        # Recorded, and part of the resume check: boxes of a re-run objects extractor start this store over.
+        source = {"objects_model": str(objects.attrs.get("model", "")), "objects_params": objects.params}
+    device = resolve_device(device)
+    backbone = load_image_backbone(params.model, device, image_size=params.image_size)
+    writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=backbone.dim, dtype=params.dtype, model=params.model,
+                          params=dataclasses.asdict(params), fields=FIELDS, attrs=source, resume=True)
+    tally = RunTally(device)
+    paths = [_resolve(p, image_root) for p in manifest.frame["image"]]
+    empty = np.zeros((0, 4), np.float32)
+    boxes = [found[i][0] if i in found else empty for i in ids]
+    dataset = ItemCrops(paths, boxes, backbone.transform, params.context, params.min_box_size, max_pixels)
+
+    def why_empty(i: int, skip: ImageSkip | None, n_boxes: int) -> tuple[str, str | None]:
+        if ids[i] not in found:
+            return "not_in_objects_store", f"{ids[i]} is not in {params.objects_store}"
+        if not len(boxes[i]):
+            return "no_boxes", None
+        if skip is not None:
+            return skip.reason, skip.detail
+        return "degenerate_boxes", f"all {n_boxes} boxes are under {params.min_box_size} pixels"
+
+    row_of = {item_id: i for i, item_id in enumerate(ids)}
+    for item_id in empty_done_ids(writer) & row_of.keys():  # count a resumed empty item's reason again
+        i = row_of[item_id]
+        _, _, _, skip = dataset[i]
+        tally.skip(item_id, *why_empty(i, skip, len(boxes[i])))
+    todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
+    # Each item brings several crops (up to the objects' max_boxes): a loader batch of batch_size // 4 items keeps
+    # the transformed crops in flight between workers and model to a few forward passes.
+    loader = DataLoader(_Subset(dataset, todo), batch_size=max(1, batch_size // 4), num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=device.type == "cuda")
+    degenerate = 0
+    try:
+        with tqdm(total=len(todo), unit="item", desc=f"bbox {params.model}", disable=not progress) as bar:
+            for batch in loader:
+                crops = [c for _, c, _, _ in batch if c is not None]
+                vectors = _features(backbone, torch.cat(crops), batch_size) if crops else np.zeros((0, backbone.dim))
+                row = 0
+                for i, _, kept, skip in batch:
+                    kept, k = np.asarray(kept, np.int64), len(kept)
+                    if k == 0:
+                        tally.skip(ids[i], *why_empty(i, skip, len(boxes[i])))
+                    if skip is None:
+                        degenerate += len(boxes[i]) - k
+                    _, scores, labels = found.get(ids[i], (empty, np.zeros(0), np.zeros(0, object)))
+                    writer.add(ids[i], vectors[row:row + k], boxes=boxes[i][kept], scores=scores[kept],
+                               label=list(labels[kept]))
+                    row += k
+                    tally.processed += 1
+                bar.update(len(batch))
+    except BaseException:
+        writer.abort()
+        raise
+    summary = {**tally.summary(writer), "degenerate_boxes": degenerate}
+    writer.close(**summary)
+    return summary
+
+
+def _features(backbone: ImageBackbone, crops: torch.Tensor, batch_size: int) -> np.ndarray:
+    return np.concatenate([backbone.features(crops[start:start + batch_size]).cpu().numpy()
+                           for start in range(0, len(crops), batch_size)])
+
+
+class _Subset(Dataset):
+    """The items still to do, keeping their manifest index (torch's Subset would renumber them)."""
+
+    def __init__(self, dataset: ItemCrops, index: list[int]) -> None:
+        self.dataset, self.index = dataset, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, j: int):
+        return self.dataset[self.index[j]]
