@@ -15,6 +15,14 @@ __all__ = ["EXTRACTORS", "ParamsError", "run_extractor"]
 EXTRACTORS: dict[str, tuple[str, str, str]] = {
     "image": ("mmsets.extract.image", "extract_image", "ImageParams"),
     "text": ("mmsets.extract.text", "extract_text", "TextParams"),
+    "ocr": ("mmsets.extract.ocr", "extract_ocr", "OCRParams"),
+    "ocr_text": ("mmsets.extract.text", "extract_ocr_text", "OCRTextParams"),
+    "labels": ("mmsets.extract.labels", "extract_labels", "LabelsParams"),
+    "tokens": ("mmsets.extract.tokens", "extract_tokens", "TokensParams"),
+    "objects": ("mmsets.extract.objects", "extract_objects", "ObjectsParams"),
+    "bbox": ("mmsets.extract.bbox", "extract_bbox", "BBoxParams"),
+    "categorical": ("mmsets.extract.categorical", "extract_categorical", "CategoricalParams"),
+    "faces": ("mmsets.extract.faces", "extract_faces", "FacesParams"),
 }
 
 SHARED_RUNTIME = ("device", "batch_size", "num_workers")

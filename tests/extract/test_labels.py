@@ -1,0 +1,85 @@
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmsets.data.manifest import Manifest, write_manifest
+from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract.labels import LabelsParams, extract_labels, imagenet_class_names
+from mmsets.store import RaggedStore
+
+CATS = {"tabby, tabby cat", "tiger cat", "Persian cat", "Siamese cat, Siamese", "Egyptian cat"}
+
+
+def manifest_of(photos, names) -> Manifest:
+    images = [None if n is None else str(photos[n]) for n in names]
+    frame = pd.DataFrame({"id": [f"img{i}" for i in range(len(names))], "split": "train", "image": images,
+                          "labels": [["drama"]] * len(names)})
+    return Manifest(frame, ["drama"], dataset="photos")
+
+
+def test_the_cat_photo_gets_a_cat_label(photos, lite0, tmp_path):
+    names = ["cat.jpg", "coffee.png", "corrupt.jpg", None]
+    write_manifest(manifest_of(photos, names), tmp_path / "manifest.parquet")
+    summary = run_extractor("labels", tmp_path / "manifest.parquet", tmp_path / "labels.h5", {"top_k": 5},
+                            {"device": "cpu", "num_workers": 0, "progress": False, "engine": lite0})
+    assert summary["items"] == 4 and summary["elements"] == 10
+    assert summary["skipped"] == {"corrupt": 1, "no_image": 1}
+    with RaggedStore(tmp_path / "labels.h5") as store:
+        assert store.dim == 1 and store.attrs["extractor"] == "labels" and store.params["top_k"] == 5
+        cat_names, coffee_names = store.get(["img0", "img1"], "text")
+        cat_probs, _ = store.get(["img0", "img1"])
+    assert cat_names[0] in CATS and set(cat_names) & CATS
+    assert "espresso" in coffee_names or "cup" in coffee_names
+    p = cat_probs[:, 0]
+    assert p.dtype == np.float32 and (np.diff(p) <= 0).all() and 0 < p.sum() <= 1 + 1e-5 and p[0] > 0.3
+
+
+def test_min_prob_drops_unlikely_labels(photos, lite0, tmp_path):
+    params = LabelsParams(top_k=10, min_prob=0.2)
+    summary = extract_labels(manifest_of(photos, ["cat.jpg", "gray.png"]), tmp_path / "labels.h5", params,
+                             num_workers=0, progress=False, engine=lite0)
+    with RaggedStore(tmp_path / "labels.h5") as store:
+        probs = store.get(store.ids)
+    assert all((p[:, 0] >= 0.2).all() for p in probs) and 1 <= len(probs[0]) < 10
+    assert summary["elements"] == sum(map(len, probs))
+
+
+def test_class_names_and_params():
+    names = imagenet_class_names()
+    assert len(names) == 1000 and names[285] == "Egyptian cat"
+    assert LabelsParams.from_dict({}) == LabelsParams(backend="imagenet", model="efficientnet_lite0", top_k=5)
+    with pytest.raises(ParamsError, match="top_k: 0 is below 1"):
+        LabelsParams.from_dict({"top_k": 0})
+    with pytest.raises(ParamsError, match="backend: 'clarifai' is not one of"):
+        LabelsParams.from_dict({"backend": "clarifai"})
+    with pytest.raises(ParamsError, match=r"min_prob: 1.5 is not in \[0, 1\]"):
+        LabelsParams.from_dict({"min_prob": 1.5})
+
+
+def test_cloud_vision_label_detection(photos, tmp_path):
+    vision = pytest.importorskip("google.cloud.vision", reason="pip install google-cloud-vision==3.16.0")
+    from google.auth.credentials import AnonymousCredentials
+    from google.rpc import status_pb2
+
+    from mmsets.extract.ocr_backends.cloud_vision import CloudVision
+
+    client = vision.ImageAnnotatorClient(credentials=AnonymousCredentials())
+    labels = [vision.EntityAnnotation(description=d, score=s) for d, s in [("Cat", 0.97), ("Whiskers", 0.9),
+                                                                          ("Carnivore", 0.4)]]
+    response = vision.BatchAnnotateImagesResponse(responses=[
+        vision.AnnotateImageResponse(label_annotations=labels),
+        vision.AnnotateImageResponse(error=status_pb2.Status(code=7, message="Permission denied on billing"))])
+    with mock.patch.object(type(client.transport.batch_annotate_images), "__call__") as call:
+        call.return_value = response
+        summary = extract_labels(manifest_of(photos, ["cat.jpg", "coffee.png"]), tmp_path / "labels.h5",
+                                 LabelsParams(backend="cloud_vision", top_k=3, min_prob=0.5), num_workers=0,
+                                 progress=False, engine=CloudVision(client=client))
+    (feature,) = call.call_args.args[0].requests[0].features
+    assert feature.type_ == vision.Feature.Type.LABEL_DETECTION and feature.max_results == 3
+    assert summary["skipped"] == {"permission_denied": 1} and summary["errors"][0]["id"] == "img1"
+    with RaggedStore(tmp_path / "labels.h5") as store:
+        assert list(store.get(["img0"], "text")[0]) == ["Cat", "Whiskers"]
+        np.testing.assert_allclose(store.get(["img0"])[0][:, 0], [0.97, 0.9])
+        assert store.attrs["backend"] == "cloud_vision"
