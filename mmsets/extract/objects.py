@@ -13,6 +13,7 @@ torchvision's COCO_V1 weights, a path loads a state dict through the same code) 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice,
 from mmsets.extract.image import ImageSkip, ManifestImages, _resolve, open_image
 from mmsets.store import RaggedWriter
 
+log = logging.getLogger(__name__)
+
 EXTRACTOR = "objects"
 BACKENDS = ("torchvision", "detectron2")
 ARCH = "faster_rcnn_R_50_FPN"
@@ -41,7 +44,7 @@ FIELDS = {"boxes": ((4,), "float32"), "scores": ((), "float32"), "label": ((), "
 @dataclass
 class ObjectsParams:
     backend: str = "torchvision"
-    weights: str = "coco"  # "coco": the backend's COCO weights (download); else a local checkpoint file
+    weights: str = "coco"  # "coco": the backend's COCO weights (download); "random": offline stand-in; else a file
     score_threshold: float = 0.65  # DMMS Sec. 4.2
     max_boxes: int = 10
     min_size: int = 800  # shorter image side at the detector's input (torchvision/detectron2: 800)
@@ -137,6 +140,13 @@ def _torchvision_model(params: ObjectsParams) -> nn.Module:
                 f"objects params.weights='coco': torchvision's COCO weights could not be fetched ({err}); "
                 "download them where there is network, then set objects params.weights to the file's path"
             ) from err
+    if params.weights == "random":
+        # No COCO detector installs without a model hub: this seeded stand-in runs the same code, and
+        # its boxes are arbitrary regions of the image (bbox still embeds real crops of it).
+        log.warning("objects: randomly initialised detector (weights: random); boxes and classes are arbitrary")
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91, **options)
     model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91, **options)
     state = _load_checkpoint(params.weights)
     if isinstance(state.get("model"), Mapping):  # torchvision reference scripts save {"model": ..., "optimizer": ...}

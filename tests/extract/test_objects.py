@@ -190,3 +190,11 @@ def test_detectron2_classes_map_to_coco_ids():
     categories = coco_categories()
     assert len(to_coco) == 80 and to_coco[0] == 1 and to_coco[-1] == 90
     assert [categories[k] for k in to_coco[[0, 11, 79]]] == ["person", "stop sign", "toothbrush"]
+
+
+def test_random_weights_are_a_seeded_offline_stand_in():
+    from mmsets.extract.objects import ObjectsParams, load_detector
+
+    params = ObjectsParams(weights="random", min_size=128, max_size=160, score_threshold=0.0, max_boxes=3)
+    a, b = (load_detector(params).model.state_dict() for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
