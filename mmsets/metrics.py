@@ -1,11 +1,21 @@
-"""Multi-label metrics (F1 micro / macro / samples, as MM-IMDb reports them) and decision rules."""
+"""Metrics per task and the decision rules that turn model outputs into predictions.
+
+- multi-label: F1 micro / macro / samples, as MM-IMDb reports them (DMMS Table 3, DM2S2 Table 1);
+- single-label (binary, multiclass): accuracy, per-class accuracy (recall of each class) and their
+  mean, ROC AUC, as Ads-Parallelity reports them (DMMS Table 2);
+- regression: RMSE, MAPE (and AUC of a binarised target), as DM2S2 reports Ad-LP (Table 4).
+
+``aggregate`` and ``aggregate_runs`` give the mean and standard deviation over folds or seeds.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, mean_absolute_error, mean_absolute_percentage_error, roc_auc_score
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
@@ -72,3 +82,163 @@ def choose_decision(y_true: np.ndarray, probs: np.ndarray, try_top1: bool = True
     if f_top1 > f_plain:
         return Decision(t_top1, True, f_top1, f_plain, f_top1)
     return Decision(t_plain, False, f_plain, f_plain, f_top1)
+
+
+# ------------------------------------------------------------------------------ single-label
+
+
+def _auc(positive: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC of ``score`` for the 0/1 ``positive``; None when only one class is present."""
+    positive = np.asarray(positive).astype(bool)
+    if positive.all() or not positive.any():
+        return None
+    return float(roc_auc_score(positive, score))
+
+
+def single_label_metrics(y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-class accuracy, ROC AUC and F1-macro of class indices (N,) against probabilities (N, C).
+
+    The prediction is the most probable class. ``per_class_accuracy`` is each class's recall (the
+    Ads-Parallelity papers' "per-class accuracy"; None for a class absent from ``y_true``) and
+    ``balanced_accuracy`` their mean over the classes present. ``auc`` is the positive (second)
+    class's ROC AUC for two classes, else the macro one-vs-rest AUC over the classes that are
+    present with both outcomes; None when undefined.
+    """
+    y_true = np.asarray(y_true, np.int64)
+    probs = np.asarray(probs, np.float64)
+    n_classes = len(label_names)
+    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+    recall = {}
+    for k, name in enumerate(label_names):
+        members = y_true == k
+        recall[name] = float((pred[members] == k).mean()) if members.any() else None
+    present = [r for r in recall.values() if r is not None]
+    if n_classes == 2:
+        auc = _auc(y_true == 1, probs[:, 1]) if len(y_true) else None
+    else:
+        per_class = [_auc(y_true == k, probs[:, k]) for k in range(n_classes)] if len(y_true) else []
+        per_class = [a for a in per_class if a is not None]
+        auc = float(np.mean(per_class)) if per_class else None
+    return {
+        "accuracy": float((pred == y_true).mean()) if len(y_true) else 0.0,
+        "balanced_accuracy": float(np.mean(present)) if present else 0.0,
+        "auc": auc,
+        "f1_macro": float(f1_score(y_true, pred, labels=list(range(n_classes)), average="macro", zero_division=0)),
+        "per_class_accuracy": recall,
+    }
+
+
+# -------------------------------------------------------------------------------- regression
+
+
+def regression_metrics(y_true: np.ndarray, pred: np.ndarray, auc_threshold: float | None = None) -> dict[str, Any]:
+    """RMSE, MAE, MAPE (scikit-learn's: targets near 0 make it explode) and R^2; with ``auc_threshold``
+    also the ROC AUC of the predictions for ``y_true > auc_threshold`` (DM2S2 reports one for Ad-LP
+    without saying how it binarised the conversion rate)."""
+    y_true = np.asarray(y_true, np.float64).reshape(-1)
+    pred = np.asarray(pred, np.float64).reshape(-1)
+    if not len(y_true):
+        return {"rmse": 0.0, "mae": 0.0, "mape": 0.0, "r2": None}
+    residual = y_true - pred
+    total = float(((y_true - y_true.mean()) ** 2).sum())
+    out = {
+        "rmse": float(np.sqrt(np.mean(residual ** 2))),
+        "mae": float(mean_absolute_error(y_true, pred)),
+        "mape": float(mean_absolute_percentage_error(y_true, pred)),
+        "r2": float(1.0 - (residual ** 2).sum() / total) if total > 0 else None,
+    }
+    if auc_threshold is not None:
+        out["auc"] = _auc(y_true > auc_threshold, pred)
+    return out
+
+
+# ------------------------------------------------------------------------------- aggregation
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def aggregate(dicts: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value) of every numeric leaf.
+
+    Nested dicts (per-class accuracy) are aggregated leaf by leaf; a leaf that is None or missing in
+    some dicts is averaged over the others, and is None when no dict has a number for it.
+    Returns ``(mean, std)`` shaped like the inputs.
+    """
+    keys: list[str] = []
+    for d in dicts:
+        keys += [k for k in d if k not in keys]
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for key in keys:
+        values = [d.get(key) for d in dicts]
+        nested = [v for v in values if isinstance(v, Mapping)]
+        if nested:
+            mean[key], std[key] = aggregate(nested)
+            continue
+        numbers = [n for n in map(_number, values) if n is not None]
+        if not numbers and any(v is not None for v in values):
+            continue  # not a metric (a string, a list)
+        mean[key] = float(np.mean(numbers)) if numbers else None
+        std[key] = float(np.std(numbers, ddof=1)) if len(numbers) > 1 else (0.0 if numbers else None)
+    return mean, std
+
+
+def aggregate_runs(metrics_list: Sequence[Mapping[str, Any]], splits: Sequence[str] = ("dev", "test")
+                   ) -> dict[str, Any]:
+    """Mean and standard deviation over runs (e.g. the seeds of one experiment) of each split's metrics.
+
+    ``metrics_list`` holds the runs' ``metrics.json`` contents. Returns ``{"n_runs", "runs",
+    "<split>": {"mean": {...}, "std": {...}}}``; a k-fold run contributes its mean over folds.
+    """
+    out: dict[str, Any] = {"n_runs": len(metrics_list), "runs": [m.get("run") for m in metrics_list]}
+    for split in splits:
+        mean, std = aggregate([m[split] for m in metrics_list if isinstance(m.get(split), Mapping)])
+        out[split] = {"mean": mean, "std": std}
+    return out
+
+
+# ------------------------------------------------------------------ other tasks' decision rules
+
+
+@dataclass
+class ArgmaxDecision:
+    """Single-label: the most probable class; nothing is tuned on dev."""
+
+    rule: str = "argmax"
+    threshold = None
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        return np.asarray(probs).argmax(axis=1)
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule}
+
+
+@dataclass
+class ValueDecision:
+    """Regression: the predicted value itself."""
+
+    rule: str = "value"
+    threshold = None
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values)
+
+    def to_dict(self) -> dict:
+        return {"rule": self.rule}
+
+
+def decision_from_dict(raw: Mapping[str, Any]) -> Decision | ArgmaxDecision | ValueDecision:
+    """The decision rule saved in a checkpoint's config (multi-label ones carry no ``rule`` key)."""
+    rule = raw.get("rule")
+    if rule is None:
+        return Decision(**raw)
+    rules = {"argmax": ArgmaxDecision, "value": ValueDecision}
+    if rule not in rules:
+        raise ValueError(f"decision rule {rule!r} is not one of {sorted(rules)}")
+    return rules[rule]()

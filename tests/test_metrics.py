@@ -41,3 +41,70 @@ def test_threshold_and_top1_are_chosen_on_the_data():
     np.testing.assert_array_equal(decision.apply(probs), y)
     off = choose_decision(y, probs, try_top1=False)
     assert not off.top1 and off.dev_f1_micro_top1 is None
+
+
+# ------------------------------------------------------------------- single-label, regression
+
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from mmsets.metrics import (ArgmaxDecision, Decision, ValueDecision, aggregate, aggregate_runs,  # noqa: E402
+                            decision_from_dict, regression_metrics, single_label_metrics)
+
+
+def test_binary_metrics_by_hand():
+    y = np.array([0, 0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.55, 0.45]])
+    m = single_label_metrics(y, probs, ["non-parallel", "parallel"])
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["per_class_accuracy"] == {"non-parallel": pytest.approx(2 / 3), "parallel": pytest.approx(1 / 2)}
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert m["auc"] == pytest.approx(roc_auc_score(y, probs[:, 1]))
+
+
+def test_multiclass_auc_is_macro_one_vs_rest_and_undefined_parts_are_none():
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
+    probs = rng.dirichlet(np.ones(3), size=len(y))
+    m = single_label_metrics(y, probs, ["a", "b", "c"])
+    assert m["auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+    one_class = single_label_metrics(np.zeros(3, int), probs[:3], ["a", "b", "c"])
+    assert one_class["auc"] is None and one_class["per_class_accuracy"]["b"] is None
+    assert single_label_metrics(np.zeros(3, int), probs[:3, :2] / probs[:3, :2].sum(1, keepdims=True),
+                                ["a", "b"])["auc"] is None
+
+
+def test_regression_metrics_by_hand():
+    y, pred = np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 2.0])
+    m = regression_metrics(y, pred, auc_threshold=1.5)
+    assert m["rmse"] == pytest.approx(np.sqrt(5 / 3))
+    assert m["mae"] == pytest.approx(1.0)
+    assert m["mape"] == pytest.approx((0 + 0.5 + 0.5) / 3)
+    assert m["r2"] == pytest.approx(1 - 5 / (((y - y.mean()) ** 2).sum()))
+    assert m["auc"] == pytest.approx(1.0)  # both items above 1.5 get the higher predictions
+    assert "auc" not in regression_metrics(y, pred)
+
+
+def test_aggregate_mean_and_sample_std_over_nested_metrics():
+    folds = [{"accuracy": 0.5, "auc": None, "per_class_accuracy": {"a": 1.0, "b": 0.0}, "name": "x"},
+             {"accuracy": 0.7, "auc": 0.8, "per_class_accuracy": {"a": 0.5, "b": None}, "name": "y"}]
+    mean, std = aggregate(folds)
+    assert mean["accuracy"] == pytest.approx(0.6) and std["accuracy"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert mean["auc"] == 0.8 and std["auc"] == 0.0  # one fold had it
+    assert mean["per_class_accuracy"] == {"a": 0.75, "b": 0.0}
+    assert "name" not in mean
+
+
+def test_aggregate_runs_over_seeds():
+    runs = [{"run": f"r-s{s}", "dev": {"f1_micro": 0.5 + s / 10}, "test": {"f1_micro": 0.4 + s / 10}} for s in range(3)]
+    out = aggregate_runs(runs)
+    assert out["n_runs"] == 3 and out["runs"] == ["r-s0", "r-s1", "r-s2"]
+    assert out["test"]["mean"]["f1_micro"] == pytest.approx(0.5)
+    assert out["test"]["std"]["f1_micro"] == pytest.approx(0.1)
+    assert out["dev"]["mean"]["f1_micro"] == pytest.approx(0.6)
+
+
+def test_decisions_round_trip_through_their_dicts():
+    for decision in (ArgmaxDecision(), ValueDecision(), Decision(0.3, True, 0.8, 0.7, 0.8)):
+        again = decision_from_dict(decision.to_dict())
+        assert type(again) is type(decision) and again.to_dict() == decision.to_dict()
+    np.testing.assert_array_equal(ArgmaxDecision().apply(np.array([[0.2, 0.8], [0.6, 0.4]])), [1, 0])

@@ -2,8 +2,17 @@
 
 Columns: ``id`` (str), ``split`` (train/dev/test), ``image`` (path or None), one ``text_<field>``
 column per text field (str or None), one ``cat_<field>`` column per categorical field, and
-``labels`` (list of label names for multi-label tasks). Label names, the task type and the
-dataset name travel in the parquet file's metadata.
+``labels`` (list of label names). Label names, the task type and the dataset name travel in the
+parquet file's metadata.
+
+Per task (``Manifest.task``):
+
+- ``multilabel``: ``labels`` lists any number of ``label_names``;
+- ``binary`` / ``multiclass``: ``labels`` holds exactly one of ``label_names`` (the classes; for
+  binary, ``label_names[1]`` is the positive class whose ROC AUC is reported);
+- ``regression``: a float column ``target``; ``labels`` are empty lists and ``label_names`` is [].
+
+An optional integer column ``fold`` fixes the folds of k-fold cross-validation (``mmsets.cv``).
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ class Manifest:
             raise ManifestError(f"manifest lacks columns {sorted(missing)}")
         if self.task not in TASKS:
             raise ManifestError(f"task {self.task!r} is not one of {TASKS}")
+        if self.task == "regression" and "target" not in self.frame.columns:
+            raise ManifestError("a regression manifest needs a float 'target' column")
         dup = self.frame["id"][self.frame["id"].duplicated()]
         if len(dup):
             raise ManifestError(f"duplicate item ids, e.g. {dup.iloc[0]!r}")

@@ -1,0 +1,200 @@
+"""Neural fusion baselines on the same set features, splits and metrics as Deep Multi-Modal Sets.
+
+Fixed-size fusion, the kind DMMS argues against (Sec. 1): each modality's elements are pooled to one
+vector, a missing modality becomes a zero placeholder (and an index modality's ids a histogram).
+
+- ``late_fusion``: concatenation of the per-modality vectors and presence flags, then an MLP (the
+  "late fusion technique" of DMMS Sec. 1).
+- ``gmu``: the Gated Multimodal Unit of Arevalo et al., "Gated Multimodal Units for Information
+  Fusion" (ICLR workshop 2017, Sec. 3), for two modalities, then an MLP; its gate is the feature
+  importance.
+
+Both are trained by ``mmsets.trainer.fit`` like DMMS. The fitted baselines on the same pooled
+features (LightGBM, logistic regression) are in ``mmsets.models.pooled``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from mmsets.data.sets import SetBatch
+from mmsets.models.dmms import POOLINGS, SetPooling, SetPredictor
+
+
+INDEX = "index"  # an index modality (mmsets.data.sets): elements are ids into a table of input_dims[name] rows
+
+
+def check_inputs(config: Any, name: str) -> None:
+    """Normalise and check the data-given fields every baseline config shares."""
+    config.input_dims = {str(k): int(v) for k, v in config.input_dims.items()}
+    if not config.input_dims:
+        raise ValueError(f"{name}.input_dims: at least one modality is needed")
+    kinds = {str(k): str(v) for k, v in (config.input_kinds or {}).items()}
+    unknown = sorted(set(kinds) - set(config.input_dims))
+    if unknown:
+        raise ValueError(f"{name}.input_kinds: {unknown} are not in input_dims {list(config.input_dims)}")
+    config.input_kinds = {m: kinds.get(m, "float") for m in config.input_dims}
+    if config.pooling not in POOLINGS:
+        raise ValueError(f"{name}.pooling: {config.pooling!r} is not one of {sorted(POOLINGS)}")
+    if config.n_classes < 1:
+        raise ValueError(f"{name}.n_classes must be >= 1, got {config.n_classes}")
+    if hasattr(config, "hidden"):
+        config.hidden = tuple(int(h) for h in config.hidden)
+    if hasattr(config, "prior") and not 0.0 < config.prior < 1.0:
+        raise ValueError(f"{name}.prior must lie in (0, 1), got {config.prior}")
+
+
+def _missing(batch: SetBatch, modalities: Sequence[str]) -> None:
+    missing = [name for name in modalities if name not in batch.modalities]
+    if missing:
+        raise KeyError(f"batch lacks modalities {missing}; the model expects {list(modalities)}")
+
+
+def _vectors(x: Tensor, kind: str, dim: int) -> Tensor:
+    """Elements as vectors: an index modality's ids become one-hot rows, so its mean is the
+    histogram of its ids (padding rows are masked by the pooling)."""
+    return F.one_hot(x, dim).to(torch.float32) if kind == INDEX else x
+
+
+class ModalityPooling(nn.Module):
+    """Each modality's elements pooled to one vector (zeros when it has none) and its presence flag (B, 1)."""
+
+    def __init__(self, input_dims: dict[str, int], input_kinds: dict[str, str], pooling: str):
+        super().__init__()
+        self.input_dims, self.input_kinds = dict(input_dims), dict(input_kinds)
+        self.pool = SetPooling(pooling)
+
+    def forward(self, batch: SetBatch) -> dict[str, tuple[Tensor, Tensor]]:
+        _missing(batch, list(self.input_dims))
+        out = {}
+        for name, dim in self.input_dims.items():
+            x, mask = batch.modalities[name]
+            pooled, _ = self.pool(_vectors(x, self.input_kinds[name], dim), mask)
+            out[name] = (pooled, mask.any(dim=1, keepdim=True).to(pooled.dtype))
+        return out
+
+
+# ------------------------------------------------------------------------------- late fusion
+
+
+@dataclass
+class LateFusionConfig:
+    input_dims: dict[str, int]
+    n_classes: int
+    pooling: str = "mean"  # how a modality's elements become its one vector
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.25
+    prior: float = 0.01
+    input_kinds: dict[str, str] | None = None  # modality -> "float" | "index" (SetDataset.input_kinds)
+
+    def __post_init__(self) -> None:
+        check_inputs(self, "LateFusionConfig")
+
+
+class LateFusion(nn.Module):
+    """MLP over ``[pool(X_1), present_1, ..., pool(X_M), present_M]``; an absent modality pools to zeros."""
+
+    def __init__(self, config: LateFusionConfig):
+        super().__init__()
+        self.config = config
+        self.modalities = list(config.input_dims)
+        self.pool = ModalityPooling(config.input_dims, config.input_kinds, config.pooling)
+        in_features = sum(config.input_dims.values()) + len(self.modalities)
+        self.head = SetPredictor(in_features, config.hidden, config.n_classes, nn.ELU, config.dropout, config.prior)
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.head[-1]
+
+    def fuse(self, batch: SetBatch) -> Tensor:
+        return torch.cat([t for pair in self.pool(batch).values() for t in pair], dim=1)
+
+    def forward(self, batch: SetBatch) -> Tensor:
+        return self.head(self.fuse(batch))
+
+
+def late_fusion(config: LateFusionConfig | None = None, **kwargs) -> LateFusion:
+    """Concatenation late fusion: per-modality pooled vectors and presence flags, then an MLP."""
+    return LateFusion(LateFusionConfig(**kwargs) if config is None else replace(config, **kwargs))
+
+
+# ---------------------------------------------------------------------------------------- GMU
+
+
+@dataclass
+class GMUConfig:
+    input_dims: dict[str, int]  # exactly two modalities, (x_1, x_2) in this order
+    n_classes: int
+    d_model: int = 512  # size of h
+    pooling: str = "mean"
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.25
+    prior: float = 0.01
+    input_kinds: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        check_inputs(self, "GMUConfig")
+        if len(self.input_dims) != 2:
+            raise ValueError(f"GMUConfig.input_dims: the bimodal GMU takes exactly 2 modalities, got "
+                             f"{list(self.input_dims)}")
+
+
+class GatedMultimodalUnit(nn.Module):
+    """Arevalo et al. 2017, Sec. 3, bimodal GMU: h_1 = tanh(W_1 x_1), h_2 = tanh(W_2 x_2),
+    z = sigmoid(W_z [x_1; x_2]), h = z * h_1 + (1 - z) * h_2. Returns (h, z)."""
+
+    def __init__(self, in_1: int, in_2: int, out_features: int):
+        super().__init__()
+        self.w1 = nn.Linear(in_1, out_features, bias=False)
+        self.w2 = nn.Linear(in_2, out_features, bias=False)
+        self.wz = nn.Linear(in_1 + in_2, out_features, bias=False)
+
+    def forward(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        h1, h2 = torch.tanh(self.w1(x1)), torch.tanh(self.w2(x2))
+        z = torch.sigmoid(self.wz(torch.cat([x1, x2], dim=1)))
+        return z * h1 + (1.0 - z) * h2, z
+
+
+class GMUClassifier(nn.Module):
+    """Pooled modality vectors (zeros when absent) -> GMU -> MLP."""
+
+    explain_kind = "gate"
+
+    def __init__(self, config: GMUConfig):
+        super().__init__()
+        self.config = config
+        self.modalities = list(config.input_dims)
+        self.pool = ModalityPooling(config.input_dims, config.input_kinds, config.pooling)
+        self.gmu = GatedMultimodalUnit(*config.input_dims.values(), config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = SetPredictor(config.d_model, config.hidden, config.n_classes, nn.ELU, config.dropout,
+                                 config.prior)
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.head[-1]
+
+    def gate(self, batch: SetBatch) -> tuple[Tensor, Tensor]:
+        x1, x2 = (pooled for pooled, _ in self.pool(batch).values())
+        return self.gmu(x1, x2)
+
+    def forward(self, batch: SetBatch) -> Tensor:
+        h, _ = self.gate(batch)
+        return self.head(self.drop(h))
+
+    @torch.no_grad()
+    def explain(self, batch: SetBatch) -> Tensor:
+        """Share of each modality in h (B, 2): the gate's mean over dimensions, z for x_1 and 1 - z for x_2."""
+        _, z = self.gate(batch)
+        share = z.mean(dim=1, keepdim=True)
+        return torch.cat([share, 1.0 - share], dim=1)
+
+
+def gmu(config: GMUConfig | None = None, **kwargs) -> GMUClassifier:
+    """Gated Multimodal Unit classifier from `Arevalo et al. 2017 <https://arxiv.org/abs/1702.01992>`_."""
+    return GMUClassifier(GMUConfig(**kwargs) if config is None else replace(config, **kwargs))

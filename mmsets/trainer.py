@@ -1,0 +1,288 @@
+"""The training loop, separate from the models: it knows only ``forward(batch) -> logits`` and an
+optional ``explain(batch) -> (B, M)`` feature-importance share; what the task type changes (targets,
+loss, decision rule, metrics) comes from ``mmsets.tasks``.
+
+The recipe is the DMMS paper's (Sec. 4.3): AdamW, learning rate warmed up linearly from 0 over five
+epochs then cosine-annealed, sigmoid cross-entropy with class weights (inverse square root of class
+frequency), model selection on dev, test scored once with the selected weights. Regression uses
+DM2S2's RMSE loss (Eq. 17). Models that are fitted rather than trained (LightGBM, logistic
+regression: ``PooledModel``) go through ``fit_pooled`` on the same datasets, splits and metrics.
+``mmsets.train`` turns a run spec into datasets, models and a run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from mmsets.data.sets import SetDataset, collate_sets
+from mmsets.metrics import Decision
+from mmsets.models.pooled import PooledModel
+from mmsets.tasks import CLASS_WEIGHTINGS, SINGLE_LABEL_LOSSES, MultiLabelTask, Task, selection_key
+
+log = logging.getLogger(__name__)
+
+
+class SpecError(ValueError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_epochs: int = 5
+    weight_decay: float = 0.01
+    class_weighting: str = "inv_sqrt"
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    patience: int | None = None  # stop after this many epochs without a better dev selection metric
+    top1_rule: bool = True  # multi-label: try "every item gets at least its top-1 label"; kept only if it helps on dev
+    select: str = "auto"  # dev metric choosing the epoch; auto: f1_micro, accuracy or rmse by task (mmsets.tasks)
+    single_label_loss: str = "sigmoid"  # binary/multiclass: sigmoid (both papers) or softmax cross-entropy
+    auc_threshold: float | None = None  # regression: also report the AUC of predictions for target > this
+
+    def __post_init__(self) -> None:
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise SpecError(f"training.class_weighting: {self.class_weighting!r} is not one of {CLASS_WEIGHTINGS}")
+        if self.single_label_loss not in SINGLE_LABEL_LOSSES:
+            raise SpecError(f"training.single_label_loss: {self.single_label_loss!r} is not one of "
+                            f"{SINGLE_LABEL_LOSSES}")
+        if self.epochs < 1 or self.batch_size < 1 or self.warmup_epochs < 0:
+            raise SpecError("training: epochs and batch_size must be >= 1, warmup_epochs >= 0")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int | None  # None for fitted (pooled) models
+    history: list[dict]
+    decision: Any  # mmsets.metrics Decision (multi-label), ArgmaxDecision or ValueDecision, chosen on dev
+    dev: dict[str, Any]  # the task's metrics under ``decision``, and loss
+    dev_probs: np.ndarray  # dev outputs: probabilities, or values for regression
+    train_seconds: float
+    state_dict: dict[str, Any] = field(repr=False)
+    selection: str | None = "f1_micro"  # the dev metric that chose the epoch (None: nothing was chosen)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def warmup_cosine_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR factor per optimizer step: linear 0 -> 1 over ``warmup_steps``, then cosine 1 -> 0 by ``total_steps``."""
+    decay_steps = max(1, total_steps - warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / decay_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_lambda(warmup_steps, total_steps))
+
+
+def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    # Decay matrices only: decaying biases would pull the prior-initialised last bias back to 0.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def output_layer(model: nn.Module, n_outputs: int) -> nn.Linear:
+    """The head's last linear layer: ``model.output_layer`` if the model names it, else the last
+    ``nn.Linear`` with ``n_outputs`` outputs (true of every model here)."""
+    layer = getattr(model, "output_layer", None)
+    if layer is None:
+        layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == n_outputs]
+        if not layers:
+            raise ValueError(f"{type(model).__name__}: no linear layer with {n_outputs} outputs")
+        layer = layers[-1]
+    return layer
+
+
+def _loader(ds: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
+            generator: torch.Generator | None = None) -> DataLoader:
+    collate = getattr(ds, "collate", collate_sets)  # SequenceDataset brings its own
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers,
+                      generator=generator)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, ds: Dataset, batch_size: int, num_workers: int = 0) -> Tensor:
+    """Logits (N, outputs) on the CPU, in dataset order."""
+    model.eval()
+    device = _device_of(model)
+    out = [model(batch.to(device)).float().cpu() for batch in _loader(ds, batch_size, num_workers=num_workers)]
+    return torch.cat(out) if out else torch.zeros((0, np.asarray(ds.labels).shape[1]))
+
+
+def _targets(ds: Dataset) -> Tensor:
+    return torch.as_tensor(np.asarray(ds.labels, np.float32))
+
+
+def predict(model: nn.Module | PooledModel, ds: Dataset, batch_size: int = 256, task: Task | None = None
+            ) -> np.ndarray:
+    """Outputs in the dataset's order: probabilities (N, C), or values (N,) for regression.
+    Without ``task``: multi-label sigmoid probabilities."""
+    task = task or MultiLabelTask(ds.label_names)
+    if isinstance(model, PooledModel):
+        return task.from_model_scale(model.predict(model.features(ds)))
+    return task.outputs(_logits(model, ds, batch_size))
+
+
+@torch.no_grad()
+def feature_importance(model: nn.Module, ds: Dataset, batch_size: int = 256) -> np.ndarray:
+    """``model.explain`` over a dataset: (N, M) shares per modality. NotImplementedError if it has none."""
+    explain = getattr(model, "explain", None)
+    if explain is None:
+        raise NotImplementedError(f"{type(model).__name__} has no explain()")
+    model.eval()
+    device = _device_of(model)
+    shares = [explain(batch.to(device)).float().cpu().numpy() for batch in _loader(ds, batch_size)]
+    return np.concatenate(shares) if shares else np.zeros((0, 0), np.float32)
+
+
+def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, task: Task | None = None
+        ) -> TrainResult:
+    """Train, keep the weights of the epoch with the best dev selection metric, and choose the decision rule on dev.
+
+    The selection metric is ``cfg.select`` (by default F1-micro at the epoch's best global threshold,
+    accuracy or RMSE, by task); ties go to the lower dev loss. Without ``task`` the datasets are
+    multi-label. On return ``model`` holds the best weights.
+    """
+    if len(train_ds) == 0 or len(dev_ds) == 0:
+        raise ValueError(f"need train and dev items, got {len(train_ds)} train and {len(dev_ds)} dev")
+    task = task or MultiLabelTask(train_ds.label_names)
+    select = task.check_select(cfg.select)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    weights = task.class_weights(train_ds.labels, cfg.class_weighting)
+    weights_on_device = None if weights is None else weights.to(device)
+    loader = _loader(train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                     generator=torch.Generator().manual_seed(cfg.seed))
+    optimizer = configure_optimizer(model, cfg)
+    scheduler = warmup_cosine(optimizer, cfg.warmup_epochs * len(loader), cfg.epochs * len(loader))
+    log.info("training on %s: %d train / %d dev items, %d steps per epoch, %d parameters, %s task", device,
+             len(train_ds), len(dev_ds), len(loader), sum(p.numel() for p in model.parameters()), task.name)
+    dev_targets, dev_truth = _targets(dev_ds), task.truth(dev_ds.labels)
+
+    def score_dev() -> tuple[np.ndarray, float, dict]:
+        logits = _logits(model, dev_ds, cfg.batch_size, cfg.num_workers)
+        loss = task.loss(logits, dev_targets, weights).item()
+        outputs = task.outputs(logits)
+        return outputs, loss, {**task.epoch_metrics(dev_truth, outputs), "loss": loss}
+
+    history: list[dict] = []
+    best_key, best_epoch, best_state = None, 0, None
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        total = 0.0
+        for batch in loader:
+            batch = batch.to(device)
+            loss = task.loss(model(batch), batch.labels, weights_on_device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(batch)
+        _, dev_loss, scores = score_dev()
+        history.append({"epoch": epoch, "lr": lr, "train_loss": total / len(train_ds), "dev_loss": dev_loss,
+                        **{f"dev_{k}": v for k, v in scores.items() if k != "loss"}})
+        key = selection_key(scores, select)
+        improved = best_key is None or key > best_key
+        if improved:
+            best_key, best_epoch = key, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        log.info("epoch %d/%d  train_loss %.4f  dev_loss %.4f  dev_%s %s%s", epoch, cfg.epochs,
+                 history[-1]["train_loss"], dev_loss, select, _fmt(scores.get(select)), "  *" if improved else "")
+        if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+            log.info("no better dev %s for %d epochs: stopping", select, cfg.patience)
+            break
+    train_seconds = time.perf_counter() - start
+
+    model.load_state_dict(best_state)
+    dev_outputs, dev_loss, _ = score_dev()
+    decision = task.decide(dev_truth, dev_outputs, try_top1=cfg.top1_rule)
+    dev = {**task.metrics(dev_truth, dev_outputs, decision), "loss": dev_loss}
+    log.info("best epoch %d: dev %s", best_epoch, format_metrics(dev))
+    if isinstance(decision, Decision):
+        log.info("decision: threshold %.2f, top-1 rule %s (without %.4f, with %s)", decision.threshold,
+                 "on" if decision.top1 else "off", decision.dev_f1_micro_plain, decision.dev_f1_micro_top1)
+    return TrainResult(best_epoch, history, decision, dev, dev_outputs, train_seconds,
+                       {k: v.cpu() for k, v in best_state.items()}, select)
+
+
+def fit_pooled(model: PooledModel, train_ds: SetDataset, dev_ds: SetDataset, cfg: TrainConfig, task: Task
+               ) -> TrainResult:
+    """Fit a ``PooledModel`` on the pooled features of the training split; dev stops the boosting
+    (LightGBM) and chooses the decision rule, as for the trained models."""
+    if len(train_ds) == 0 or len(dev_ds) == 0:
+        raise ValueError(f"need train and dev items, got {len(train_ds)} train and {len(dev_ds)} dev")
+    seed_everything(cfg.seed)
+    X, X_dev = model.features(train_ds), model.features(dev_ds)
+    sample_weight = None
+    if task.name in ("binary", "multiclass"):
+        weights = task.class_weights(train_ds.labels, cfg.class_weighting).numpy()
+        sample_weight = weights[np.asarray(train_ds.labels).argmax(axis=1)]
+    log.info("fitting %s on %d train / %d dev items, %d pooled features, %s task", type(model).__name__,
+             len(train_ds), len(dev_ds), X.shape[1], task.name)
+    dev_truth = task.truth(dev_ds.labels)
+    select = task.check_select(cfg.select)
+    metric = task.default_select if select == "loss" else select  # fitted models report no dev loss
+
+    def score(dev_predictions: np.ndarray) -> float:
+        scores = task.epoch_metrics(dev_truth, task.from_model_scale(dev_predictions))
+        return selection_key({**scores, "loss": 0.0}, metric)[0]
+
+    start = time.perf_counter()
+    model.fit(X, np.asarray(train_ds.labels), X_dev, np.asarray(dev_ds.labels), task.name, cfg.seed, sample_weight,
+              score=score)
+    train_seconds = time.perf_counter() - start
+    dev_outputs = task.from_model_scale(model.predict(X_dev))
+    decision = task.decide(dev_truth, dev_outputs, try_top1=cfg.top1_rule)
+    dev = {**task.metrics(dev_truth, dev_outputs, decision), "loss": None}
+    log.info("fitted in %.1f s: dev %s", train_seconds, format_metrics(dev))
+    selection = getattr(model, "selection", None)
+    return TrainResult(None, [], decision, dev, dev_outputs, train_seconds, model.state_dict(),
+                       selection.format(metric=metric) if selection else None)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def format_metrics(metrics: Mapping[str, Any]) -> str:
+    return "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items() if not isinstance(v, Mapping))

@@ -1,0 +1,185 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmsets.data.manifest import Manifest, read_manifest, write_manifest
+from mmsets.data.synthetic import write_synthetic_sets
+from mmsets.evaluate import evaluate_run
+from mmsets.models.dmms import dmms
+from mmsets.store import RaggedStore
+from mmsets.tasks import RegressionTask, SingleLabelTask, make_task, task_from_dict
+from mmsets.train import SpecError, load_checkpoint, open_datasets, output_layer, predict, train_run
+
+FEATURES = ("signal", "noise")
+TRAINING = {"epochs": 12, "batch_size": 32, "lr": 1e-2, "warmup_epochs": 2}
+SPEC = {"model": "dmms", "features": list(FEATURES), "pooling": "max", "d_model": 32, "head_hidden": [32],
+        "training": TRAINING}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """One synthetic dataset per task, created on first use."""
+    made = {}
+
+    def get(task):
+        if task not in made:
+            made[task] = write_synthetic_sets(tmp_path_factory.mktemp(task), task, n_items=500)
+        return made[task]
+
+    return get
+
+
+def run(root, out_dir, spec=SPEC):
+    return train_run(root / "manifest.parquet", {n: root / f"{n}.h5" for n in FEATURES}, out_dir, spec)
+
+
+def test_binary_task_learns_and_reports_accuracy_auc_and_per_class_accuracy(data, tmp_path):
+    root = data("binary")
+    metrics = run(root, tmp_path / "run")
+    test = metrics["test"]
+    labels = read_manifest(root / "manifest.parquet").split("test")["labels"].map(lambda v: v[0])
+    majority = labels.value_counts(normalize=True).max()
+    assert metrics["task"] == "binary" and metrics["selection"] == "accuracy" and metrics["threshold"] is None
+    assert set(test) == {"accuracy", "balanced_accuracy", "auc", "f1_macro", "per_class_accuracy"}
+    assert test["accuracy"] > majority + 0.05
+    assert test["auc"] > 0.8
+    assert set(test["per_class_accuracy"]) == {"neg", "pos"}
+    assert test["balanced_accuracy"] == pytest.approx(np.mean(list(test["per_class_accuracy"].values())))
+    assert {"dev_accuracy", "dev_auc", "dev_loss"} <= set(metrics["history"][0])
+
+    predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    assert list(predictions.columns) == ["id", "split", "neg", "pos", "labels"]
+    np.testing.assert_allclose(predictions[["neg", "pos"]].sum(axis=1), 1.0, rtol=1e-6)
+    accuracy = (np.where(predictions["pos"] > predictions["neg"], "pos", "neg") == predictions["labels"].str[0]).mean()
+    assert accuracy == pytest.approx(test["accuracy"])
+
+    again = evaluate_run(tmp_path / "run", root / "manifest.parquet", root, device="cpu")
+    for key in ("accuracy", "auc", "balanced_accuracy"):
+        assert again[key] == pytest.approx(test[key], abs=1e-9)
+
+
+def test_multiclass_softmax_learns_and_selects_on_auc(data, tmp_path):
+    spec = {**SPEC, "training": {**TRAINING, "single_label_loss": "softmax", "select": "auc"}}
+    metrics = run(data("multiclass"), tmp_path / "run", spec)
+    assert metrics["selection"] == "auc"
+    assert metrics["test"]["accuracy"] > 0.6  # chance is 1/3
+    assert metrics["test"]["auc"] > 0.85
+    model, config = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert config["task"] == {"name": "multiclass", "loss": "softmax"}
+    assert config["decision"] == {"rule": "argmax"}
+
+
+def test_regression_beats_predicting_the_mean(data, tmp_path):
+    root = data("regression")
+    metrics = run(root, tmp_path / "run")
+    manifest = read_manifest(root / "manifest.parquet")
+    y_test = manifest.split("test")["target"].to_numpy()
+    mean_rmse = float(np.sqrt(np.mean((y_test - manifest.split("train")["target"].mean()) ** 2)))
+    test = metrics["test"]
+    assert metrics["selection"] == "rmse"
+    assert set(test) == {"rmse", "mae", "mape", "r2"}
+    assert test["rmse"] < 0.6 * mean_rmse
+    assert test["r2"] > 0.5 and 0 < test["mape"] < 0.2
+
+    predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    assert list(predictions.columns) == ["id", "split", "prediction", "target"]
+    np.testing.assert_allclose(predictions["target"], y_test)
+    rmse = np.sqrt(np.mean((predictions["prediction"] - predictions["target"]) ** 2))
+    assert rmse == pytest.approx(test["rmse"])
+
+    model, config = load_checkpoint(tmp_path / "run" / "model.pt")
+    task = task_from_dict(config["task"], config["label_names"])
+    assert task.mean == pytest.approx(manifest.split("train")["target"].mean())
+    again = evaluate_run(tmp_path / "run", root / "manifest.parquet", root, device="cpu")
+    assert again["rmse"] == pytest.approx(test["rmse"], abs=1e-9)
+
+
+def test_regression_auc_with_a_threshold(data, tmp_path):
+    spec = {**SPEC, "training": {**TRAINING, "epochs": 3, "auc_threshold": 11.0, "select": "auc"}}
+    metrics = run(data("regression"), tmp_path / "run", spec)
+    assert 0.5 < metrics["test"]["auc"] <= 1.0
+
+
+def test_only_sigmoid_tasks_keep_the_prior_bias(data):
+    model = dmms(input_dims={"a": 4}, n_classes=1, d_model=8, head_hidden=(8,))
+    layer = output_layer(model, 1)
+    assert layer is model.rho[-1]
+    assert layer.bias.item() == pytest.approx(-np.log(99))
+    assert make_task("multilabel", ["a"]).sigmoid and make_task("binary", ["a", "b"]).sigmoid
+    assert not make_task("binary", ["a", "b"], "softmax").sigmoid and not make_task("regression", []).sigmoid
+
+
+def test_single_label_outputs_are_distributions():
+    logits = torch.tensor([[2.0, -1.0, 0.0], [-5.0, -5.0, -4.0]])
+    for loss in ("sigmoid", "softmax"):
+        probs = SingleLabelTask(["a", "b", "c"], "multiclass", loss).outputs(logits)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+        np.testing.assert_array_equal(probs.argmax(axis=1), [0, 2])
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    weights = torch.tensor([1.0, 1.0, 1.0])
+    softmax = SingleLabelTask(["a", "b", "c"], "multiclass", "softmax").loss(logits, targets, weights)
+    assert softmax.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).item())
+
+
+def test_regression_targets_are_standardised_on_train(tmp_path):
+    root = write_synthetic_sets(tmp_path, "regression", n_items=60)
+    manifest = read_manifest(root / "manifest.parquet")
+    stores = {n: RaggedStore(root / f"{n}.h5") for n in FEATURES}
+    task = make_task("regression", [])
+    train, test = open_datasets(manifest, stores, ("train", "test"), task)
+    assert train.labels.shape == (len(train), 1)
+    assert train.labels.mean() == pytest.approx(0.0, abs=1e-5) and train.labels.std() == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_allclose(task.truth(test.labels), manifest.split("test")["target"], rtol=1e-5)
+    assert train[0].labels.shape == (1,)
+
+
+def test_bad_targets_name_the_item(tmp_path):
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "split": ["train", "dev", "test"], "image": None,
+                          "labels": [["x"], ["x", "y"], ["y"]]})
+    manifest = Manifest(frame, ["x", "y"], task="binary")
+    task = make_task("binary", ["x", "y"])
+
+    class Fake:
+        ids = ["a", "b", "c"]
+        labels = np.array([[1, 0], [1, 1], [0, 1]], np.float32)
+
+    with pytest.raises(ValueError, match="'b'.*exactly one label"):
+        task.attach(manifest, Fake())
+    frame = pd.DataFrame({"id": ["a", "b"], "split": ["train", "dev"], "image": None, "labels": [[], []],
+                          "target": [1.0, None]})
+    with pytest.raises(ValueError, match="'b'.*not a number"):
+        RegressionTask.raw_targets(Manifest(frame, [], task="regression"), ["a", "b"])
+    with pytest.raises(ValueError, match="binary task needs exactly 2"):
+        make_task("binary", ["x", "y", "z"])
+
+
+@pytest.mark.parametrize("training, key", [
+    ({"select": "rmse"}, "training.select"),
+    ({"single_label_loss": "hinge"}, "single_label_loss"),
+])
+def test_bad_task_settings_name_the_key(data, tmp_path, training, key):
+    with pytest.raises(SpecError, match=key):
+        run(data("binary"), tmp_path / "bad", {**SPEC, "training": {**TRAINING, **training}})
+
+
+def test_regression_manifest_needs_a_target_column(tmp_path):
+    frame = pd.DataFrame({"id": ["a"], "split": ["train"], "image": None, "labels": [[]]})
+    with pytest.raises(ValueError, match="'target' column"):
+        Manifest(frame, [], task="regression")
+    frame["target"] = [1.5]
+    write_manifest(Manifest(frame, [], task="regression"), tmp_path / "m.parquet")
+    assert read_manifest(tmp_path / "m.parquet").frame["target"].tolist() == [1.5]
+
+
+def test_predict_defaults_to_multilabel_sigmoid(data):
+    root = data("binary")
+    manifest = read_manifest(root / "manifest.parquet")
+    stores = {n: RaggedStore(root / f"{n}.h5") for n in FEATURES}
+    (ds,) = open_datasets(manifest, stores, ("test",), make_task("binary", manifest.label_names), fit_on=None)
+    model = dmms(input_dims=ds.input_dims, n_classes=2, d_model=8, head_hidden=(8,)).eval()
+    probs = predict(model, ds)
+    assert probs.shape == (len(ds), 2) and np.allclose(probs, 0.01, atol=0.02)  # prior init, not normalised
+    assert json.dumps(make_task("binary", ["n", "p"]).to_dict()) == '{"name": "binary", "loss": "sigmoid"}'
