@@ -58,7 +58,8 @@ def _only(manifest: Manifest, test_ids: list[str]) -> Manifest:
 def _score(model, config: dict, manifest: Manifest, stores: dict, split: str, device: str, keep: bool = False):
     model.to(resolve_device(device))
     task = task_from_dict(config.get("task"), config["label_names"])
-    (ds,) = open_datasets(manifest, stores, (split,), task, fit_on=None, label_names=config["label_names"])
+    (ds,) = open_datasets(manifest, stores, (split,), task, fit_on=None, label_names=config["label_names"],
+                          model=config["model"])
     outputs = predict(model, ds, config["training"]["batch_size"], task)
     decision = decision_from_dict(config["decision"])
     truth = task.truth(ds.labels)

@@ -21,10 +21,12 @@ from torch import nn
 
 from mmsets.cv import FOLD_COLUMN, CVConfig, assign_folds, fold_manifest
 from mmsets.data.manifest import Manifest, read_manifest
+from mmsets.data.sequences import SequenceDataset
 from mmsets.data.sets import SetDataset
 from mmsets.io import atomic_path, write_json
 from mmsets.metrics import Decision, aggregate
 from mmsets.models.baselines import GMUConfig, LateFusionConfig, gmu, late_fusion
+from mmsets.models.dm2s2 import DM2S2Config, EncoderOnlyConfig, dm2s2, encoder_only
 from mmsets.models.dmms import DMMSConfig, dmms
 from mmsets.models.pooled import LightGBMConfig, LogRegConfig, PooledModel, lightgbm, logreg
 from mmsets.store import RaggedStore
@@ -43,9 +45,13 @@ MODELS: dict[str, tuple[type, Callable[..., Any]]] = {
     "gmu": (GMUConfig, gmu),
     "lightgbm": (LightGBMConfig, lightgbm),
     "logreg": (LogRegConfig, logreg),
+    "dm2s2": (DM2S2Config, dm2s2),
+    "encoder_only": (EncoderOnlyConfig, encoder_only),
 }
+# Families that read one token store (SequenceDataset) rather than sets of feature vectors (SetDataset).
+SEQUENCE_MODELS = ("dm2s2", "encoder_only")
 _RUN_KEYS = ("model", "features", "training", "cv")
-_DATA_KEYS = ("input_dims", "n_classes", "input_kinds")  # filled from the data, never from the spec
+_DATA_KEYS = ("input_dims", "n_classes", "input_kinds", "hidden_size", "n_modalities")  # filled from the data, never from the spec
 
 __all__ = [
     "MODELS", "RunSpec", "parse_spec", "build_model", "load_checkpoint", "open_datasets", "train_run",
@@ -84,7 +90,9 @@ def parse_spec(spec: Mapping[str, Any], available: list[str]) -> RunSpec:
     training = TrainConfig(**_known(spec.get("training") or {}, TrainConfig, "training"))
     model_kwargs = {k: v for k, v in spec.items() if k in model_keys}
     try:  # fail on a bad model setting before any data is read
-        config_cls(input_dims={f: 1 for f in features}, n_classes=2, **model_kwargs)
+        data = ({"hidden_size": 8, "n_modalities": 1} if name in SEQUENCE_MODELS
+                else {"input_dims": {f: 1 for f in features}})
+        config_cls(n_classes=2, **data, **model_kwargs)
     except (TypeError, ValueError) as err:
         raise SpecError(f"spec for model {name!r}: {err}") from err
     cv = None
@@ -143,12 +151,19 @@ def _plain(obj: Any) -> Any:
 
 
 def open_datasets(manifest: Manifest, stores: Mapping[str, RaggedStore], splits: Sequence[str],
-                  task: Task, fit_on: str | None = "train", label_names: Sequence[str] | None = None
-                  ) -> list[SetDataset]:
-    """``SetDataset``s of ``splits`` with the task's targets attached (the task fitted on ``fit_on`` first)."""
+                  task: Task, fit_on: str | None = "train", label_names: Sequence[str] | None = None,
+                  model: str = "dmms") -> list[SetDataset | SequenceDataset]:
+    """Datasets of ``splits`` with the task's targets attached (the task fitted on ``fit_on`` first):
+    ``SequenceDataset`` for the token-sequence families, ``SetDataset`` for the others."""
     if label_names is None:
         label_names = [] if task.name == "regression" else manifest.label_names
-    datasets = [SetDataset(manifest, stores, split, label_names=label_names) for split in splits]
+    if model in SEQUENCE_MODELS:
+        if len(stores) != 1:
+            raise SpecError(f"spec key 'features': {model} reads exactly one token store, got {sorted(stores)}")
+        (store,) = stores.values()
+        datasets = [SequenceDataset(manifest, store, split, label_names=label_names) for split in splits]
+    else:
+        datasets = [SetDataset(manifest, stores, split, label_names=label_names) for split in splits]
     if fit_on is not None:
         task.fit(manifest, datasets[list(splits).index(fit_on)])
     for ds in datasets:
@@ -173,10 +188,13 @@ class _Part:
     explain_kind: str | None
     gain: dict | None  # LightGBM's split-gain share per modality
     extra: dict
+    modalities: list[str]  # the stores (set models) or the token sequence's modalities (DM2S2)
 
 
-def _data_config(model: str, ds: SetDataset, task: Task) -> dict[str, Any]:
+def _data_config(model: str, ds: SetDataset | SequenceDataset, task: Task) -> dict[str, Any]:
     """The model settings that come from the data: input sizes (and kinds), number of outputs."""
+    if model in SEQUENCE_MODELS:
+        return {"hidden_size": ds.hidden_size, "n_modalities": ds.n_modalities, "n_classes": task.n_outputs}
     fields = {f.name for f in dataclasses.fields(MODELS[model][0])}
     config = {"input_dims": ds.input_dims, "n_classes": task.n_outputs}
     if "input_kinds" in fields and hasattr(ds, "input_kinds"):
@@ -191,7 +209,8 @@ def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedSto
         task.check_select(cfg.select)
     except ValueError as err:
         raise SpecError(str(err)) from err
-    train_ds, dev_ds, test_ds = open_datasets(manifest, stores, ("train", "dev", "test"), task)
+    train_ds, dev_ds, test_ds = open_datasets(manifest, stores, ("train", "dev", "test"), task, model=run.model)
+    modalities = list(getattr(train_ds, "modalities", run.features))
 
     seed_everything(cfg.seed)
     model_config = {**run.model_kwargs, **_data_config(run.model, train_ds, task)}
@@ -222,7 +241,8 @@ def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedSto
     test = task.metrics(test_truth, test_outputs, result.decision)
     log.info("test %s", format_metrics(test))
     return _Part(model_config, task, result, n_params, list(test_ds.ids), test_truth, test_outputs, test,
-                 {"train": len(train_ds), "dev": len(dev_ds), "test": len(test_ds)}, shares, kind, gain, extra)
+                 {"train": len(train_ds), "dev": len(dev_ds), "test": len(test_ds)}, shares, kind, gain, extra,
+                 modalities)
 
 
 def train_run(manifest_path: str | os.PathLike, feature_paths: Mapping[str, str | os.PathLike],
@@ -277,7 +297,7 @@ def _write_run(out_dir: Path, run: RunSpec, manifest: Manifest, parts: list[_Par
     with atomic_path(out_dir / "predictions.parquet") as tmp:
         _predictions(manifest, parts, run.cv is not None).to_parquet(tmp, index=False)
     pooling = config["model_config"].get("pooling")
-    write_json(out_dir / "feature_importance.json", _importance(parts, run.features, pooling))
+    write_json(out_dir / "feature_importance.json", _importance(parts, first.modalities, pooling))
 
     metrics = {
         "run": out_dir.name,

@@ -168,8 +168,17 @@ def feature_importance(model: nn.Module, ds: Dataset, batch_size: int = 256) -> 
         raise NotImplementedError(f"{type(model).__name__} has no explain()")
     model.eval()
     device = _device_of(model)
-    shares = [explain(batch.to(device)).float().cpu().numpy() for batch in _loader(ds, batch_size)]
+    shares = [_modality_shares(explain(batch.to(device))).float().cpu().numpy() for batch in _loader(ds, batch_size)]
     return np.concatenate(shares) if shares else np.zeros((0, 0), np.float32)
+
+
+def _modality_shares(explained: Tensor | dict) -> Tensor:
+    """(B, M) per-modality shares: ``explain``'s tensor, or DM2S2's InterMRA weights from its dict."""
+    if not isinstance(explained, dict):
+        return explained
+    if "inter" not in explained:
+        raise NotImplementedError("no InterMRA: no per-modality weights")
+    return explained["inter"]
 
 
 def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, task: Task | None = None

@@ -201,6 +201,8 @@ class DM2S2(nn.Module):
     [SEP] and padding reach the prediction only through the encoder's context.
     """
 
+    explain_kind = "inter_attention"  # feature importance: the InterMRA weight of each modality
+
     def __init__(self, config: DM2S2Config):
         super().__init__()
         self.config = config

@@ -1,0 +1,49 @@
+"""DM2S2 and the encoder-only baseline through train_run, from a token store like the tokens extractor's."""
+
+import numpy as np
+import pandas as pd
+
+from mmsets.data.manifest import Manifest, write_manifest
+from mmsets.evaluate import evaluate_run
+from mmsets.io import read_json
+from mmsets.store import RaggedWriter
+from mmsets.train import train_run
+
+H = 16
+
+
+def _token_store(tmp_path):
+    """Two modalities; the label is written into the first modality's token states."""
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c"]
+    rows = []
+    with RaggedWriter(tmp_path / "tokens.h5", extractor="tokens", dim=H, fields={"modality": ((), "int8")},
+                      attrs={"modalities": ["text:plot", "ocr"]}) as w:
+        for i in range(240):
+            y = [labels[j] for j in range(3) if rng.random() < 0.4] or ["b"]
+            n0, n1 = int(rng.integers(2, 6)), int(rng.integers(0, 4))
+            modality = np.array([-1] + [0] * n0 + [-1] + [1] * n1 + [-1])
+            states = rng.normal(size=(len(modality), H))
+            states[modality == 0, :3] += 4.0 * np.array([label in y for label in labels])
+            w.add(f"i{i}", states, modality=modality)
+            rows.append({"id": f"i{i}", "split": ("train", "train", "dev", "test")[i % 4], "image": None, "labels": y})
+    write_manifest(Manifest(pd.DataFrame(rows), labels), tmp_path / "manifest.parquet")
+
+
+def test_dm2s2_and_encoder_only_train_evaluate_and_explain(tmp_path):
+    _token_store(tmp_path)
+    training = {"epochs": 15, "warmup_epochs": 1, "batch_size": 16, "lr": 3e-3}
+    for model, extra in (("dm2s2", {"similarity": "additive"}), ("encoder_only", {})):
+        out = tmp_path / model
+        metrics = train_run(tmp_path / "manifest.parquet", {"tokens": tmp_path / "tokens.h5"}, out,
+                            {"model": model, "features": ["tokens"], "head_hidden": [16], **extra,
+                             "training": training})
+        assert metrics["test"]["f1_micro"] > 0.6, (model, metrics["test"])
+        again = evaluate_run(out, tmp_path / "manifest.parquet", tmp_path, device="cpu")
+        assert abs(again["f1_micro"] - metrics["test"]["f1_micro"]) < 1e-9
+    importance = read_json(tmp_path / "dm2s2" / "feature_importance.json")
+    assert importance["kind"] == "inter_attention"
+    assert importance["modalities"] == ["text:plot", "ocr"]
+    assert abs(sum(importance["mean_share"].values()) - 1) < 1e-6
+    assert importance["mean_share"]["text:plot"] > importance["mean_share"]["ocr"]
+    assert read_json(tmp_path / "encoder_only" / "feature_importance.json")["mean_share"] is None
