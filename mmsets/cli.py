@@ -31,11 +31,19 @@ def _json_arg(text: str) -> dict:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
+    params = {k: v for k, v in args.params.items() if k not in ("kind", "path")}
     if args.kind == "demo":
         from mmsets.data.demo import write_demo
 
-        params = {k: v for k, v in args.params.items() if k != "kind"}
         manifest = write_demo(args.images, args.out, **params)
+    elif args.kind == "table":
+        from mmsets.data.table import write_table_manifest
+
+        manifest = write_table_manifest(args.table, args.out, **params)
+    elif args.kind == "table_demo":
+        from mmsets.data.table import write_table_demo
+
+        manifest = write_table_demo(args.images, args.out, **params)
     else:
         from mmsets.data.manifest import write_manifest
         from mmsets.data.mmimdb import load_mmimdb
@@ -97,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="build a dataset's manifest")
-    p.add_argument("kind", choices=["demo", "mmimdb"])
+    p.add_argument("kind", choices=["demo", "mmimdb", "table", "table_demo"])
     p.add_argument("--out", required=True, help="manifest.parquet to write")
-    p.add_argument("--images", help="demo: folder for the generated images")
+    p.add_argument("--images", help="demo, table_demo: folder for the generated images")
+    p.add_argument("--table", help="table: the CSV or JSON Lines file")
     p.add_argument("--root", help="mmimdb: unpacked MM-IMDb folder")
     p.add_argument("--params", type=_json_arg, default={}, help="dataset settings as JSON")
     p.set_defaults(func=cmd_prepare)

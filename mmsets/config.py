@@ -82,6 +82,15 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     if errors:
         lines = [f"  {_key_path(e)}: {_describe(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    extractors_schema = {**schema["properties"]["extractors"], "$defs": schema.get("$defs", {})}
+    for name, dataset in config["datasets"].items():
+        if dataset.get("extractors"):
+            merged = _merge(config["extractors"], dataset["extractors"])
+            _fill_defaults(merged, extractors_schema)
+            bad = list(jsonschema.Draft202012Validator(extractors_schema).iter_errors(merged))
+            if bad:
+                lines = [f"  datasets.{name}.extractors.{_key_path(e)}: {_describe(e)}" for e in bad]
+                raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     for name, group in config["experiments"].items():
         for combo, features in group["features"].items():
             for feature in features:
@@ -133,7 +142,12 @@ def expand_runs(config: dict, dataset: str) -> dict[str, dict]:
     training = dataset_section(config, dataset, "training")
     models = dataset_section(config, dataset, "models")
     runs = {}
-    for group, exp in config["experiments"].items():
+    selected = config["datasets"][dataset].get("experiments") or list(config["experiments"])
+    cv = config["datasets"][dataset].get("cv")
+    for group in selected:
+        if group not in config["experiments"]:
+            raise ConfigError(f"datasets.{dataset}.experiments: no experiment group {group!r}")
+        exp = config["experiments"][group]
         variants = exp.get("variants") or {"": {}}
         for combo, features in exp["features"].items():
             for variant, overrides in variants.items():
@@ -143,6 +157,7 @@ def expand_runs(config: dict, dataset: str) -> dict[str, dict]:
                     for seed in exp["seeds"]:
                         name = "-".join(p for p in (group, combo, pooling, variant, f"s{seed}") if p)
                         runs[name] = {
+                            **({"cv": cv} if cv else {}),
                             "model": model,
                             "features": list(features),
                             **({"pooling": pooling} if pooling else {}),

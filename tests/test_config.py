@@ -67,6 +67,7 @@ def test_command_line_strings_become_numbers_where_numbers_are_expected():
 
 def test_variants_name_runs_and_may_switch_the_model():
     config = _config()
+    config["datasets"]["mmimdb"].pop("experiments")
     config["experiments"] = {"dm2s2": {
         "model": "dm2s2", "features": {"tokens": ["tokens"]}, "seeds": [0, 1],
         "variants": {"both": {}, "dot": {"similarity": "dot"}, "encoder": {"model": "encoder_only"}}}}
@@ -75,3 +76,17 @@ def test_variants_name_runs_and_may_switch_the_model():
     assert runs["dm2s2-tokens-dot-s1"]["similarity"] == "dot"
     assert runs["dm2s2-tokens-encoder-s0"]["model"] == "encoder_only"
     assert "pooling" not in runs["dm2s2-tokens-both-s0"]
+
+
+def test_dataset_extractor_overrides_are_validated_with_their_key():
+    config = _config()
+    config["datasets"]["parallel_demo"]["extractors"] = {"text": {"pooling": "median"}}
+    with pytest.raises(ConfigError, match=r"datasets\.parallel_demo\.extractors\.text\.pooling"):
+        validate_config(config, SCHEMA)
+
+
+def test_cross_validation_reaches_the_run_spec():
+    config = validate_config(_config(), SCHEMA)
+    runs = expand_runs(config, "parallel_demo")
+    assert all(spec["cv"] == {"folds": 5, "seed": 0, "dev_fraction": 0.1} for spec in runs.values())
+    assert "cv" not in expand_runs(config, "demo")["dmms-image-max-s0"]

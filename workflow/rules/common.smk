@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
-from mmsets.config import expand_runs, validate_config  # noqa: E402
+from mmsets.config import dataset_section, expand_runs, validate_config  # noqa: E402
 from mmsets.extract.tokens import upstream_stores  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -22,14 +22,20 @@ shell.prefix(
 )
 
 
-def upstream_of(extractor):
+def extractor_settings(dataset, extractor):
+    """An extractor's settings for one dataset: the top-level ones with the dataset's overrides."""
+    return dataset_section(config, dataset, "extractors")[extractor]
+
+
+def upstream_of(dataset, extractor):
     """The stores an extractor reads: {its param key (dotted when nested): upstream extractor}."""
     if extractor == "bbox":
         return {"objects_store": "objects"}
     if extractor == "ocr_text":
         return {"ocr_store": "ocr"}
     if extractor == "tokens":
-        return {f"stores.{name}": name for name in upstream_stores(config["extractors"]["tokens"]["modalities"])}
+        modalities = extractor_settings(dataset, "tokens")["modalities"]
+        return {f"stores.{name}": name for name in upstream_stores(modalities)}
     return {}
 
 
@@ -38,8 +44,11 @@ def datasets_of_kind(kind):
     return "|".join(names) if names else "(?!x)x"
 
 
+_NOT_DATA = ("training", "models", "experiments", "extractors", "cv")  # dataset settings that do not change the manifest
+
+
 def dataset_params(wildcards):
-    settings = {k: v for k, v in config["datasets"][wildcards.dataset].items() if k not in ("training", "models")}
+    settings = {k: v for k, v in config["datasets"][wildcards.dataset].items() if k not in _NOT_DATA}
     return json.dumps(settings, sort_keys=True)
 
 
@@ -59,8 +68,8 @@ def feature_path(dataset, extractor):
 
 def extractor_params(wildcards):
     """The extractor's settings, with the paths of the stores it reads filled in."""
-    settings = json.loads(json.dumps(config["extractors"][wildcards.extractor]))
-    for key, upstream in upstream_of(wildcards.extractor).items():
+    settings = json.loads(json.dumps(extractor_settings(wildcards.dataset, wildcards.extractor)))
+    for key, upstream in upstream_of(wildcards.dataset, wildcards.extractor).items():
         node = settings
         *parents, leaf = key.split(".")
         for part in parents:
@@ -70,7 +79,7 @@ def extractor_params(wildcards):
 
 
 def extractor_inputs(wildcards):
-    return [feature_path(wildcards.dataset, name) for name in upstream_of(wildcards.extractor).values()]
+    return [feature_path(wildcards.dataset, name) for name in upstream_of(wildcards.dataset, wildcards.extractor).values()]
 
 
 def runs_of(dataset):
@@ -93,7 +102,7 @@ def report_features(wildcards):
     """Every store a run reads, and the stores those were made from (OCR words under OCR text, ...)."""
     names = {f for spec in runs_of(wildcards.dataset).values() for f in spec["features"]}
     while True:
-        more = {u for name in names for u in upstream_of(name).values()} - names
+        more = {u for name in names for u in upstream_of(wildcards.dataset, name).values()} - names
         if not more:
             break
         names |= more

@@ -74,3 +74,42 @@ rule prepare_mmimdb:
         "../../envs/mmsets.yaml"
     shell:
         "python -m mmsets prepare mmimdb --root {params.root:q} --out {output.manifest:q} 2> {log:q}"
+
+
+rule prepare_table:
+    input:
+        table=lambda w: config["datasets"][w.dataset]["path"],
+    output:
+        manifest="results/{dataset}/manifest.parquet",
+    wildcard_constraints:
+        dataset=datasets_of_kind("table"),
+    params:
+        settings=dataset_params,
+    log:
+        "results/{dataset}/logs/prepare.log",
+    benchmark:
+        "results/{dataset}/benchmarks/prepare.tsv"
+    conda:
+        "../../envs/mmsets.yaml"
+    shell:
+        "python -m mmsets prepare table --table {input.table:q} --out {output.manifest:q} "
+        "--params {params.settings:q} 2> {log:q}"
+
+
+rule prepare_table_demo:
+    output:
+        manifest="results/{dataset}/manifest.parquet",
+        raw=directory("results/{dataset}/raw"),
+    wildcard_constraints:
+        dataset=datasets_of_kind("table_demo"),
+    params:
+        settings=dataset_params,
+    log:
+        "results/{dataset}/logs/prepare.log",
+    benchmark:
+        "results/{dataset}/benchmarks/prepare.tsv"
+    conda:
+        "../../envs/mmsets.yaml"
+    shell:
+        "python -m mmsets prepare table_demo --images {output.raw:q} --out {output.manifest:q} "
+        "--params {params.settings:q} 2> {log:q}"
