@@ -1,11 +1,13 @@
 """The Snakemake DAG end to end on a small config, and what a changed setting re-runs."""
 
+import json
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -94,3 +96,19 @@ def test_lint_is_clean():
                            "--directory", str(ROOT)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_binary_cross_validation_and_regression_tables_end_to_end(tmp_path):
+    shutil.copy(ROOT / "tests" / "configs" / "table.yaml", tmp_path / "config.yaml")
+    snakemake(tmp_path, "results/parallel_demo/report.html", "results/appeal_demo/report.html")
+    binary = json.loads((tmp_path / "results/parallel_demo/runs/table-image_text-sum-dmms-s0/metrics.json").read_text())
+    assert binary["task"] == "binary" and len(binary["folds"]) == 5
+    assert {"accuracy", "auc"} <= set(binary["test"]) and {"accuracy", "auc"} <= set(binary["test_std"])
+    predictions = pd.read_parquet(tmp_path / "results/parallel_demo/runs/table-image_text-sum-dmms-s0/predictions.parquet")
+    assert sorted(predictions["fold"].unique()) == [0, 1, 2, 3, 4] and predictions["id"].is_unique
+    assert len(predictions) == 100
+    regression = json.loads((tmp_path / "results/appeal_demo/runs/table-image_text-logreg-s0/metrics.json").read_text())
+    assert regression["task"] == "regression" and {"rmse", "mape"} <= set(regression["test"])
+    for dataset in ("parallel_demo", "appeal_demo"):
+        assert "table-image_text-sum-dmms" in (tmp_path / f"results/{dataset}/report.html").read_text()
