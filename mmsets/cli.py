@@ -68,7 +68,11 @@ def cmd_unpack(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     from mmsets.extract import run_extractor
 
-    runtime = {"device": args.device, "batch_size": args.batch_size, "num_workers": args.num_workers}
+    import torch
+
+    torch.set_num_threads(args.threads)
+    runtime = {"device": args.device, "batch_size": args.batch_size, "num_workers": args.num_workers,
+               "threads": args.threads}
     run_extractor(args.extractor, args.manifest, args.out, args.params, runtime)
 
 
@@ -164,6 +168,9 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=env("MMSETS_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=int(env("MMSETS_BATCH_SIZE", 32)))
     p.add_argument("--num-workers", type=int, default=int(env("MMSETS_NUM_WORKERS", 2)))
+    # Snakemake exports a job's threads as OMP_NUM_THREADS.
+    p.add_argument("--threads", type=int, default=int(env("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0)),
+                   help="CPU threads (default: OMP_NUM_THREADS, else every core)")
 
 
 def main(argv: list[str] | None = None) -> int:

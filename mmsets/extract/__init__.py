@@ -25,7 +25,7 @@ EXTRACTORS: dict[str, tuple[str, str, str]] = {
     "faces": ("mmsets.extract.faces", "extract_faces", "FacesParams"),
 }
 
-SHARED_RUNTIME = ("device", "batch_size", "num_workers")
+SHARED_RUNTIME = ("device", "batch_size", "num_workers", "threads")
 
 
 def run_extractor(
