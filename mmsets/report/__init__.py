@@ -1,4 +1,5 @@
-"""One self-contained HTML report per dataset: experiments, feature importance, coverage, stores, examples.
+"""One self-contained HTML report per dataset: results over seeds, model families, DM2S2 ablations,
+feature importance, dataset coverage, feature stores, examples.
 
     build_report("results/mmimdb/manifest.parquet", run_dirs, {"image": ".../image.h5"}, "results/mmimdb/report.html")
 
@@ -15,8 +16,10 @@ from typing import Mapping, Sequence
 
 from mmsets import __version__
 from mmsets.io import atomic_path
-from mmsets.report import collect, figures, tables
+from mmsets.report import collect, figures, importance, tables
+from mmsets.report.examples import MAX_CHARS, examples
 from mmsets.report.html import render
+from mmsets.report.scores import columns, main_metric, task_of
 
 __all__ = ["build_report", "report_context"]
 
@@ -31,31 +34,50 @@ def report_context(
     """Everything the template shows, as plain data (handy for tests and other front ends)."""
     manifest, manifest_problem = collect.load_manifest(manifest_path)
     ids = set(map(str, manifest.frame["id"])) if manifest is not None else None
-    runs = tables.rank_runs([collect.load_run(d) for d in run_dirs])
+    runs = [collect.load_run(d, manifest.task if manifest is not None else None) for d in run_dirs]
+    task = task_of(manifest.task if manifest is not None else None, runs)
+    for run in runs:
+        if run["status"] == "ok" and run["task"] != task:
+            run["problems"].append(f"run task {run['task']} differs from the report's {task}")
+    main = main_metric(task)
+    runs = tables.rank_runs(runs, main)
+    configs = tables.configurations(runs, main)
     stores = [collect.load_store(name, path, ids) for name, path in feature_paths.items()]
-    fi = tables.fi_table(runs)
+    fi = importance.fi_tables(runs, configs)
+    ablations = tables.ablations(configs, main)
+    inter = importance.inter_attention(fi, [r["name"] for r in ablations["rows"]] if ablations else None)
     labels = collect.label_frequency(manifest) if manifest is not None else None
     dataset = manifest.dataset if manifest is not None and manifest.dataset else Path(manifest_path).parent.name
+    example_items = examples(runs, manifest, stores, task, n_examples)
+    if example_items is not None and example_items["fi_kind"]:
+        example_items["fi_kind"] = importance.kind_label(example_items["fi_kind"])
     return {
         "title": title or f"mmsets report: {dataset}",
         "dataset": dataset,
-        "task": manifest.task if manifest is not None else None,
+        "task": task,
+        "main": main,
+        "metrics": columns(task, runs),
         "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
         "runs": runs,
         "n_ok": sum(r["status"] == "ok" for r in runs),
-        "pivot": tables.pivot(runs),
+        "configs": configs,
+        "per_class": tables.per_class_classes(configs),
+        "families": tables.family_best(configs, main),
+        "ablations": ablations,
         "fi": fi,
+        "inter": inter,
         "manifest_problem": manifest_problem,
         "coverage": collect.coverage(manifest) if manifest is not None else None,
         "labels": labels,
         "stores": stores,
-        "examples": tables.examples(runs, manifest, stores, n_examples),
-        "max_chars": tables.MAX_CHARS,
+        "examples": example_items,
+        "max_chars": MAX_CHARS,
         "figures": {
-            "f1": figures.f1_bars(runs),
-            "curves": figures.learning_curves(runs),
-            "fi": figures.fi_stacked(fi),
+            "configs": figures.config_bars(configs, main),
+            "curves": figures.learning_curves(runs, main),
+            "fi": {g["kind"]: figures.stacked_shares(g) for g in fi["groups"] if g["kind"] != "inter_attention"},
+            "inter": figures.stacked_shares(inter) if inter else None,
             "labels": figures.label_bars(labels) if labels else None,
         },
     }

@@ -18,10 +18,11 @@ import pandas as pd
 
 from mmsets.data.manifest import SPLITS, Manifest, read_manifest
 from mmsets.io import read_json
+from mmsets.report.scores import main_metric
 from mmsets.store import RaggedStore, StoreError, partial_path
 
-SCORES = ("f1_micro", "f1_macro", "f1_samples")
 MAX_ERRORS = 10
+_SEED = re.compile(r"[-_]s\d+$")
 _SECRET = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)
 
 
@@ -35,20 +36,48 @@ def number(value: Any) -> float | None:
 
 # --------------------------------------------------------------------------- runs
 
+def split_name(name: str, pooling: str | None = None) -> tuple[str, str | None]:
+    """``<group>-<combination>[-<pooling>][-<variant>]-s<seed>`` -> (configuration, variant).
+
+    The configuration is the name without its seed suffix: the runs that differ only in their seed.
+    """
+    config = _SEED.sub("", name) or name
+    parts = config.split("-")
+    rest = parts[2:]
+    if rest and pooling and rest[0] == pooling:
+        rest = rest[1:]
+    return config, "-".join(rest) or None
+
+
 def _empty_run(run_dir: Path) -> dict:
     return {
-        "name": run_dir.name, "dir": str(run_dir), "status": "ok", "problems": [],
-        "model": None, "features": [], "pooling": None, "seed": None, "epochs": None,
-        "best_epoch": None, "threshold": None, "n_params": None, "train_seconds": None,
-        "dev": dict.fromkeys(SCORES), "test": dict.fromkeys(SCORES), "history": [],
-        "top1": False, "fi": None, "predictions": None, "best": False,
+        "name": run_dir.name, "dir": str(run_dir), "status": "ok", "problems": [], "task": None,
+        "model": None, "features": [], "pooling": None, "variant": None, "config": run_dir.name, "seed": None,
+        "epochs": None, "best_epoch": None, "threshold": None, "n_params": None, "train_seconds": None,
+        "dev": {}, "test": {}, "dev_std": {}, "test_std": {}, "test_pooled": {}, "folds": [], "cv": None,
+        "model_config": {}, "history": [], "top1": False, "fi": None, "predictions": None, "best": False,
     }
 
 
-def load_run(run_dir: str | os.PathLike) -> dict:
-    """One run directory (see the run-directory contract) as a flat dict with every key present."""
+def scores(raw: Any) -> dict:
+    """A metrics dict with numbers only: scalars, and one level of {class: number} (per-class accuracy)."""
+    out: dict[str, Any] = {}
+    for key, value in (raw.items() if isinstance(raw, dict) else ()):
+        if isinstance(value, dict):
+            out[str(key)] = {str(k): number(v) for k, v in value.items()}
+        elif value is None or number(value) is not None:
+            out[str(key)] = number(value)
+    return out
+
+
+def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
+    """One run directory (see the run-directory contract) as a flat dict with every key present.
+
+    ``task`` is the report's task, used when metrics.json does not name one (runs from before tasks).
+    """
     run_dir = Path(run_dir)
     run = _empty_run(run_dir)
+    run["config"], _ = split_name(run["name"])
     if not run_dir.is_dir():
         run.update(status="missing", problems=["run directory missing"])
         return run
@@ -65,11 +94,15 @@ def load_run(run_dir: str | os.PathLike) -> dict:
 
     if isinstance(metrics.get("run"), str) and metrics["run"]:
         run["name"] = metrics["run"]
-    for key in ("model", "pooling"):
+    for key in ("task", "model", "pooling"):
         if isinstance(metrics.get(key), str):
             run[key] = metrics[key]
+    run["task"] = run["task"] or task or "multilabel"
+    run["config"], run["variant"] = split_name(run["name"], run["pooling"])
     if isinstance(metrics.get("features"), list):
         run["features"] = [str(f) for f in metrics["features"]]
+    if isinstance(metrics.get("model_config"), dict):
+        run["model_config"] = metrics["model_config"]
     for key in ("seed", "epochs", "best_epoch", "n_params", "train_seconds"):
         run[key] = number(metrics.get(key))
     threshold = metrics.get("threshold")
@@ -78,13 +111,18 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     # Training may also force each item's most likely label (chosen on dev); predictions follow it.
     top1 = metrics.get("top1_rule")
     run["top1"] = bool(top1.get("applied")) if isinstance(top1, dict) else False
-    for split in ("dev", "test"):
-        scores = metrics.get(split) if isinstance(metrics.get(split), dict) else {}
-        run[split] = {k: number(scores.get(k)) for k in SCORES}
+    for key in ("dev", "test", "dev_std", "test_std", "test_pooled"):
+        run[key] = scores(metrics.get(key))
+    if isinstance(metrics.get("cv"), dict):
+        run["cv"] = {str(k): v for k, v in metrics["cv"].items() if isinstance(v, (int, float, str, bool))}
+        folds = metrics.get("folds") if isinstance(metrics.get("folds"), list) else []
+        run["folds"] = [{"dev": scores(f.get("dev")), "test": scores(f.get("test"))}
+                        for f in folds if isinstance(f, dict) and isinstance(f.get("test"), dict)]
     if isinstance(metrics.get("history"), list):
         run["history"] = [h for h in metrics["history"] if isinstance(h, dict)]
-    if run["status"] == "ok" and run["test"]["f1_micro"] is None:
-        run["problems"].append("metrics.json has no test F1-micro")
+    main = main_metric(run["task"])
+    if run["status"] == "ok" and run["test"].get(main.key) is None:
+        run["problems"].append(f"metrics.json has no test {main.label}")
 
     predictions = run_dir / "predictions.parquet"
     if predictions.exists():
@@ -97,8 +135,15 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     return run
 
 
+def _fi_kind(raw: dict) -> str:
+    kind = raw.get("kind")
+    if isinstance(kind, str) and kind:
+        return kind
+    return "argmax" if raw.get("pooling") in ("max", "min") else "share"  # files from before "kind"
+
+
 def _load_fi(path: Path, run: dict) -> dict | None:
-    """Feature-importance shares; None when the run has none (sum/mean pooling) or the file is bad."""
+    """Feature-importance shares; None when the run has none (sum/mean pooling, ...) or the file is bad."""
     if not path.exists():
         if run["status"] == "ok":
             run["problems"].append("feature_importance.json missing")
@@ -117,8 +162,8 @@ def _load_fi(path: Path, run: dict) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         run["problems"].append(f"feature_importance.json unreadable: {err}")
         return None
-    return {"pooling": raw.get("pooling"), "modalities": modalities, "mean_share": mean_share,
-            "per_item": per_item}
+    return {"pooling": raw.get("pooling"), "kind": _fi_kind(raw), "modalities": modalities,
+            "mean_share": mean_share, "per_item": per_item}
 
 
 # --------------------------------------------------------------------------- manifest
@@ -148,7 +193,10 @@ def coverage(manifest: Manifest) -> dict:
     checks = [("items", np.ones(len(frame), bool)), ("with image", frame["image"].map(_present).to_numpy(bool))]
     checks += [(f"with text: {f}", manifest.text(f).map(_present).to_numpy(bool)) for f in manifest.text_fields]
     checks += [(f"with {f}", frame["cat_" + f].map(_present).to_numpy(bool)) for f in manifest.categorical_fields]
-    checks.append(("with >= 1 label", frame["labels"].map(len).to_numpy() > 0))
+    if manifest.task == "regression" and "target" in frame.columns:
+        checks.append(("with target", np.isfinite(pd.to_numeric(frame["target"], errors="coerce").to_numpy(float))))
+    else:
+        checks.append(("with >= 1 label", frame["labels"].map(len).to_numpy() > 0))
     rows = [{"name": name, "counts": [int((ok & masks[s]).sum()) for s in masks]} for name, ok in checks]
     return {"splits": list(masks), "rows": rows}
 
@@ -209,6 +257,10 @@ def load_store(name: str, path: str | os.PathLike, manifest_ids: set[str] | None
     return info
 
 
+_SUMMARY_KEYS = {"items", "with_elements", "elements", "skipped", "errors", "items_per_s", "seconds", "device"}
+MAX_EXTRA = 30
+
+
 def _summary(raw: Any) -> dict:
     raw = raw if isinstance(raw, dict) else {}
     skipped = raw.get("skipped") if isinstance(raw.get("skipped"), dict) else {}
@@ -220,10 +272,26 @@ def _summary(raw: Any) -> dict:
         "elements": number(raw.get("elements")),
         "skipped": skipped, "n_skipped": sum(v or 0 for _, v in skipped),
         "n_errors": len(errors),
-        "errors": [{"id": str(e.get("id", "")), "reason": str(e.get("reason", ""))[:300]} for e in errors[:MAX_ERRORS]],
+        "errors": [{"id": str(e.get("id", "")), "reason": str(e.get("reason", ""))[:300],
+                    "detail": str(e.get("detail") or "")[:300]} for e in errors[:MAX_ERRORS]],
         "items_per_s": number(raw.get("items_per_s")), "seconds": number(raw.get("seconds")),
         "device": str(raw["device"]) if raw.get("device") is not None else None,
+        "extra": _extra({k: v for k, v in raw.items() if k not in _SUMMARY_KEYS}),
     }
+
+
+def _extra(raw: dict, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
+    """Other summary entries (tokens_per_item, truncated, resumed, ...) as (dotted key, scalar), two
+    levels deep at most: {"truncated": {"ocr": 3}} -> ("truncated.ocr", 3); lists are left out."""
+    out: list[tuple[str, Any]] = []
+    for key, value in sorted(raw.items(), key=lambda kv: str(kv[0])):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if depth < 2:
+                out += _extra(value, name + ".", depth + 1)
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            out.append((name, value if number(value) is not None else ("–" if value is None else str(value)[:80])))
+    return out[:MAX_EXTRA] if depth == 0 else out
 
 
 def store_texts(stores: list[dict], ids: list[str]) -> dict[str, dict[str, str]]:

@@ -31,6 +31,31 @@ def fixed(value: Any, digits: int = 2) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def metric(value: Any, fmt: str = "pct") -> str:
+    """A metric as its column shows it: pct (a [0, 1] score as a percentage), num (target units), fixed."""
+    value = number(value)
+    if value is None:
+        return "–"
+    if fmt == "pct":
+        return f"{100 * value:.2f}"
+    if fmt == "fixed":
+        return f"{value:.3f}"
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3f}" if abs(value) >= 1 else f"{value:.4g}"
+
+
+def mstd(cell: Any, fmt: str = "pct") -> str:
+    """``{"mean", "std"}`` as 'mean ± std' (the mean alone without a std)."""
+    if not isinstance(cell, dict):
+        return "–"
+    text = metric(cell.get("mean"), fmt)
+    return text if number(cell.get("std")) is None or text == "–" else f"{text} ± {metric(cell['std'], fmt)}"
+
+
+def signed(value: Any, fmt: str = "pct") -> str:
+    value = number(value)
+    return "–" if value is None else ("+" if value >= 0 else "−") + metric(abs(value), fmt)
+
+
 def threshold(value: Any) -> str:
     if number(value) is not None:
         return f"{number(value):.2f}"
@@ -45,7 +70,7 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=pct, num=num, fixed=fixed, threshold=threshold)
+    env.filters.update(pct=pct, num=num, fixed=fixed, threshold=threshold, metric=metric, mstd=mstd, signed=signed)
     return env
 
 

@@ -1,164 +1,180 @@
-"""Views over the collected runs: ranking, the features x pooling pivot, FI shares, example items."""
+"""Views over the collected runs: the per-run ranking, results over seeds per configuration, the best
+configuration per model family and the DM2S2 ablations.
+
+A configuration is a run name without its ``-s<seed>`` suffix. Its scores are the mean and sample
+standard deviation over its seeds or, for k-fold runs, over all folds of all its seeds
+(``mmsets.metrics.aggregate_runs``); a score shown with one run or fold has no standard deviation.
+"""
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from mmsets.metrics import aggregate_runs
+from mmsets.report.collect import number
+from mmsets.report.scores import Metric, order_key
 
-from mmsets.data.manifest import Manifest
-from mmsets.report.collect import number, store_texts
+FAMILIES = {"dmms": "DMMS", "dm2s2": "DM2S2", "encoder_only": "encoder only", "late_fusion": "late fusion",
+            "gmu": "GMU", "lightgbm": "LightGBM", "logreg": "logistic regression"}
+SEQUENCE_FAMILIES = ("dm2s2", "encoder_only")
+BASELINES = ("late_fusion", "gmu", "lightgbm", "logreg")
 
-MAX_CHARS = 300
-TOP_K = 3
 
-
-def rank_runs(runs: list[dict]) -> list[dict]:
-    """Finished runs by test F1-micro (best first), then runs without it, then failed/missing ones."""
-    def key(run: dict) -> tuple:
-        score = run["test"]["f1_micro"]
-        return (run["status"] != "ok", score is None, -(score or 0.0), run["name"])
-
-    runs = sorted(runs, key=key)
-    scored = [r for r in runs if r["status"] == "ok" and r["test"]["f1_micro"] is not None]
-    if scored:
-        best = max(r["test"]["f1_micro"] for r in scored)
-        for run in scored:
-            run["best"] = run["test"]["f1_micro"] == best
-    return runs
+def family_label(model: str | None) -> str:
+    return FAMILIES.get(model or "", model or "?")
 
 
 def features_label(run: dict) -> str:
     return " + ".join(run["features"]) if run["features"] else "?"
 
 
-def pivot(runs: list[dict]) -> dict:
-    """Mean test F1-micro (over seeds) per (model, feature combination) x pooling."""
-    cells: dict[tuple, dict[str, list[float]]] = {}
-    poolings: list[str] = []
+def cell(mean: Any, std: Any = None) -> dict:
+    return {"mean": number(mean), "std": number(std)}
+
+
+def _finished(run: dict, main: Metric) -> bool:
+    return run["status"] == "ok" and run["test"].get(main.key) is not None
+
+
+# --------------------------------------------------------------------------- single runs
+
+def rank_runs(runs: list[dict], main: Metric) -> list[dict]:
+    """Finished runs by the main test metric (best first), then runs without it, then failed/missing
+    ones; each run gets ``cells``: its test metrics (k-fold: mean ± std over folds) and dev main metric."""
+    runs = sorted(runs, key=lambda r: (r["status"] != "ok", order_key(r["test"].get(main.key), main), r["name"]))
+    scored = [r for r in runs if _finished(r, main)]
+    if scored:
+        best = scored[0]["test"][main.key]
+        for run in scored:
+            run["best"] = run["test"][main.key] == best
     for run in runs:
-        score = run["test"]["f1_micro"]
-        if run["status"] != "ok" or score is None:
-            continue
-        pooling = run["pooling"] or "-"
-        if pooling not in poolings:
-            poolings.append(pooling)
-        cells.setdefault((run["model"] or "?", features_label(run)), {}).setdefault(pooling, []).append(score)
-    best = max((statistics.fmean(v) for row in cells.values() for v in row.values()), default=None)
+        fold_std = run["cv"] is not None
+        run["cells"] = {k: cell(v, run["test_std"].get(k) if fold_std else None)
+                        for k, v in run["test"].items() if not isinstance(v, dict)}
+        run["dev_cell"] = cell(run["dev"].get(main.key), run["dev_std"].get(main.key) if fold_std else None)
+    return runs
+
+
+# --------------------------------------------------------------------------- configurations
+
+def _units(run: dict) -> list[dict]:
+    """What one run adds to its configuration's mean: its folds (k-fold), else its dev and test scores."""
+    if run["cv"] is not None and run["folds"]:
+        return run["folds"]
+    return [{"dev": run["dev"], "test": run["test"]}]
+
+
+def _aggregate(ok: list[dict]) -> tuple[dict, dict, dict, dict, int]:
+    """(test mean, test std, dev mean, dev std, number of units) of a configuration's finished runs."""
+    if len(ok) == 1 and ok[0]["cv"] is not None and not ok[0]["folds"]:  # folds unreadable: the run's own
+        run = ok[0]
+        return run["test"], run["test_std"], run["dev"], run["dev_std"], int(number(run["cv"].get("folds")) or 1)
+    units = [u for run in ok for u in _units(run)]
+    agg = aggregate_runs(units)
+    if len(units) < 2:
+        return agg["test"]["mean"], {}, agg["dev"]["mean"], {}, len(units)
+    return agg["test"]["mean"], agg["test"]["std"], agg["dev"]["mean"], agg["dev"]["std"], len(units)
+
+
+def configurations(runs: list[dict], main: Metric) -> list[dict]:
+    """One row per configuration with mean ± std of every test metric and of the dev main metric,
+    best first; the best configuration has ``best``."""
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(run["config"], []).append(run)
     rows = []
-    for (model, features), row in sorted(cells.items(), key=lambda kv: -max(statistics.fmean(v) for v in kv[1].values())):
-        out = []
-        for pooling in poolings:
-            scores = row.get(pooling)
-            if not scores:
-                out.append(None)
-                continue
-            mean = statistics.fmean(scores)
-            out.append({"mean": mean, "std": statistics.stdev(scores) if len(scores) > 1 else None,
-                        "n": len(scores), "best": mean == best})
-        rows.append({"model": model, "features": features, "cells": out})
-    return {"poolings": poolings, "rows": rows}
+    for name, members in groups.items():
+        ok = [r for r in members if _finished(r, main)]
+        first = ok[0] if ok else members[0]
+        row = {
+            "name": name, "model": first["model"], "family": family_label(first["model"]),
+            "features": features_label(first), "feature_list": first["features"], "pooling": first["pooling"],
+            "variant": first["variant"], "model_config": first["model_config"],
+            "n": len(ok), "n_failed": len(members) - len(ok), "cv": any(r["cv"] is not None for r in ok),
+            "n_folds": None, "seeds": sorted({int(r["seed"]) for r in ok if r["seed"] is not None}),
+            "runs": [r["name"] for r in members], "test": {}, "dev": cell(None), "per_class": {}, "best": False,
+        }
+        if ok:
+            test, test_std, dev, dev_std, n_units = _aggregate(ok)
+            row["n_folds"] = n_units if row["cv"] else None
+            row["test"] = {k: cell(v, test_std.get(k)) for k, v in test.items() if not isinstance(v, dict)}
+            row["dev"] = cell(dev.get(main.key), dev_std.get(main.key))
+            per_class = test.get("per_class_accuracy")
+            if isinstance(per_class, dict):
+                std = test_std.get("per_class_accuracy") if isinstance(test_std.get("per_class_accuracy"), dict) else {}
+                row["per_class"] = {c: cell(v, std.get(c)) for c, v in per_class.items()}
+        rows.append(row)
+    rows.sort(key=lambda r: (order_key(r["test"].get(main.key, {}).get("mean"), main), r["name"]))
+    if rows and rows[0]["test"].get(main.key, {}).get("mean") is not None:
+        best = rows[0]["test"][main.key]["mean"]
+        for row in rows:
+            row["best"] = row["test"].get(main.key, {}).get("mean") == best
+    return rows
 
 
-def fi_table(runs: list[dict]) -> dict:
-    """Mean FI share per modality for every run; ``None`` shares where the run has none."""
-    modalities: list[str] = []
-    for run in runs:
-        fi = run["fi"] or {"modalities": [], "mean_share": {}}
-        for m in [*fi["modalities"], *fi["mean_share"]]:  # the run's modality order, not JSON key order
-            if m not in modalities:
-                modalities.append(m)
-    rows = []
-    for run in runs:
-        share = (run["fi"] or {}).get("mean_share")
-        if share:
-            rows.append({"run": run["name"], "pooling": run["pooling"], "shares": [share.get(m) for m in modalities],
-                         "note": None})
-        else:
-            rows.append({"run": run["name"], "pooling": run["pooling"], "shares": None, "note": _fi_note(run)})
-    return {"modalities": modalities, "rows": rows}
+def per_class_classes(rows: list[dict]) -> list[str]:
+    classes: list[str] = []
+    for row in rows:
+        classes += [c for c in row["per_class"] if c not in classes]
+    return classes
 
 
-def _fi_note(run: dict) -> str:
-    if run["status"] != "ok":
-        return run["status"]
-    if run["pooling"] in ("sum", "mean"):
-        return f"n/a ({run['pooling']} pooling)"
-    return "n/a"  # the run's problems say why (file missing or unreadable)
+def family_best(rows: list[dict], main: Metric) -> list[dict]:
+    """The best configuration of each model family (``rows`` come best first)."""
+    out: dict[str, dict] = {}
+    for row in rows:
+        if row["test"].get(main.key, {}).get("mean") is not None:
+            out.setdefault(row["model"] or "?", row)
+    return list(out.values())
 
 
-def truncate(text: Any, limit: int = MAX_CHARS) -> str:
-    """Untrusted item text, whitespace collapsed and cut; escaping is the template's job."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# --------------------------------------------------------------------------- DM2S2 ablations
+
+def ablation_label(row: dict) -> str:
+    """A readable name of a DM2S2 / encoder-only configuration from its model_config."""
+    cfg = row["model_config"] if isinstance(row["model_config"], dict) else {}
+    details = []
+    if row["model"] == "encoder_only":
+        label = "encoder only"
+        if cfg.get("modality_embedding") is False:
+            details.append("no modality embedding")
+    elif not cfg:
+        return f"{family_label(row['model'])} ({row['variant'] or 'settings unknown'})"
+    else:
+        parts = [name for key, name in (("intra", "IntraMRA"), ("inter", "InterMRA")) if cfg.get(key, True)]
+        label = "encoder + " + " + ".join(parts) if parts else "encoder, no MRA"
+        if parts:
+            details.append(f"{cfg.get('similarity', 'additive')} similarity")
+        if cfg.get("residual", True) is False:
+            details.append("no residual")
+    if cfg.get("pooling") not in (None, "mean"):
+        details.append(f"{cfg['pooling']} pooling")
+    return label + (f" ({', '.join(map(str, details))})" if details else "")
 
 
-def _threshold_for(threshold: Any, n_labels: int) -> np.ndarray | None:
-    if number(threshold) is not None:
-        return np.full(n_labels, float(threshold))
-    if isinstance(threshold, list) and len(threshold) == n_labels and all(number(t) is not None for t in threshold):
-        return np.asarray(threshold, float)
-    return None
+def _ablation_order(row: dict) -> tuple:
+    cfg = row["model_config"] if isinstance(row["model_config"], dict) else {}
+    intra, inter = bool(cfg.get("intra", True)), bool(cfg.get("inter", True))
+    return (row["model"] != "encoder_only", intra + inter, not intra, cfg.get("similarity", "additive") != "additive",
+            cfg.get("residual", True) is False, str(cfg.get("pooling", "mean")) != "mean", row["features"], row["name"])
 
 
-def _best_predictions(runs: list[dict]) -> tuple[dict | None, pd.DataFrame | None]:
-    """The highest-ranked run whose predictions file reads, with its test rows."""
-    for run in runs:
-        if run["status"] != "ok" or not run["predictions"]:
-            continue
-        try:
-            preds = pd.read_parquet(run["predictions"])
-        except Exception as err:  # a broken parquet file is a finding to show, not a reason to stop
-            run["problems"].append(f"predictions.parquet unreadable: {err}")
-            continue
-        if "id" not in preds.columns:
-            run["problems"].append("predictions.parquet has no id column")
-            continue
-        return run, preds[preds["split"] == "test"] if "split" in preds.columns else preds
-    return None, None
-
-
-def examples(runs: list[dict], manifest: Manifest | None, stores: list[dict], n: int = 5) -> dict | None:
-    """A few test items of the best run with predictions: text, true labels, top predictions, FI shares.
-
-    FI shares come from the same run when it has them, else from the best run with per-item shares.
-    """
-    run, preds = _best_predictions(runs)
-    if run is None:
+def ablations(rows: list[dict], main: Metric) -> dict | None:
+    """DM2S2 and encoder-only configurations in ablation order, each with its difference in the main
+    metric to the encoder-only configuration of the same features; beside them the best DMMS
+    configuration and the best of each baseline family."""
+    seq = sorted((r for r in rows if r["model"] in SEQUENCE_FAMILIES), key=_ablation_order)
+    if not seq:
         return None
-    preds = preds.head(n)
-    known = set(manifest.label_names) if manifest is not None else set()
-    label_cols = [c for c in preds.columns if c in known] or [
-        c for c in preds.columns if c not in ("id", "split", "labels") and pd.api.types.is_float_dtype(preds[c])]
-    thresholds = _threshold_for(run["threshold"], len(label_cols))
-    fi_run = run if run["fi"] and run["fi"]["per_item"] else next(
-        (r for r in runs if r["status"] == "ok" and r["fi"] and r["fi"]["per_item"]), None)
-
-    ids = [str(i) for i in preds["id"]]
-    frame = manifest.frame.set_index("id") if manifest is not None else None
-    texts = store_texts(stores, ids)
-    items = []
-    for (_, row), item_id in zip(preds.iterrows(), ids):
-        meta = frame.loc[item_id] if frame is not None and item_id in frame.index else None
-        true = row["labels"] if "labels" in preds.columns else (meta["labels"] if meta is not None else [])
-        true = [str(t) for t in (true if true is not None else [])]
-        probs = row[label_cols].to_numpy(float) if label_cols else np.zeros(0)
-        top = np.argsort(-probs, kind="stable")[: max(TOP_K, len(true))]
-        predicted = [{"label": label_cols[i], "p": float(probs[i]), "hit": label_cols[i] in true,
-                      "above": bool(thresholds is not None and (probs[i] >= thresholds[i] or (run["top1"] and rank == 0)))}
-                     for rank, i in enumerate(top)]
-        fields = []
-        if meta is not None:
-            fields += [(f, truncate(meta["text_" + f])) for f in manifest.text_fields
-                       if isinstance(meta["text_" + f], str) and meta["text_" + f].strip()]
-        fields += [(name, truncate(t[item_id])) for name, t in texts.items() if t.get(item_id, "").strip()]
-        fi = None
-        if fi_run is not None and item_id in fi_run["fi"]["per_item"]:
-            shares = fi_run["fi"]["per_item"][item_id]
-            fi = sorted(((m, number(s)) for m, s in zip(fi_run["fi"]["modalities"], shares)),
-                        key=lambda ms: -(ms[1] or 0))
-        items.append({"id": item_id, "fields": fields, "true": true, "predicted": predicted, "fi": fi})
-    return {"run": run["name"], "fi_run": fi_run["name"] if fi_run else None, "items": items,
-            "threshold": run["threshold"] if number(run["threshold"]) is not None else None, "top1": run["top1"]}
+    scored = [r for r in seq if r["test"].get(main.key, {}).get("mean") is not None]
+    best = min(scored, key=lambda r: order_key(r["test"][main.key]["mean"], main))["name"] if scored else None
+    out = []
+    for row in seq:
+        base = next((b for b in seq if b["model"] == "encoder_only" and b["features"] == row["features"]), None)
+        mean = row["test"].get(main.key, {}).get("mean")
+        base_mean = base["test"].get(main.key, {}).get("mean") if base is not None else None
+        delta = mean - base_mean if mean is not None and base_mean is not None and base is not row else None
+        out.append({**row, "label": ablation_label(row), "delta": delta, "ablation_best": row["name"] == best})
+    families = family_best(rows, main)
+    compare = [r for r in families if r["model"] == "dmms"] + [r for r in families if r["model"] in BASELINES]
+    return {"rows": out, "compare": compare}

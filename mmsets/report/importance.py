@@ -1,0 +1,89 @@
+"""Feature importance per modality, averaged over the seeds of each configuration, one table per kind.
+
+The kinds measure different things and are never mixed in one table: ``argmax`` (DMMS max/min
+pooling: share of the pooled dimensions each modality won), ``gate`` (GMU's gate), ``gain``
+(LightGBM's split-gain share) and ``inter_attention`` (DM2S2's InterMRA weight per modality, whose
+modalities are token-sequence sources such as ``text:plot`` or ``ocr``).
+"""
+
+from __future__ import annotations
+
+from mmsets.metrics import aggregate
+from mmsets.report.tables import ablation_label, cell, family_label
+
+KINDS = {
+    "argmax": ("argmax share", "DMMS max/min pooling: share of the pooled dimensions whose maximum (minimum) "
+                               "came from each modality."),
+    "gate": ("GMU gate", "GMU: mean gate weight of each modality."),
+    "gain": ("LightGBM gain share", "LightGBM: share of the total split gain on each modality's features."),
+    "inter_attention": ("InterMRA attention", "DM2S2: mean InterMRA attention weight of each modality "
+                                              "(token-sequence sources)."),
+    "share": ("share", "Feature-importance share per modality."),
+}
+NO_ATTRIBUTION = ("late_fusion", "logreg", "encoder_only")
+
+
+def kind_label(kind: str) -> str:
+    return KINDS.get(kind, (kind, ""))[0]
+
+
+def _missing_note(runs: list[dict]) -> str:
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        return runs[0]["status"]
+    run = ok[0]
+    if run["model"] in NO_ATTRIBUTION:
+        return f"n/a ({family_label(run['model'])} has no attribution)"
+    if run["pooling"] in ("sum", "mean") and run["model"] in ("dmms", None):
+        return f"n/a ({run['pooling']} pooling)"
+    return "n/a"  # the runs' problems say why (file missing or unreadable)
+
+
+def fi_tables(runs: list[dict], configs: list[dict]) -> dict:
+    """{"groups": one per kind with its modalities and a row per configuration (mean ± std share over
+    seeds), "missing": configurations without feature importance and why}."""
+    by_config: dict[str, list[dict]] = {}
+    for run in runs:
+        by_config.setdefault(run["config"], []).append(run)
+    groups: dict[str, dict] = {}
+    missing = []
+    for config in configs:
+        members = by_config.get(config["name"], [])
+        with_fi = [r for r in members if r["status"] == "ok" and r["fi"]]
+        if not with_fi:
+            if members:
+                missing.append({"config": config["name"], "note": _missing_note(members)})
+            continue
+        kinds: dict[str, list[dict]] = {}
+        for run in with_fi:
+            kinds.setdefault(run["fi"]["kind"], []).append(run)
+        for kind, kind_runs in kinds.items():
+            label, note = KINDS.get(kind, (kind, ""))
+            group = groups.setdefault(kind, {"kind": kind, "label": label, "note": note, "modalities": [], "rows": []})
+            for run in kind_runs:  # the runs' modality order, not JSON key order
+                for m in [*run["fi"]["modalities"], *run["fi"]["mean_share"]]:
+                    if m not in group["modalities"]:
+                        group["modalities"].append(m)
+            mean, std = aggregate([run["fi"]["mean_share"] for run in kind_runs])
+            group["rows"].append({
+                "config": config["name"], "model": config["model"], "family": config["family"],
+                "label": ablation_label(config) if config["model"] in ("dm2s2", "encoder_only") else config["family"],
+                "pooling": config["pooling"], "n": len(kind_runs), "mean": mean,
+                "std": std if len(kind_runs) > 1 else {},
+            })
+    for group in groups.values():
+        for row in group["rows"]:
+            row["shares"] = [cell(row["mean"].get(m), row["std"].get(m)) for m in group["modalities"]]
+    order = list(KINDS)
+    ordered = sorted(groups.values(), key=lambda g: order.index(g["kind"]) if g["kind"] in order else len(order))
+    return {"groups": ordered, "missing": missing}
+
+
+def inter_attention(fi: dict, order: list[str] | None = None) -> dict | None:
+    """The InterMRA group of ``fi_tables`` (DM2S2 runs that have it), its rows in ``order`` of
+    configuration names (the ablation order) when given; None without such runs."""
+    group = next((g for g in fi["groups"] if g["kind"] == "inter_attention"), None)
+    if group is None or not order:
+        return group
+    rank = {name: i for i, name in enumerate(order)}
+    return {**group, "rows": sorted(group["rows"], key=lambda r: rank.get(r["config"], len(rank)))}
