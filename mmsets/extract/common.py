@@ -125,6 +125,22 @@ class RunTally:
             "resumed": int(writer.n_items - self.processed),
         }
 
+    def finish(self, writer: RaggedWriter, **extra: Any) -> dict[str, Any]:
+        """Seal ``writer`` with the summary, the extractor's own keys ``extra`` last, and return it."""
+        summary = {**self.summary(writer), **extra}
+        writer.close(**summary)
+        return summary
+
+
+@contextlib.contextmanager
+def resumable(writer: RaggedWriter) -> typing.Iterator[None]:
+    """On any failure, Ctrl-C included, keep the committed items in the partial file for a resume."""
+    try:
+        yield
+    except BaseException:
+        writer.abort()
+        raise
+
 
 def empty_done_ids(writer: RaggedWriter) -> set[str]:
     """Ids a resumed store already holds with zero elements (their skip reason must be counted again)."""

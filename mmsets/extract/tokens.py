@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, Manifest
 from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, is_missing, params_from_dict, \
-    resolve_device
+    resolve_device, resumable
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
 if TYPE_CHECKING:
@@ -347,36 +347,31 @@ def extract_tokens(
     tally = RunTally(device)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
     encoded_tokens, encode_seconds = 0, 0.0
-    try:
-        with tqdm(total=len(todo), unit="item", desc=f"tokens {params.model}", disable=not progress) as bar:
-            for start in range(0, len(todo), CHUNK_ITEMS):
-                chunk = todo[start:start + CHUNK_ITEMS]
-                tic = time.perf_counter()
-                states = encode_sequences(encoder, [segments[i][0] for i in chunk], [segments[i][1] for i in chunk],
-                                          params.layer, params.position_ids, batch_size)
-                encode_seconds += time.perf_counter() - tic
-                for i, hidden in zip(chunk, states):
-                    writer.add(ids[i], hidden, modality=segments[i][1])
-                    encoded_tokens += len(hidden)
-                    tally.processed += 1
-                bar.update(len(chunk))
-                bar.set_postfix(tokens_per_s=round(encoded_tokens / max(encode_seconds, 1e-9)))
-    except BaseException:
-        writer.abort()
-        raise
+    bar = tqdm(total=len(todo), unit="item", desc=f"tokens {params.model}", disable=not progress)
+    with resumable(writer), bar:
+        for start in range(0, len(todo), CHUNK_ITEMS):
+            chunk = todo[start:start + CHUNK_ITEMS]
+            tic = time.perf_counter()
+            states = encode_sequences(encoder, [segments[i][0] for i in chunk], [segments[i][1] for i in chunk],
+                                      params.layer, params.position_ids, batch_size)
+            encode_seconds += time.perf_counter() - tic
+            for i, hidden in zip(chunk, states):
+                writer.add(ids[i], hidden, modality=segments[i][1])
+                encoded_tokens += len(hidden)
+                tally.processed += 1
+            bar.update(len(chunk))
+            bar.set_postfix(tokens_per_s=round(encoded_tokens / max(encode_seconds, 1e-9)))
     lengths = np.array([len(s[0]) for s in segments])
-    summary = {
-        **tally.summary(writer),
-        "tokens_per_item": {"mean": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
-                            "max": int(lengths.max()) if len(lengths) else 0},
-        "tokens_per_s": round(encoded_tokens / encode_seconds, 1) if encode_seconds > 0 else None,
-        "max_length": max_length,
-        "truncated": {s: int((full[:, m] > kept[:, m]).sum()) for m, s in enumerate(params.modalities)},
-        "empty": {s: int((kept[:, m] == 0).sum()) for m, s in enumerate(params.modalities)},
-        "not_in_store": not_in_store,
-    }
-    writer.close(**summary)
-    return summary
+    return tally.finish(
+        writer,
+        tokens_per_item={"mean": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
+                         "max": int(lengths.max()) if len(lengths) else 0},
+        tokens_per_s=round(encoded_tokens / encode_seconds, 1) if encode_seconds > 0 else None,
+        max_length=max_length,
+        truncated={s: int((full[:, m] > kept[:, m]).sum()) for m, s in enumerate(params.modalities)},
+        empty={s: int((kept[:, m] == 0).sum()) for m, s in enumerate(params.modalities)},
+        not_in_store=not_in_store,
+    )
 
 
 def _token_counts(tokenizer: Any, column: Sequence[str | None]) -> np.ndarray:
