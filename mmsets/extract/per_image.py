@@ -190,19 +190,12 @@ def run_per_image(
     tally: RunTally,
     process: Callable[[Any], list[Elements]],
     *,
-    desc: str,
-    empty_reason: str | None = None,
     transform: Callable[[Image.Image], Any] = keep_image,
-    stack: bool = False,
-    pin_memory: bool = False,
-    batch_size: int = 16,
-    num_workers: int = 2,
     max_pixels: int | None = None,
     image_root: str | os.PathLike | None = None,
-    progress: bool = True,
+    **loop: Any,
 ) -> None:
-    """``run_items`` over the manifest's images, each decoded and ``transform``-ed in a worker."""
+    """``run_items`` (``loop``: its keywords) over the manifest's images, each decoded and ``transform``-ed
+    in a worker; ``max_pixels`` also refuses images PIL itself would still open."""
     inputs = ImageFiles(image_paths(manifest, image_root), transform, max_pixels)
-    run_items([str(i) for i in manifest.frame["id"]], inputs, writer, tally, process, desc=desc,
-              empty_reason=empty_reason, stack=stack, pin_memory=pin_memory, batch_size=batch_size,
-              num_workers=num_workers, progress=progress)
+    run_items([str(i) for i in manifest.frame["id"]], inputs, writer, tally, process, **loop)
