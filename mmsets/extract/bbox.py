@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, params_from_dict, resolve_device
+from mmsets.extract.common import ParamsError, RunTally, params_from_dict, resolve_device
+from mmsets.extract.image import check_backbone_params
 from mmsets.extract.per_image import Elements, ImageSkip, image_paths, open_image, run_items
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
@@ -47,11 +48,7 @@ class BBoxParams:
     def __post_init__(self) -> None:
         if not self.objects_store:
             raise ParamsError("bbox params.objects_store: give the path of the objects extractor's store")
-        if not self.model:
-            raise ParamsError("bbox params.model: must name a model")
-        if self.image_size is not None and self.image_size < 16:
-            raise ParamsError(f"bbox params.image_size: {self.image_size} is below 16 pixels")
-        check_choice("bbox params.dtype", self.dtype, DTYPES)
+        check_backbone_params("bbox params", self)
         if not 0.0 <= self.context <= 1.0:
             raise ParamsError(f"bbox params.context: {self.context} is not in [0, 1]")
         if self.min_box_size < 1:

@@ -30,11 +30,16 @@ class ImageParams:
         return params_from_dict(cls, params, where="image params")
 
     def __post_init__(self) -> None:
-        if not self.model:
-            raise ParamsError("image params.model: must name a model")
-        if self.image_size is not None and self.image_size < 16:
-            raise ParamsError(f"image params.image_size: {self.image_size} is below 16 pixels")
-        check_choice("image params.dtype", self.dtype, DTYPES)
+        check_backbone_params("image params", self)
+
+
+def check_backbone_params(where: str, params: Any) -> None:
+    """``model``, ``image_size`` and ``dtype`` of the image CNN (the bbox extractor's too)."""
+    if not params.model:
+        raise ParamsError(f"{where}.model: must name a model")
+    if params.image_size is not None and params.image_size < 16:
+        raise ParamsError(f"{where}.image_size: {params.image_size} is below 16 pixels")
+    check_choice(f"{where}.dtype", params.dtype, DTYPES)
 
 
 def extract_image(
