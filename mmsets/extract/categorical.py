@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, Manifest
-from mmsets.extract.common import ParamsError, RunTally, is_missing, params_from_dict, resumable
+from mmsets.extract.common import ParamsError, RunTally, check_names, is_missing, params_from_dict, resumable
 from mmsets.store import RaggedWriter
 
 EXTRACTOR = "categorical"
@@ -42,10 +42,8 @@ class CategoricalParams:
     def __post_init__(self) -> None:
         if self.fields is not None:
             self.fields = list(self.fields)
-            if not self.fields:
-                raise ParamsError("categorical params.fields: name at least one field, or leave it out for all")
-            if len(set(self.fields)) != len(self.fields):
-                raise ParamsError(f"categorical params.fields: {self.fields} repeats a field")
+            check_names("categorical params.fields", self.fields, "name at least one field, or leave it out for all",
+                        "field")
         if self.min_count < 1:
             raise ParamsError(f"categorical params.min_count: {self.min_count} is below 1")
 

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, is_missing, params_from_dict, \
-    resolve_device, resumable
+from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, check_names, is_missing, \
+    params_from_dict, resolve_device, resumable
 from mmsets.store import RaggedStore, RaggedWriter
 
 EXTRACTOR = "text"
@@ -40,10 +40,7 @@ class TextParams:
         self.fields = list(self.fields)
         if not self.model:
             raise ParamsError("text params.model: must name a model")
-        if not self.fields:
-            raise ParamsError("text params.fields: name at least one text field")
-        if len(set(self.fields)) != len(self.fields):
-            raise ParamsError(f"text params.fields: {self.fields} repeats a field")
+        check_names("text params.fields", self.fields, "name at least one text field", "field")
         check_choice("text params.segment", self.segment, SEGMENTS)
         check_encoder_params("text params", self)
 

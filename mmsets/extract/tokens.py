@@ -44,8 +44,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, Manifest
-from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, is_missing, params_from_dict, \
-    resolve_device, resumable
+from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, check_names, is_missing, \
+    params_from_dict, resolve_device, resumable
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
 if TYPE_CHECKING:
@@ -78,10 +78,7 @@ class TokensParams:
 
     def __post_init__(self) -> None:
         self.modalities = list(self.modalities)
-        if not self.modalities:
-            raise ParamsError("tokens params.modalities: name at least one source")
-        if len(set(self.modalities)) != len(self.modalities):
-            raise ParamsError(f"tokens params.modalities: {self.modalities} repeats a source")
+        check_names("tokens params.modalities", self.modalities, "name at least one source", "source")
         if len(self.modalities) > MAX_MODALITIES:
             raise ParamsError(f"tokens params.modalities: at most {MAX_MODALITIES} sources")
         for source in self.modalities:
@@ -273,14 +270,14 @@ def encode_sequences(encoder: TextEncoder, input_ids: Sequence[np.ndarray], moda
     """
     import torch
 
+    from mmsets.extract.backbones import longest_first
+
     model, device = encoder.model, encoder.device
     pad_id = encoder.tokenizer.pad_token_id or 0
     offset = position_offset(model)
     explicit = position_ids != "global"  # global: the model's own numbering, also for models without position_ids
     out: list[np.ndarray | None] = [None] * len(input_ids)
-    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]), reverse=True)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in longest_first(input_ids, batch_size):
         t_max = len(input_ids[idx[0]])
         ids = np.full((len(idx), t_max), pad_id, np.int64)
         mask = np.zeros((len(idx), t_max), np.int64)
