@@ -25,7 +25,7 @@ from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
 from mmsets.extract.common import ParamsError, RunTally, params_from_dict, resolve_device
 from mmsets.extract.image import check_backbone_params
-from mmsets.extract.per_image import Elements, ImageSkip, image_paths, open_image, run_items
+from mmsets.extract.per_image import Elements, ImageSkip, image_paths, open_image, retry_input, run_items
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
 EXTRACTOR = "bbox"
@@ -161,11 +161,8 @@ def extract_bbox(
         return "degenerate_boxes", f"all {len(boxes[i])} boxes are under {params.min_box_size} pixels"
 
     def why_empty(i: int) -> tuple[str, str | None]:
-        try:
-            dataset[i]
-        except ImageSkip as skip:
-            return skip.reason, skip.detail
-        return none_kept(i)
+        reason, detail = retry_input(dataset, None, i)
+        return none_kept(i) if reason is None else (reason, detail)
 
     def embed(batch: list[tuple[int, torch.Tensor | None, list[int]]]) -> list[Elements]:
         nonlocal degenerate

@@ -120,17 +120,13 @@ def _collate(batch: list[tuple[int, Any, ImageSkip | None]], stack: bool):
     return rows, (torch.stack(inputs) if stack and inputs else inputs), skips
 
 
-def why_skipped(inputs: Dataset, empty_reason: str | None) -> Callable[[int], tuple[str | None, str | None]]:
-    """Why a resumed item without elements has none: its input's ImageSkip, else ``empty_reason``."""
-
-    def why(i: int) -> tuple[str | None, str | None]:
-        try:
-            inputs[i]
-        except ImageSkip as skip:
-            return skip.reason, skip.detail
-        return empty_reason, None
-
-    return why
+def retry_input(inputs: Dataset, empty_reason: str | None, i: int) -> tuple[str | None, str | None]:
+    """Why row i has no elements, as far as its input tells: its ImageSkip, else ``empty_reason``."""
+    try:
+        inputs[i]
+    except ImageSkip as skip:
+        return skip.reason, skip.detail
+    return empty_reason, None
 
 
 def run_items(
@@ -155,9 +151,9 @@ def run_items(
     ``inputs[i]`` makes row i's input in a worker; ``process`` turns a batch of them (a list, or one
     tensor with ``stack``) into one Elements each. An item with zero elements and no error is counted
     as ``empty_reason`` (when given). A resumed item without elements is counted again, by
-    ``why_empty(row)``: by default a new try at its input (an item a service failed on counts as empty).
+    ``why_empty(row)``, by default ``retry_input`` (so an item a service failed on counts as empty then).
     """
-    why_empty = why_empty or why_skipped(inputs, empty_reason)
+    why_empty = why_empty or functools.partial(retry_input, inputs, empty_reason)
     index = {item_id: i for i, item_id in enumerate(ids)}
     for item_id in empty_done_ids(writer) & index.keys():
         reason, detail = why_empty(index[item_id])
