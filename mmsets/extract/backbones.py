@@ -14,7 +14,7 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence, Sized
 
 import numpy as np
 import torch
@@ -253,6 +253,13 @@ def _find_config(root: Path) -> str | None:
     return str(configs[0].parent) if configs else None
 
 
+def longest_first(items: Sequence[Sized], batch_size: int) -> Iterator[list[int]]:
+    """Batches of indices into ``items``, longest items first: each batch pads to little more than its own."""
+    order = sorted(range(len(items)), key=lambda i: len(items[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
 @torch.inference_mode()
 def embed_texts(
     encoder: TextEncoder, texts: Sequence[str], pooling: str = "cls", max_length: int = 256, batch_size: int = 64
@@ -260,9 +267,7 @@ def embed_texts(
     """(len(texts), dim) float32 sentence vectors; texts are batched by length, returned in input order."""
     pool = POOLINGS[pooling]
     out = np.zeros((len(texts), encoder.dim), np.float32)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in longest_first(texts, batch_size):
         batch = encoder.tokenizer(
             [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         ).to(encoder.device)

@@ -19,14 +19,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, empty_done_ids, params_from_dict, \
-    resolve_device
-from mmsets.extract.image import ImageSkip, _resolve, open_image
+from mmsets.extract.common import ParamsError, RunTally, params_from_dict, resolve_device
+from mmsets.extract.image import check_backbone_params
+from mmsets.extract.per_image import Elements, ImageSkip, image_paths, open_image, retry_input, run_items
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
 EXTRACTOR = "bbox"
@@ -49,11 +48,7 @@ class BBoxParams:
     def __post_init__(self) -> None:
         if not self.objects_store:
             raise ParamsError("bbox params.objects_store: give the path of the objects extractor's store")
-        if not self.model:
-            raise ParamsError("bbox params.model: must name a model")
-        if self.image_size is not None and self.image_size < 16:
-            raise ParamsError(f"bbox params.image_size: {self.image_size} is below 16 pixels")
-        check_choice("bbox params.dtype", self.dtype, DTYPES)
+        check_backbone_params("bbox params", self)
         if not 0.0 <= self.context <= 1.0:
             raise ParamsError(f"bbox params.context: {self.context} is not in [0, 1]")
         if self.min_box_size < 1:
@@ -77,38 +72,34 @@ def crop_box(box: np.ndarray, size: tuple[int, int], context: float = 0.0,
 
 
 class ItemCrops(Dataset):
-    """Decodes an item's image in a DataLoader worker, cuts out its boxes and applies the CNN's transform.
+    """An item's boxes cut out of its image and through the CNN's transform, in a DataLoader worker.
 
-    Yields (manifest index, crops (k, 3, H, W) or None, indices of the boxes kept, ImageSkip or None);
-    an item without boxes is not decoded at all.
+    Gives (manifest index, crops (k, 3, H, W) or None, indices of the boxes kept), or raises ImageSkip;
+    an item without boxes (``absent`` ones, index -> detail, are not in the objects store) is not decoded.
     """
 
-    def __init__(self, paths: list[Any], boxes: list[np.ndarray], transform: Callable[[Image.Image], torch.Tensor],
-                 context: float, min_box_size: int, max_pixels: int | None = None) -> None:
-        self.paths, self.boxes, self.transform = paths, boxes, transform
+    def __init__(self, paths: list[Any], boxes: list[np.ndarray], absent: dict[int, str],
+                 transform: Callable[[Image.Image], torch.Tensor], context: float, min_box_size: int,
+                 max_pixels: int | None = None) -> None:
+        self.paths, self.boxes, self.absent, self.transform = paths, boxes, absent, transform
         self.context, self.min_box_size, self.max_pixels = context, min_box_size, max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, list[int], ImageSkip | None]:
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, list[int]]:
+        if i in self.absent:
+            raise ImageSkip("not_in_objects_store", self.absent[i])
         if not len(self.boxes[i]):
-            return i, None, [], None
-        try:
-            image = open_image(self.paths[i], self.max_pixels)  # RGB already, as embed_images' to_rgb makes it
-        except ImageSkip as skip:
-            return i, None, [], skip
+            raise ImageSkip("no_boxes")
+        image = open_image(self.paths[i], self.max_pixels)  # RGB already, as embed_images' to_rgb makes it
         crops, kept = [], []
         for j, box in enumerate(self.boxes[i]):
             rect = crop_box(box, image.size, self.context, self.min_box_size)
             if rect is not None:
                 crops.append(self.transform(image.crop(rect)))
                 kept.append(j)
-        return i, (torch.stack(crops) if crops else None), kept, None
-
-
-def _collate(batch):
-    return batch
+        return i, (torch.stack(crops) if crops else None), kept
 
 
 def open_objects_store(path: str | os.PathLike) -> RaggedStore:
@@ -158,70 +149,43 @@ def extract_bbox(
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=backbone.dim, dtype=params.dtype, model=params.model,
                           params=dataclasses.asdict(params), fields=FIELDS, attrs=source, resume=True)
     tally = RunTally(device)
-    paths = [_resolve(p, image_root) for p in manifest.frame["image"]]
     empty = np.zeros((0, 4), np.float32)
     boxes = [found[i][0] if i in found else empty for i in ids]
-    dataset = ItemCrops(paths, boxes, backbone.transform, params.context, params.min_box_size, max_pixels)
+    absent = {i: f"{item_id} is not in {params.objects_store}" for i, item_id in enumerate(ids)
+              if item_id not in found}
+    dataset = ItemCrops(image_paths(manifest, image_root), boxes, absent, backbone.transform, params.context,
+                        params.min_box_size, max_pixels)
+    degenerate = 0
 
-    def why_empty(i: int, skip: ImageSkip | None, n_boxes: int) -> tuple[str, str | None]:
-        if ids[i] not in found:
-            return "not_in_objects_store", f"{ids[i]} is not in {params.objects_store}"
-        if not len(boxes[i]):
-            return "no_boxes", None
-        if skip is not None:
-            return skip.reason, skip.detail
-        return "degenerate_boxes", f"all {n_boxes} boxes are under {params.min_box_size} pixels"
+    def none_kept(i: int) -> tuple[str, str]:
+        return "degenerate_boxes", f"all {len(boxes[i])} boxes are under {params.min_box_size} pixels"
 
-    row_of = {item_id: i for i, item_id in enumerate(ids)}
-    for item_id in empty_done_ids(writer) & row_of.keys():  # count a resumed empty item's reason again
-        i = row_of[item_id]
-        _, _, _, skip = dataset[i]
-        tally.skip(item_id, *why_empty(i, skip, len(boxes[i])))
-    todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
+    def why_empty(i: int) -> tuple[str, str | None]:
+        reason, detail = retry_input(dataset, None, i)
+        return none_kept(i) if reason is None else (reason, detail)
+
+    def embed(batch: list[tuple[int, torch.Tensor | None, list[int]]]) -> list[Elements]:
+        nonlocal degenerate
+        crops = [c for _, c, _ in batch if c is not None]
+        vectors = _features(backbone, torch.cat(crops), batch_size) if crops else np.zeros((0, backbone.dim))
+        out, row = [], 0
+        for i, _, kept in batch:
+            kept, k = np.asarray(kept, np.int64), len(kept)
+            degenerate += len(boxes[i]) - k
+            _, scores, labels = found[ids[i]]
+            fields = {"boxes": boxes[i][kept], "scores": scores[kept], "label": list(labels[kept])}
+            out.append(Elements(vectors[row:row + k], fields, error=None if k else none_kept(i)))
+            row += k
+        return out
+
     # Each item brings several crops (up to the objects' max_boxes): a loader batch of batch_size // 4 items keeps
     # the transformed crops in flight between workers and model to a few forward passes.
-    loader = DataLoader(_Subset(dataset, todo), batch_size=max(1, batch_size // 4), num_workers=num_workers,
-                        collate_fn=_collate, pin_memory=device.type == "cuda")
-    degenerate = 0
-    try:
-        with tqdm(total=len(todo), unit="item", desc=f"bbox {params.model}", disable=not progress) as bar:
-            for batch in loader:
-                crops = [c for _, c, _, _ in batch if c is not None]
-                vectors = _features(backbone, torch.cat(crops), batch_size) if crops else np.zeros((0, backbone.dim))
-                row = 0
-                for i, _, kept, skip in batch:
-                    kept, k = np.asarray(kept, np.int64), len(kept)
-                    if k == 0:
-                        tally.skip(ids[i], *why_empty(i, skip, len(boxes[i])))
-                    if skip is None:
-                        degenerate += len(boxes[i]) - k
-                    _, scores, labels = found.get(ids[i], (empty, np.zeros(0), np.zeros(0, object)))
-                    writer.add(ids[i], vectors[row:row + k], boxes=boxes[i][kept], scores=scores[kept],
-                               label=list(labels[kept]))
-                    row += k
-                    tally.processed += 1
-                bar.update(len(batch))
-    except BaseException:
-        writer.abort()
-        raise
-    summary = {**tally.summary(writer), "degenerate_boxes": degenerate}
-    writer.close(**summary)
-    return summary
+    run_items(ids, dataset, writer, tally, embed, desc=f"bbox {params.model}", why_empty=why_empty, unit="item",
+              pin_memory=device.type == "cuda", batch_size=max(1, batch_size // 4), num_workers=num_workers,
+              progress=progress)
+    return tally.finish(writer, degenerate_boxes=degenerate)
 
 
 def _features(backbone: ImageBackbone, crops: torch.Tensor, batch_size: int) -> np.ndarray:
     return np.concatenate([backbone.features(crops[start:start + batch_size]).cpu().numpy()
                            for start in range(0, len(crops), batch_size)])
-
-
-class _Subset(Dataset):
-    """The items still to do, keeping their manifest index (torch's Subset would renumber them)."""
-
-    def __init__(self, dataset: ItemCrops, index: list[int]) -> None:
-        self.dataset, self.index = dataset, index
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, j: int):
-        return self.dataset[self.index[j]]

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, Manifest
-from mmsets.extract.common import ParamsError, RunTally, is_missing, params_from_dict
+from mmsets.extract.common import ParamsError, RunTally, check_names, is_missing, params_from_dict, resumable
 from mmsets.store import RaggedWriter
 
 EXTRACTOR = "categorical"
@@ -42,10 +42,8 @@ class CategoricalParams:
     def __post_init__(self) -> None:
         if self.fields is not None:
             self.fields = list(self.fields)
-            if not self.fields:
-                raise ParamsError("categorical params.fields: name at least one field, or leave it out for all")
-            if len(set(self.fields)) != len(self.fields):
-                raise ParamsError(f"categorical params.fields: {self.fields} repeats a field")
+            check_names("categorical params.fields", self.fields, "name at least one field, or leave it out for all",
+                        "field")
         if self.min_count < 1:
             raise ParamsError(f"categorical params.min_count: {self.min_count} is below 1")
 
@@ -136,7 +134,7 @@ def extract_categorical(
     tally = RunTally("cpu")
     unknown = {f: Counter() for f in fields}
     columns = [frame[CAT_PREFIX + f].tolist() for f in fields]
-    try:
+    with resumable(writer):
         for n, item_id in enumerate(tqdm(frame["id"], unit="item", desc="categorical", disable=not progress)):
             index, values = [], []
             for f, column in zip(fields, columns):
@@ -147,10 +145,5 @@ def extract_categorical(
                 values.append(token(column[n]) or "")
             writer.add(str(item_id), np.asarray(index, np.float32)[:, None], field=fields, value=values)
             tally.processed += 1
-    except BaseException:
-        writer.abort()
-        raise
-    summary = {**tally.summary(writer), "num_embeddings": vocab.num_embeddings,
-               "unknown": {f: dict(sorted(c.items())) for f, c in unknown.items()}}
-    writer.close(**summary)
-    return summary
+    return tally.finish(writer, num_embeddings=vocab.num_embeddings,
+                        unknown={f: dict(sorted(c.items())) for f, c in unknown.items()})

@@ -68,6 +68,14 @@ def check_choice(where: str, value: Any, choices: typing.Iterable[Any]) -> None:
         raise ParamsError(f"{where}: {value!r} is not one of {list(choices)}")
 
 
+def check_names(where: str, names: list[Any], empty: str, item: str) -> None:
+    """Refuse an empty list of names (``empty`` says what to give instead) and a repeated one."""
+    if not names:
+        raise ParamsError(f"{where}: {empty}")
+    if len(set(names)) != len(names):
+        raise ParamsError(f"{where}: {names} repeats a {item}")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     import torch  # here, so that naming extractors (the CLI) does not load torch
 
@@ -124,6 +132,22 @@ class RunTally:
             "device": str(self.device),
             "resumed": int(writer.n_items - self.processed),
         }
+
+    def finish(self, writer: RaggedWriter, **extra: Any) -> dict[str, Any]:
+        """Seal ``writer`` with the summary, the extractor's own keys ``extra`` last, and return it."""
+        summary = {**self.summary(writer), **extra}
+        writer.close(**summary)
+        return summary
+
+
+@contextlib.contextmanager
+def resumable(writer: RaggedWriter) -> typing.Iterator[None]:
+    """On any failure, Ctrl-C included, keep the committed items in the partial file for a resume."""
+    try:
+        yield
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def empty_done_ids(writer: RaggedWriter) -> set[str]:

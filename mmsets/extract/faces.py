@@ -9,6 +9,7 @@ SFace as ONNX (see ../shared/OFFLINE_MODELS.md). Every embedder gives unit-lengt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -18,14 +19,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import BackboneError
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, autocast, check_choice, empty_done_ids, \
-    params_from_dict, resolve_device
-from mmsets.extract.image import ImageSkip, _resolve, open_image
+from mmsets.extract.common import DTYPES, ParamsError, RunTally, autocast, check_choice, params_from_dict, \
+    resolve_device
+from mmsets.extract.per_image import Elements, ImageSkip, run_per_image
 from mmsets.store import RaggedWriter
 
 EXTRACTOR = "faces"
@@ -298,30 +297,14 @@ def load_face_embedder(name: str, device: str | torch.device = "cpu", *, weights
 
 # ------------------------------------------------------------------------------------------- extractor
 
-class FaceImages(Dataset):
-    """Decodes in DataLoader workers: (index, image, the detector's smaller copy or None, skip or None)."""
-
-    def __init__(self, paths: list[Any], max_size: int, max_pixels: int | None = None) -> None:
-        self.paths, self.max_size, self.max_pixels = paths, max_size, max_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            image = open_image(self.paths[i], self.max_pixels)
-        except ImageSkip as skip:
-            return i, None, None, skip
-        scale = self.max_size / max(image.size)
-        small = None
-        if scale < 1:
-            small = np.asarray(image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                            Image.BILINEAR))
-        return i, np.asarray(image), small, None
-
-
-def _collate(batch):
-    return [list(column) for column in zip(*batch)]
+def detector_input(image: Image.Image, max_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image as an array, and a copy scaled down to ``max_size`` for the detector when it is larger."""
+    scale = max_size / max(image.size)
+    small = None
+    if scale < 1:
+        small = np.asarray(image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                        Image.BILINEAR))
+    return np.asarray(image), small
 
 
 def extract_faces(
@@ -348,59 +331,35 @@ def extract_faces(
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=embedder.dim, dtype=params.dtype, model=embedder.name,
                           params=dataclasses.asdict(params), fields=FIELDS, attrs={"detector": "mtcnn"}, resume=True)
     tally = RunTally(device)
-    no_face = 0
-    frame = manifest.frame
-    paths = [_resolve(p, image_root) for p in frame["image"]]
-    row = {item_id: i for i, item_id in enumerate(frame["id"])}
-    for item_id in empty_done_ids(writer) & row.keys():  # resumed without faces: a bad image, or none found?
-        try:
-            open_image(paths[row[item_id]], max_pixels)
-            no_face += 1
-        except ImageSkip as skip:
-            tally.skip(item_id, skip.reason, skip.detail)
-    todo = [i for i, item_id in enumerate(frame["id"]) if item_id not in writer.done_ids]
-    loader = DataLoader(FaceImages([paths[i] for i in todo], params.max_image_size, max_pixels),
-                        batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
-    try:
-        with tqdm(total=len(todo), unit="img", desc=f"faces {params.embedder}", disable=not progress) as bar:
-            for index, images, smalls, skips in loader:
-                found = _detect(detector, images, smalls, skips)
-                crops = [embedder.crops(image, faces) for image, faces in zip(images, found)]
-                vectors = np.split(embedder.embed_crops([c for item in crops for c in item]),
-                                   np.cumsum([len(item) for item in crops])[:-1])
-                for j, skip, faces, data in zip(index, skips, found, vectors):
-                    item_id = str(frame["id"].iat[todo[j]])
-                    if skip is not None:
-                        tally.skip(item_id, skip.reason, skip.detail)
-                    elif not len(faces):
-                        no_face += 1
-                    writer.add(item_id, data, boxes=faces.boxes, prob=faces.prob)
-                    tally.processed += 1
-                bar.update(len(index))
-    except BaseException:
-        writer.abort()
-        raise
-    summary = {**tally.summary(writer), "no_face": no_face}
-    writer.close(**summary)
-    return summary
+
+    def embed(images: list[tuple[np.ndarray, np.ndarray | None]]) -> list[Elements]:
+        found = _detect(detector, images)
+        crops = [[] if isinstance(faces, ImageSkip) else embedder.crops(image, faces)
+                 for (image, _), faces in zip(images, found)]
+        vectors = np.split(embedder.embed_crops([c for item in crops for c in item]),
+                           np.cumsum([len(item) for item in crops])[:-1])
+        return [Elements(data, error=(faces.reason, faces.detail)) if isinstance(faces, ImageSkip) else
+                Elements(data, {"boxes": faces.boxes, "prob": faces.prob}) for faces, data in zip(found, vectors)]
+
+    run_per_image(manifest, writer, tally, embed, desc=f"faces {params.embedder}", empty_reason="no_face",
+                  transform=functools.partial(detector_input, max_size=params.max_image_size), batch_size=batch_size,
+                  num_workers=num_workers, max_pixels=max_pixels, image_root=image_root, progress=progress)
+    # Finding no face is an answer, not a skip: the summary counts it apart.
+    return tally.finish(writer, no_face=tally.skipped.pop("no_face", 0))
 
 
-def _detect(detector: FaceDetector, images: list, smalls: list, skips: list) -> list[Faces]:
-    """Faces of each image, boxes clipped to it and, like landmarks, in its original pixels.
-
-    A skipped image has none; one the detector failed on gets its skip put into ``skips``.
-    """
-    decoded = [i for i, skip in enumerate(skips) if skip is None]
-    found = detector([images[i] if smalls[i] is None else smalls[i] for i in decoded])
-    out = [Faces.none()] * len(images)
-    for i, faces in zip(decoded, found):
-        if isinstance(faces, ImageSkip):
-            skips[i] = faces
-            continue
-        height, width = images[i].shape[:2]
-        if smalls[i] is not None:
-            scale = np.array([width / smalls[i].shape[1], height / smalls[i].shape[0]], np.float32)
-            faces = Faces(faces.boxes * np.tile(scale, 2), faces.prob, faces.landmarks * scale)
-        boxes = np.clip(faces.boxes, 0, [width, height, width, height]).astype(np.float32)
-        out[i] = Faces(boxes, faces.prob, faces.landmarks)
+def _detect(detector: FaceDetector, images: list[tuple[np.ndarray, np.ndarray | None]]) -> list[Faces | ImageSkip]:
+    """Faces of each (image, smaller copy or None), boxes clipped to the image and, like landmarks, in its
+    pixels; or why the detector failed on it."""
+    found = detector([image if small is None else small for image, small in images])
+    out = []
+    for (image, small), faces in zip(images, found):
+        if not isinstance(faces, ImageSkip):
+            height, width = image.shape[:2]
+            if small is not None:
+                scale = np.array([width / small.shape[1], height / small.shape[0]], np.float32)
+                faces = Faces(faces.boxes * np.tile(scale, 2), faces.prob, faces.landmarks * scale)
+            faces = Faces(np.clip(faces.boxes, 0, [width, height, width, height]).astype(np.float32), faces.prob,
+                          faces.landmarks)
+        out.append(faces)
     return out

@@ -5,19 +5,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest
-from mmsets.extract.backbones import ImageBackbone, load_image_backbone, to_rgb
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, empty_done_ids, is_missing, \
-    params_from_dict, resolve_device
+from mmsets.extract.backbones import ImageBackbone, load_image_backbone
+from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, params_from_dict, resolve_device
+# ImageSkip and open_image lived here first; callers still import them from this module
+from mmsets.extract.per_image import Elements, ImageSkip, open_image, run_per_image  # noqa: F401
 from mmsets.store import RaggedWriter
 
 EXTRACTOR = "image"
@@ -34,70 +30,16 @@ class ImageParams:
         return params_from_dict(cls, params, where="image params")
 
     def __post_init__(self) -> None:
-        if not self.model:
-            raise ParamsError("image params.model: must name a model")
-        if self.image_size is not None and self.image_size < 16:
-            raise ParamsError(f"image params.image_size: {self.image_size} is below 16 pixels")
-        check_choice("image params.dtype", self.dtype, DTYPES)
+        check_backbone_params("image params", self)
 
 
-class ImageSkip(Exception):
-    """An image that yields no element; ``reason`` is the summary's key."""
-
-    def __init__(self, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason, detail)  # both in args, so it pickles back from a DataLoader worker
-        self.reason, self.detail = reason, detail
-
-    def __str__(self) -> str:
-        return self.detail or self.reason
-
-
-def open_image(path: Any, max_pixels: int | None = None) -> Image.Image:
-    """Decode one image file or raise ImageSkip with no_image / missing_file / too_large / corrupt."""
-    if is_missing(path):
-        raise ImageSkip("no_image")
-    path = Path(path)
-    if not path.is_file():
-        raise ImageSkip("missing_file", f"{path}: no such file")
-    try:
-        with Image.open(path) as image:
-            if max_pixels is not None and image.width * image.height > max_pixels:
-                raise ImageSkip("too_large", f"{path}: {image.width}x{image.height} pixels is over {max_pixels}")
-            image.load()  # a truncated file fails here, not at open
-            return to_rgb(image)
-    except ImageSkip:
-        raise
-    except Image.DecompressionBombError as err:
-        raise ImageSkip("too_large", f"{path}: {err}") from None
-    except Exception as err:  # PIL raises many kinds for broken files (OSError, SyntaxError, struct.error, ...)
-        raise ImageSkip("corrupt", f"{path}: {type(err).__name__}: {err}") from None
-
-
-class ManifestImages(Dataset):
-    """Decodes and transforms images in DataLoader workers; a bad file becomes a skip record, not a crash."""
-
-    def __init__(self, paths: list[Any], transform, max_pixels: int | None = None) -> None:
-        self.paths, self.transform, self.max_pixels = paths, transform, max_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, ImageSkip | None]:
-        try:
-            image = open_image(self.paths[i], self.max_pixels)
-        except ImageSkip as skip:
-            return i, None, skip
-        try:
-            return i, self.transform(image), None
-        except Exception as err:  # a decodable image the transform cannot take (e.g. 0 pixels wide)
-            return i, None, ImageSkip("corrupt", f"{self.paths[i]}: {type(err).__name__}: {err}")
-
-
-def collate(batch: list[tuple[int, torch.Tensor | None, ImageSkip | None]]):
-    index = [i for i, _, _ in batch]
-    tensors = [x for _, x, _ in batch if x is not None]
-    skips = {i: skip for i, _, skip in batch if skip is not None}
-    return index, (torch.stack(tensors) if tensors else None), skips
+def check_backbone_params(where: str, params: Any) -> None:
+    """``model``, ``image_size`` and ``dtype`` of the image CNN (the bbox extractor's too)."""
+    if not params.model:
+        raise ParamsError(f"{where}.model: must name a model")
+    if params.image_size is not None and params.image_size < 16:
+        raise ParamsError(f"{where}.image_size: {params.image_size} is below 16 pixels")
+    check_choice(f"{where}.dtype", params.dtype, DTYPES)
 
 
 def extract_image(
@@ -122,41 +64,11 @@ def extract_image(
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=backbone.dim, dtype=params.dtype, model=params.model,
                           params=dataclasses.asdict(params), resume=True)
     tally = RunTally(device)
-    frame = manifest.frame
-    paths = [_resolve(p, image_root) for p in frame["image"]]
-    # A resumed item with no element must be counted again; finding out why costs a decode at most.
-    row = {item_id: i for i, item_id in enumerate(frame["id"])}
-    for item_id in empty_done_ids(writer) & row.keys():
-        try:
-            open_image(paths[row[item_id]], max_pixels)
-        except ImageSkip as skip:
-            tally.skip(item_id, skip.reason, skip.detail)
-    todo = [i for i, item_id in enumerate(frame["id"]) if item_id not in writer.done_ids]
-    loader = DataLoader(ManifestImages([paths[i] for i in todo], backbone.transform, max_pixels),
-                        batch_size=batch_size, num_workers=num_workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda")
-    try:
-        with tqdm(total=len(todo), unit="img", desc=f"image {params.model}", disable=not progress) as bar:
-            for index, x, skips in loader:
-                features = iter(backbone.features(x).cpu().numpy()) if x is not None else iter(())
-                for j in index:
-                    item_id = str(frame["id"].iat[todo[j]])
-                    if j in skips:
-                        tally.skip(item_id, skips[j].reason, skips[j].detail)
-                        writer.add(item_id, np.zeros((0, backbone.dim), np.float32))
-                    else:
-                        writer.add(item_id, next(features)[None])
-                    tally.processed += 1
-                bar.update(len(index))
-    except BaseException:
-        writer.abort()
-        raise
-    summary = tally.summary(writer)
-    writer.close(**summary)
-    return summary
 
+    def embed(x: torch.Tensor) -> list[Elements]:
+        return [Elements(v[None]) for v in backbone.features(x).cpu().numpy()]
 
-def _resolve(path: Any, root: str | os.PathLike | None) -> Any:
-    if is_missing(path) or root is None:
-        return path
-    return str(Path(root) / path)  # an absolute path stays as it is
+    run_per_image(manifest, writer, tally, embed, desc=f"image {params.model}", transform=backbone.transform,
+                  stack=True, pin_memory=device.type == "cuda", batch_size=batch_size, num_workers=num_workers,
+                  max_pixels=max_pixels, image_root=image_root, progress=progress)
+    return tally.finish(writer)

@@ -103,8 +103,8 @@ def extract_labels(
     its head) or a ``CloudVision`` client.
     """
     fields = {"text": ((), "str")}
-    loop = dict(batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels, image_root=image_root,
-                progress=progress, empty_reason="no_label")
+    loop = dict(empty_reason="no_label", batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels,
+                image_root=image_root, progress=progress)
     if params.backend == "cloud_vision":
         from mmsets.extract.ocr_backends.cloud_vision import CloudVision
 
@@ -112,19 +112,23 @@ def extract_labels(
         writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=service.name,
                               params=dataclasses.asdict(params), fields=fields,
                               attrs={"backend": service.name, "backend_version": service.version}, resume=True)
+        tally = RunTally(service.device)
 
         def ask(images: list[Image.Image]) -> list[Elements]:
             return [Elements(np.zeros((0, 1), np.float32), error=r.error) if r.error else
                     _elements(r.names, r.scores, params.min_prob) for r in service.labels(images, params.top_k)]
 
-        return run_per_image(manifest, writer, RunTally(service.device), ask, desc="labels cloud_vision", **loop)
+        run_per_image(manifest, writer, tally, ask, desc="labels cloud_vision", **loop)
+        return tally.finish(writer)
 
     backbone = engine or load_classifier(params.model, resolve_device(device))
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=params.model,
                           params=dataclasses.asdict(params), fields=fields, resume=True)
+    tally = RunTally(backbone.device)
 
     def predict(x: torch.Tensor) -> list[Elements]:
         return top_labels(classify(backbone, x), params.top_k, params.min_prob)
 
-    return run_per_image(manifest, writer, RunTally(backbone.device), predict, desc=f"labels {params.model}",
-                         transform=backbone.transform, **loop)
+    run_per_image(manifest, writer, tally, predict, desc=f"labels {params.model}", transform=backbone.transform,
+                  stack=True, **loop)
+    return tally.finish(writer)

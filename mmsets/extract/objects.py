@@ -22,14 +22,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import BackboneError
-from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, empty_done_ids, params_from_dict, \
-    resolve_device
-from mmsets.extract.image import ImageSkip, ManifestImages, _resolve, open_image
+from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, params_from_dict, resolve_device
+from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.store import RaggedWriter
 
 log = logging.getLogger(__name__)
@@ -230,14 +227,6 @@ def _run_detectron2(model: nn.Module, images: list[Tensor], device: torch.device
 
 # ------------------------------------------------------------------------------------------- extractor
 
-def collate_list(batch: list[tuple[int, Tensor | None, ImageSkip | None]]):
-    """Images of different sizes stay a list: the detector resizes each itself."""
-    index = [i for i, _, _ in batch]
-    images = [x for _, x, _ in batch if x is not None]
-    skips = {i: skip for i, _, skip in batch if skip is not None}
-    return index, images, skips
-
-
 def _pil_to_uint8(image) -> Tensor:
     from torchvision.transforms.functional import pil_to_tensor
 
@@ -270,40 +259,15 @@ def extract_objects(
                           attrs={"kind": "index", "num_embeddings": len(categories), "categories": categories},
                           resume=True)
     tally = RunTally(device)
-    frame = manifest.frame
-    ids = [str(i) for i in frame["id"]]
-    paths = [_resolve(p, image_root) for p in frame["image"]]
-    row = {item_id: i for i, item_id in enumerate(ids)}
-    for item_id in empty_done_ids(writer) & row.keys():  # count a resumed empty item's reason again
-        try:
-            open_image(paths[row[item_id]], max_pixels)
-            tally.skip(item_id, "no_objects")
-        except ImageSkip as skip:
-            tally.skip(item_id, skip.reason, skip.detail)
-    todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
-    loader = DataLoader(ManifestImages([paths[i] for i in todo], _pil_to_uint8, max_pixels),
-                        batch_size=batch_size, num_workers=num_workers, collate_fn=collate_list,
-                        pin_memory=device.type == "cuda")
-    try:
-        with tqdm(total=len(todo), unit="img", desc=f"objects {params.backend}", disable=not progress) as bar:
-            for index, images, skips in loader:
-                found = iter(detector.detect(images))
-                for j in index:
-                    item_id = ids[todo[j]]
-                    if j in skips:
-                        tally.skip(item_id, skips[j].reason, skips[j].detail)
-                        det = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
-                    else:
-                        det = keep_top(next(found), params.score_threshold, params.max_boxes)
-                        if not len(det.scores):
-                            tally.skip(item_id, "no_objects")
-                    writer.add(item_id, det.labels.astype(np.float32)[:, None], boxes=det.boxes, scores=det.scores,
-                               label=[categories[k] for k in det.labels])
-                    tally.processed += 1
-                bar.update(len(index))
-    except BaseException:
-        writer.abort()
-        raise
-    summary = tally.summary(writer)
-    writer.close(**summary)
-    return summary
+
+    def detect(images: list[Tensor]) -> list[Elements]:
+        found = [keep_top(det, params.score_threshold, params.max_boxes) for det in detector.detect(images)]
+        return [Elements(det.labels.astype(np.float32)[:, None],
+                         {"boxes": det.boxes, "scores": det.scores, "label": [categories[k] for k in det.labels]})
+                for det in found]
+
+    # Images of different sizes stay a list: the detector resizes each itself.
+    run_per_image(manifest, writer, tally, detect, desc=f"objects {params.backend}", empty_reason="no_objects",
+                  transform=_pil_to_uint8, pin_memory=device.type == "cuda", batch_size=batch_size,
+                  num_workers=num_workers, max_pixels=max_pixels, image_root=image_root, progress=progress)
+    return tally.finish(writer)

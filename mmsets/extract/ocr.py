@@ -99,10 +99,12 @@ def extract_ocr(
                           params=dataclasses.asdict(params), fields={"text": ((), "str")},
                           attrs={"backend": backend.name, "backend_version": backend.version}, resume=True)
 
-    def process(images: list[Image.Image]) -> list[Elements]:
+    def read(images: list[Image.Image]) -> list[Elements]:
         images, scales = zip(*(enlarge(im, params.upscale_to) for im in images))
         return [to_elements(r, params.min_conf, s) for r, s in zip(backend.read(list(images)), scales)]
 
-    return run_per_image(manifest, writer, RunTally(backend.device), process, empty_reason="no_text",
-                         desc=f"ocr {backend.name}", batch_size=batch_size, num_workers=num_workers,
-                         max_pixels=max_pixels, image_root=image_root, progress=progress)
+    tally = RunTally(backend.device)
+    run_per_image(manifest, writer, tally, read, desc=f"ocr {backend.name}", empty_reason="no_text",
+                  batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels, image_root=image_root,
+                  progress=progress)
+    return tally.finish(writer)

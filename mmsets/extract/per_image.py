@@ -1,49 +1,183 @@
-"""The loop shared by extractors that turn each image into a few labelled elements (OCR words, class labels).
+"""What every image-reading extractor shares: decoding an item's image, and the loop over the manifest.
 
-Images are decoded in DataLoader workers through image.py's ``open_image``, so a bad file is handled
-(and counted) exactly as the image extractor does; an interrupted run resumes from the partial store.
+Inputs are made in DataLoader workers; an item whose input cannot be made (``ImageSkip``: no image,
+a missing, broken or too large file, ...) is stored with zero elements and counted by its reason.
+An interrupted run resumes from the committed items of the partial store.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest
-from mmsets.extract.common import RunTally, empty_done_ids
-from mmsets.extract.image import ImageSkip, ManifestImages, _resolve, open_image
+from mmsets.extract.backbones import to_rgb
+from mmsets.extract.common import RunTally, empty_done_ids, is_missing, resumable
 from mmsets.store import RaggedWriter
 
 
-@dataclass
-class Elements:
-    """What one image gave: ``data`` (k, dim), per-element ``fields``, or the ``error`` (reason, detail)
-    of a service that failed on this image alone (it is stored with zero elements and listed)."""
+class ImageSkip(Exception):
+    """An item that yields no element; ``reason`` is the summary's key."""
 
-    data: np.ndarray
-    fields: dict[str, Sequence[Any]] = field(default_factory=dict)
-    error: tuple[str, str] | None = None
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason, detail)  # both in args, so it pickles back from a DataLoader worker
+        self.reason, self.detail = reason, detail
+
+    def __str__(self) -> str:
+        return self.detail or self.reason
+
+
+def open_image(path: Any, max_pixels: int | None = None) -> Image.Image:
+    """Decode one image file or raise ImageSkip with no_image / missing_file / too_large / corrupt."""
+    if is_missing(path):
+        raise ImageSkip("no_image")
+    path = Path(path)
+    if not path.is_file():
+        raise ImageSkip("missing_file", f"{path}: no such file")
+    try:
+        with Image.open(path) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise ImageSkip("too_large", f"{path}: {image.width}x{image.height} pixels is over {max_pixels}")
+            image.load()  # a truncated file fails here, not at open
+            return to_rgb(image)
+    except ImageSkip:
+        raise
+    except Image.DecompressionBombError as err:
+        raise ImageSkip("too_large", f"{path}: {err}") from None
+    except Exception as err:  # PIL raises many kinds for broken files (OSError, SyntaxError, struct.error, ...)
+        raise ImageSkip("corrupt", f"{path}: {type(err).__name__}: {err}") from None
+
+
+def image_paths(manifest: Manifest, image_root: str | os.PathLike | None = None) -> list[Any]:
+    """The manifest's image paths, relative ones taken from ``image_root``; a missing one stays as it is."""
+    if image_root is None:
+        return list(manifest.frame["image"])
+    return [p if is_missing(p) else str(Path(image_root) / p) for p in manifest.frame["image"]]  # absolute: kept
 
 
 def keep_image(image: Image.Image) -> Image.Image:
     return image
 
 
-def collate(batch: list[tuple[int, Any, ImageSkip | None]]):
-    """Indices, the decoded images (stacked when they are tensors, else a list) and the skips by index."""
-    index = [i for i, _, _ in batch]
-    images = [x for _, x, skip in batch if skip is None]
+class ImageFiles(Dataset):
+    """``transform`` of each decoded image, by manifest row; raises ImageSkip."""
+
+    def __init__(self, paths: list[Any], transform: Callable[[Image.Image], Any] = keep_image,
+                 max_pixels: int | None = None) -> None:
+        self.paths, self.transform, self.max_pixels = paths, transform, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        image = open_image(self.paths[i], self.max_pixels)
+        try:
+            return self.transform(image)
+        except Exception as err:  # a decodable image the transform cannot take (e.g. 0 pixels wide)
+            raise ImageSkip("corrupt", f"{self.paths[i]}: {type(err).__name__}: {err}") from None
+
+
+@dataclass
+class Elements:
+    """What one item gave: ``data`` (k, dim) and per-element ``fields``, or the ``error`` (reason, detail)
+    that left it without any: a service failing on this image alone, say (stored empty and listed)."""
+
+    data: np.ndarray
+    fields: dict[str, Sequence[Any]] = field(default_factory=dict)
+    error: tuple[str, str | None] | None = None
+
+
+class _Todo(Dataset):
+    """The rows still to do: (row, input, None), or (row, None, ImageSkip) instead of a crash."""
+
+    def __init__(self, inputs: Dataset, rows: list[int]) -> None:
+        self.inputs, self.rows = inputs, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, j: int) -> tuple[int, Any, ImageSkip | None]:
+        i = self.rows[j]
+        try:
+            return i, self.inputs[i], None
+        except ImageSkip as skip:
+            return i, None, skip
+
+
+def _collate(batch: list[tuple[int, Any, ImageSkip | None]], stack: bool):
+    rows = [i for i, _, _ in batch]
+    inputs = [x for _, x, skip in batch if skip is None]
     skips = {i: skip for i, _, skip in batch if skip is not None}
-    if images and isinstance(images[0], torch.Tensor):
-        images = torch.stack(images)
-    return index, images, skips
+    return rows, (torch.stack(inputs) if stack and inputs else inputs), skips
+
+
+def retry_input(inputs: Dataset, empty_reason: str | None, i: int) -> tuple[str | None, str | None]:
+    """Why row i has no elements, as far as its input tells: its ImageSkip, else ``empty_reason``."""
+    try:
+        inputs[i]
+    except ImageSkip as skip:
+        return skip.reason, skip.detail
+    return empty_reason, None
+
+
+def run_items(
+    ids: list[str],
+    inputs: Dataset,
+    writer: RaggedWriter,
+    tally: RunTally,
+    process: Callable[[Any], list[Elements]],
+    *,
+    desc: str,
+    empty_reason: str | None = None,
+    why_empty: Callable[[int], tuple[str | None, str | None]] | None = None,
+    unit: str = "img",
+    stack: bool = False,
+    pin_memory: bool = False,
+    batch_size: int = 16,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> None:
+    """Write ``process``'s elements for every item of ``ids`` not yet in ``writer``.
+
+    ``inputs[i]`` makes row i's input in a worker; ``process`` turns a batch of them (a list, or one
+    tensor with ``stack``) into one Elements each. An item with zero elements and no error is counted
+    as ``empty_reason`` (when given). A resumed item without elements is counted again, by
+    ``why_empty(row)``, by default ``retry_input`` (so an item a service failed on counts as empty then).
+    """
+    why_empty = why_empty or functools.partial(retry_input, inputs, empty_reason)
+    index = {item_id: i for i, item_id in enumerate(ids)}
+    for item_id in empty_done_ids(writer) & index.keys():
+        reason, detail = why_empty(index[item_id])
+        if reason is not None:
+            tally.skip(item_id, reason, detail)
+    todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
+    loader = DataLoader(_Todo(inputs, todo), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=functools.partial(_collate, stack=stack), pin_memory=pin_memory)
+    nothing = {name: np.zeros((0, *tail)) for name, (tail, _) in writer.fields.items()}
+    with resumable(writer), tqdm(total=len(todo), unit=unit, desc=desc, disable=not progress) as bar:
+        for rows, batch, skips in loader:
+            results = iter(process(batch) if len(batch) else ())
+            for i in rows:
+                out = None if i in skips else next(results)
+                error = (skips[i].reason, skips[i].detail) if out is None else out.error
+                if error is not None:
+                    tally.skip(ids[i], *error)
+                    writer.add(ids[i], np.zeros((0, writer.dim), np.float32), **nothing)
+                else:
+                    if not len(out.data) and empty_reason is not None:
+                        tally.skip(ids[i], empty_reason)
+                    writer.add(ids[i], out.data, **out.fields)
+                tally.processed += 1
+            bar.update(len(rows))
 
 
 def run_per_image(
@@ -52,59 +186,12 @@ def run_per_image(
     tally: RunTally,
     process: Callable[[Any], list[Elements]],
     *,
-    empty_reason: str,
-    desc: str,
     transform: Callable[[Image.Image], Any] = keep_image,
-    batch_size: int = 16,
-    num_workers: int = 2,
     max_pixels: int | None = None,
     image_root: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Write ``process``'s elements for every manifest item not yet in ``writer``; seal it, return the summary.
-
-    An item whose image cannot be read, or whose image gives no element (``empty_reason``, e.g.
-    ``no_text``), is stored with zero elements and counted.
-    """
-    frame = manifest.frame
-    ids = [str(i) for i in frame["id"]]
-    paths = [_resolve(p, image_root) for p in frame["image"]]
-    empty = {name: tuple(writer.file[name].shape[1:]) for name in writer.fields}
-    # A resumed item without elements is counted again: a decode tells a bad image from an empty one
-    # (an item a service failed on counts as empty then).
-    row = {item_id: i for i, item_id in enumerate(ids)}
-    for item_id in empty_done_ids(writer) & row.keys():
-        try:
-            open_image(paths[row[item_id]], max_pixels)
-            tally.skip(item_id, empty_reason)
-        except ImageSkip as skip:
-            tally.skip(item_id, skip.reason, skip.detail)
-    todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
-    loader = DataLoader(ManifestImages([paths[i] for i in todo], transform, max_pixels), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=collate)
-    try:
-        with tqdm(total=len(todo), unit="img", desc=desc, disable=not progress) as bar:
-            for index, images, skips in loader:
-                results = iter(process(images) if len(images) else ())
-                for j in index:
-                    item_id = ids[todo[j]]
-                    out = None if j in skips else next(results)
-                    if out is None:
-                        tally.skip(item_id, skips[j].reason, skips[j].detail)
-                    elif out.error is not None:
-                        tally.skip(item_id, *out.error)
-                    elif len(out.data) == 0:
-                        tally.skip(item_id, empty_reason)
-                    if out is None or out.error is not None:
-                        writer.add(item_id, np.zeros((0, writer.dim), np.float32),
-                                   **{name: np.zeros((0, *shape)) for name, shape in empty.items()})
-                    else:
-                        writer.add(item_id, out.data, **out.fields)
-                    tally.processed += 1
-                bar.update(len(index))
-    except BaseException:
-        writer.abort()
-        raise
-    summary = tally.summary(writer)
-    writer.close(**summary)
-    return summary
+    **loop: Any,
+) -> None:
+    """``run_items`` (``loop``: its keywords) over the manifest's images, each decoded and ``transform``-ed
+    in a worker; ``max_pixels`` also refuses images PIL itself would still open."""
+    inputs = ImageFiles(image_paths(manifest, image_root), transform, max_pixels)
+    run_items([str(i) for i in manifest.frame["id"]], inputs, writer, tally, process, **loop)

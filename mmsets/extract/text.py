@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, is_missing, params_from_dict, \
-    resolve_device
+from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, check_names, is_missing, \
+    params_from_dict, resolve_device, resumable
 from mmsets.store import RaggedStore, RaggedWriter
 
 EXTRACTOR = "text"
@@ -40,10 +40,7 @@ class TextParams:
         self.fields = list(self.fields)
         if not self.model:
             raise ParamsError("text params.model: must name a model")
-        if not self.fields:
-            raise ParamsError("text params.fields: name at least one text field")
-        if len(set(self.fields)) != len(self.fields):
-            raise ParamsError(f"text params.fields: {self.fields} repeats a field")
+        check_names("text params.fields", self.fields, "name at least one text field", "field")
         check_choice("text params.segment", self.segment, SEGMENTS)
         check_encoder_params("text params", self)
 
@@ -183,23 +180,18 @@ def embed_elements(
     done = [t for i, item_id in enumerate(ids) if item_id in writer.done_ids for _, t in elements[i]]
     truncated = count_truncated(encoder, done, params.max_length)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
-    try:
-        with tqdm(total=len(todo), unit="item", desc=f"{extractor} {params.model}", disable=not progress) as bar:
-            for start in range(0, len(todo), CHUNK_ITEMS):
-                chunk = todo[start:start + CHUNK_ITEMS]
-                texts = [t for i in chunk for _, t in elements[i]]
-                vectors = embed_texts(encoder, texts, params.pooling, params.max_length, batch_size)
-                truncated += count_truncated(encoder, texts, params.max_length)
-                row = 0
-                for i in chunk:
-                    k = len(elements[i])
-                    writer.add(ids[i], vectors[row:row + k], field=[name for name, _ in elements[i]])
-                    row += k
-                    tally.processed += 1
-                bar.update(len(chunk))
-    except BaseException:
-        writer.abort()
-        raise
-    summary = {**tally.summary(writer), "truncated": truncated}
-    writer.close(**summary)
-    return summary
+    bar = tqdm(total=len(todo), unit="item", desc=f"{extractor} {params.model}", disable=not progress)
+    with resumable(writer), bar:
+        for start in range(0, len(todo), CHUNK_ITEMS):
+            chunk = todo[start:start + CHUNK_ITEMS]
+            texts = [t for i in chunk for _, t in elements[i]]
+            vectors = embed_texts(encoder, texts, params.pooling, params.max_length, batch_size)
+            truncated += count_truncated(encoder, texts, params.max_length)
+            row = 0
+            for i in chunk:
+                k = len(elements[i])
+                writer.add(ids[i], vectors[row:row + k], field=[name for name, _ in elements[i]])
+                row += k
+                tally.processed += 1
+            bar.update(len(chunk))
+    return tally.finish(writer, truncated=truncated)

@@ -44,8 +44,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, Manifest
-from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, is_missing, params_from_dict, \
-    resolve_device
+from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, check_names, is_missing, \
+    params_from_dict, resolve_device, resumable
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
 if TYPE_CHECKING:
@@ -78,10 +78,7 @@ class TokensParams:
 
     def __post_init__(self) -> None:
         self.modalities = list(self.modalities)
-        if not self.modalities:
-            raise ParamsError("tokens params.modalities: name at least one source")
-        if len(set(self.modalities)) != len(self.modalities):
-            raise ParamsError(f"tokens params.modalities: {self.modalities} repeats a source")
+        check_names("tokens params.modalities", self.modalities, "name at least one source", "source")
         if len(self.modalities) > MAX_MODALITIES:
             raise ParamsError(f"tokens params.modalities: at most {MAX_MODALITIES} sources")
         for source in self.modalities:
@@ -273,14 +270,14 @@ def encode_sequences(encoder: TextEncoder, input_ids: Sequence[np.ndarray], moda
     """
     import torch
 
+    from mmsets.extract.backbones import longest_first
+
     model, device = encoder.model, encoder.device
     pad_id = encoder.tokenizer.pad_token_id or 0
     offset = position_offset(model)
     explicit = position_ids != "global"  # global: the model's own numbering, also for models without position_ids
     out: list[np.ndarray | None] = [None] * len(input_ids)
-    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]), reverse=True)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in longest_first(input_ids, batch_size):
         t_max = len(input_ids[idx[0]])
         ids = np.full((len(idx), t_max), pad_id, np.int64)
         mask = np.zeros((len(idx), t_max), np.int64)
@@ -347,36 +344,31 @@ def extract_tokens(
     tally = RunTally(device)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
     encoded_tokens, encode_seconds = 0, 0.0
-    try:
-        with tqdm(total=len(todo), unit="item", desc=f"tokens {params.model}", disable=not progress) as bar:
-            for start in range(0, len(todo), CHUNK_ITEMS):
-                chunk = todo[start:start + CHUNK_ITEMS]
-                tic = time.perf_counter()
-                states = encode_sequences(encoder, [segments[i][0] for i in chunk], [segments[i][1] for i in chunk],
-                                          params.layer, params.position_ids, batch_size)
-                encode_seconds += time.perf_counter() - tic
-                for i, hidden in zip(chunk, states):
-                    writer.add(ids[i], hidden, modality=segments[i][1])
-                    encoded_tokens += len(hidden)
-                    tally.processed += 1
-                bar.update(len(chunk))
-                bar.set_postfix(tokens_per_s=round(encoded_tokens / max(encode_seconds, 1e-9)))
-    except BaseException:
-        writer.abort()
-        raise
+    bar = tqdm(total=len(todo), unit="item", desc=f"tokens {params.model}", disable=not progress)
+    with resumable(writer), bar:
+        for start in range(0, len(todo), CHUNK_ITEMS):
+            chunk = todo[start:start + CHUNK_ITEMS]
+            tic = time.perf_counter()
+            states = encode_sequences(encoder, [segments[i][0] for i in chunk], [segments[i][1] for i in chunk],
+                                      params.layer, params.position_ids, batch_size)
+            encode_seconds += time.perf_counter() - tic
+            for i, hidden in zip(chunk, states):
+                writer.add(ids[i], hidden, modality=segments[i][1])
+                encoded_tokens += len(hidden)
+                tally.processed += 1
+            bar.update(len(chunk))
+            bar.set_postfix(tokens_per_s=round(encoded_tokens / max(encode_seconds, 1e-9)))
     lengths = np.array([len(s[0]) for s in segments])
-    summary = {
-        **tally.summary(writer),
-        "tokens_per_item": {"mean": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
-                            "max": int(lengths.max()) if len(lengths) else 0},
-        "tokens_per_s": round(encoded_tokens / encode_seconds, 1) if encode_seconds > 0 else None,
-        "max_length": max_length,
-        "truncated": {s: int((full[:, m] > kept[:, m]).sum()) for m, s in enumerate(params.modalities)},
-        "empty": {s: int((kept[:, m] == 0).sum()) for m, s in enumerate(params.modalities)},
-        "not_in_store": not_in_store,
-    }
-    writer.close(**summary)
-    return summary
+    return tally.finish(
+        writer,
+        tokens_per_item={"mean": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
+                         "max": int(lengths.max()) if len(lengths) else 0},
+        tokens_per_s=round(encoded_tokens / encode_seconds, 1) if encode_seconds > 0 else None,
+        max_length=max_length,
+        truncated={s: int((full[:, m] > kept[:, m]).sum()) for m, s in enumerate(params.modalities)},
+        empty={s: int((kept[:, m] == 0).sum()) for m, s in enumerate(params.modalities)},
+        not_in_store=not_in_store,
+    )
 
 
 def _token_counts(tokenizer: Any, column: Sequence[str | None]) -> np.ndarray:
