@@ -85,30 +85,40 @@ class IndexEncoder(nn.Module):
 ENCODERS: dict[str, type[nn.Module]] = {FLOAT: ModalityEncoder, INDEX: IndexEncoder}
 
 
-# Each reduction takes elements (B, S, D) and mask (B, S) and returns (pooled (B, D), index (B, D) | None).
-# Padding never reaches the result; an item with no element at all pools to zeros, a neutral input for
-# rho that keeps the loss finite (the paper never meets such an item: every sample has an image).
+# Each reduction takes elements (B, S, D), mask (B, S) and whether to return the index of the chosen
+# element, and returns (pooled (B, D), index (B, D) | None). Padding never reaches the result; an item
+# with no element at all pools to zeros, a neutral input for rho that keeps the loss finite (the paper
+# never meets such an item: every sample has an image). Only the feature importance needs the index,
+# and max/min without it are several times faster on a CPU.
 
-def _masked_max(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    values, index = x.masked_fill(~mask.unsqueeze(-1), -math.inf).max(dim=1)
+def _masked_extreme(x: Tensor, mask: Tensor, with_index: bool, largest: bool) -> tuple[Tensor, Tensor | None]:
+    filled = x.masked_fill(~mask.unsqueeze(-1), -math.inf if largest else math.inf)
+    if with_index:
+        values, index = filled.max(dim=1) if largest else filled.min(dim=1)
+    else:
+        values, index = (filled.amax(dim=1) if largest else filled.amin(dim=1)), None
     return values.masked_fill(~mask.any(dim=1, keepdim=True), 0.0), index
 
 
-def _masked_min(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    values, index = x.masked_fill(~mask.unsqueeze(-1), math.inf).min(dim=1)
-    return values.masked_fill(~mask.any(dim=1, keepdim=True), 0.0), index
+def _masked_max(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, Tensor | None]:
+    return _masked_extreme(x, mask, with_index, largest=True)
 
 
-def _masked_sum(x: Tensor, mask: Tensor) -> tuple[Tensor, None]:
-    return x.masked_fill(~mask.unsqueeze(-1), 0.0).sum(dim=1), None
+def _masked_min(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, Tensor | None]:
+    return _masked_extreme(x, mask, with_index, largest=False)
 
 
-def _masked_mean(x: Tensor, mask: Tensor) -> tuple[Tensor, None]:
+def _masked_sum(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, None]:
+    # A (B, 1, S) x (B, S, D) product: padded rows are multiplied by 0 (they are finite: encoder outputs).
+    return torch.bmm(mask.unsqueeze(1).to(x.dtype), x).squeeze(1), None
+
+
+def _masked_mean(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, None]:
     total, _ = _masked_sum(x, mask)
     return total / mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype), None
 
 
-POOLINGS: dict[str, Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]] = {
+POOLINGS: dict[str, Callable[..., tuple[Tensor, Tensor | None]]] = {
     "max": _masked_max,
     "min": _masked_min,
     "sum": _masked_sum,
@@ -133,8 +143,8 @@ class SetPooling(nn.Module):
         self.reduce = POOLINGS[reduction]
         self.selects = reduction in ("max", "min")
 
-    def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.reduce(x, mask)
+    def forward(self, x: Tensor, mask: Tensor, with_index: bool = True) -> tuple[Tensor, Tensor | None]:
+        return self.reduce(x, mask, with_index)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
@@ -189,7 +199,7 @@ class DeepMultiModalSets(nn.Module):
 
     def forward(self, batch: SetBatch) -> Tensor:
         x, mask, _ = self.encode(batch)
-        pooled, _ = self.pool(x, mask)
+        pooled, _ = self.pool(x, mask, with_index=False)
         return self.rho(pooled)
 
     @torch.no_grad()
