@@ -5,15 +5,14 @@ import torch
 
 from mmsets.data.manifest import read_manifest
 from mmsets.data.sets import SetBatch, SetDataset, SetExample, collate_sets
-from mmsets.data.synthetic import write_synthetic_sets
 from mmsets.evaluate import evaluate_run
 from mmsets.io import read_json
 from mmsets.models.baselines import GMUConfig, gmu, late_fusion
 from mmsets.store import RaggedStore
-from mmsets.train import SpecError, load_checkpoint, predict, train_run
+from mmsets.train import SpecError, load_checkpoint, predict
 from mmsets.tasks import make_task
 
-FEATURES = ("signal", "noise")
+FEATURES = ("signal", "noise")  # the stores of write_synthetic_sets
 DIMS = {"a": 3, "b": 2}
 
 
@@ -66,20 +65,6 @@ def test_index_modalities_pool_to_histograms():
     np.testing.assert_allclose(fused, [[0, 0.5, 0, 0.5, 1], [0, 0, 1, 0, 1]])
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    made = {}
-
-    def get(task):
-        if task not in made:
-            made[task] = write_synthetic_sets(tmp_path_factory.mktemp(task), task, n_items=300)
-        return made[task]
-
-    return get
-
-
-def run(root, out, spec):
-    return train_run(root / "manifest.parquet", {n: root / f"{n}.h5" for n in FEATURES}, out, spec)
 
 
 POOLED = ("lightgbm", "logreg")
@@ -93,7 +78,7 @@ SMALL = {
 
 
 @pytest.mark.parametrize("model", sorted(SMALL))
-def test_each_baseline_trains_on_a_binary_task(data, tmp_path, model):
+def test_each_baseline_trains_on_a_binary_task(data, tmp_path, model, run):
     root = data("binary")
     # the label is "some element has x[0] > 0.8": max pooling sees it, the mean only hints at it
     spec = {"model": model, "features": list(FEATURES), "pooling": "mean" if model in POOLED else "max",
@@ -119,7 +104,7 @@ def test_each_baseline_trains_on_a_binary_task(data, tmp_path, model):
         assert importance["mean_share"] is None
 
 
-def test_bad_baseline_settings_fail_before_training(data, tmp_path):
+def test_bad_baseline_settings_fail_before_training(data, tmp_path, run):
     with pytest.raises(SpecError, match="exactly 2 modalities"):
         run(data("binary"), tmp_path / "bad", {"model": "gmu", "features": ["signal"]})
     with pytest.raises(SpecError, match="'num_trees'"):

@@ -1,31 +1,15 @@
 import numpy as np
-import pytest
 
 from mmsets.data.manifest import read_manifest
 from mmsets.data.sets import SetDataset
-from mmsets.data.synthetic import write_synthetic_sets
 from mmsets.models.pooled import LightGBMModel, LogRegModel, lightgbm, logreg, pooled_features
 from mmsets.store import RaggedStore
-from mmsets.train import load_checkpoint, train_run
+from mmsets.train import load_checkpoint
 
-FEATURES = ("signal", "noise")
+FEATURES = ("signal", "noise")  # the stores of write_synthetic_sets
 SMALL = {"lightgbm": {"n_estimators": 60, "min_child_samples": 5, "n_jobs": 1}, "logreg": {"C": [0.01, 0.5]}}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    made = {}
-
-    def get(task):
-        if task not in made:
-            made[task] = write_synthetic_sets(tmp_path_factory.mktemp(task), task, n_items=300)
-        return made[task]
-
-    return get
-
-
-def run(root, out, spec):
-    return train_run(root / "manifest.parquet", {n: root / f"{n}.h5" for n in FEATURES}, out, spec)
 
 
 def test_pooled_features_are_means_and_counts(data):
@@ -40,7 +24,7 @@ def test_pooled_features_are_means_and_counts(data):
     assert (X[empty, 8:12] == 0).all() and X[empty, -1] == 0
 
 
-def test_lightgbm_multilabel_has_one_booster_per_label_and_regression_works(data, tmp_path):
+def test_lightgbm_multilabel_has_one_booster_per_label_and_regression_works(data, tmp_path, run):
     metrics = run(data("multilabel"), tmp_path / "ml", {"model": "lightgbm", "features": list(FEATURES),
                                                          **SMALL["lightgbm"]})
     assert metrics["test"]["f1_micro"] > 0.5 and len(metrics["boosting_rounds"]) == 3
@@ -70,7 +54,7 @@ def test_logreg_handles_a_label_constant_in_training():
     assert lgbm.predict(X).shape == (20, 2)
 
 
-def test_logreg_picks_C_on_dev_and_clips_to_the_training_range(data, tmp_path):
+def test_logreg_picks_C_on_dev_and_clips_to_the_training_range(data, tmp_path, run):
     metrics = run(data("binary"), tmp_path / "run", {"model": "logreg", "features": list(FEATURES),
                                                     "C": [1e-4, 0.01, 1.0]})
     assert metrics["chosen_C"] in (1e-4, 0.01, 1.0) and metrics["selection"] == "C by dev accuracy"
