@@ -78,26 +78,22 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     _fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
     _coerce_command_line_strings(config, validator)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  {_key_path(e)}: {_describe(e)}" for e in errors]
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    _raise_errors(validator, config)
+    # A dataset's extractor overrides are checked merged over the top-level settings they override.
     extractors_schema = {**schema["properties"]["extractors"], "$defs": schema.get("$defs", {})}
     for name, dataset in config["datasets"].items():
         if dataset.get("extractors"):
             merged = _merge(config["extractors"], dataset["extractors"])
             _fill_defaults(merged, extractors_schema)
-            bad = list(jsonschema.Draft202012Validator(extractors_schema).iter_errors(merged))
-            if bad:
-                lines = [f"  datasets.{name}.extractors.{_key_path(e)}: {_describe(e)}" for e in bad]
-                raise ConfigError("invalid configuration:\n" + "\n".join(lines))
-    for name, group in config["experiments"].items():
-        for combo, features in group["features"].items():
-            for feature in features:
-                if feature not in config["extractors"]:
-                    raise ConfigError(f"experiments.{name}.features.{combo}: extractor {feature!r} is not configured "
-                                      f"under 'extractors'")
+            _raise_errors(jsonschema.Draft202012Validator(extractors_schema), merged, f"datasets.{name}.extractors.")
     return config
+
+
+def _raise_errors(validator: jsonschema.Draft202012Validator, instance: dict, prefix: str = "") -> None:
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {prefix}{_key_path(e)}: {_describe(e)}" for e in errors]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
 
 
 def _coerce_command_line_strings(config: dict, validator: jsonschema.Draft202012Validator) -> None:
