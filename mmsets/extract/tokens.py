@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from mmsets.data.manifest import CAT_PREFIX, Manifest
 from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, check_names, is_missing, \
     params_from_dict, resolve_device, resumable
+from mmsets.extract.sources import STORE_FIELDS, STORE_SOURCES, parse_source, upstream_stores
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
 if TYPE_CHECKING:
@@ -53,10 +54,6 @@ if TYPE_CHECKING:
 
 EXTRACTOR = "tokens"
 POSITION_IDS = ("global", "per_modality")
-FIELD_SOURCES = ("text", "cat")  # "<kind>:<field>" read from the manifest
-# store sources -> the per-element string field joined into the span; "faces" only counts elements
-STORE_FIELDS = {"ocr": "text", "objects": "label", "labels": "text"}
-STORE_SOURCES = (*STORE_FIELDS, "faces")
 RANKED = ("objects", "labels")  # listed by descending score when the store has ``scores`` (Sec. IV-B)
 MAX_MODALITIES = 127  # modality ids are stored as int8
 CHUNK_ITEMS = 256  # items encoded (sorted by length) and committed together
@@ -109,25 +106,6 @@ class TokensParams:
                               f"stores: {{{missing[0]}: results/<dataset>/features/{missing[0]}.h5}}")
         # A store no modality reads does not change the output: drop it so it is not recorded.
         self.stores = {s: str(self.stores[s]) for s in needed}
-
-
-def parse_source(source: str) -> tuple[str, str | None]:
-    """``"text:plot"`` -> ("text", "plot"); ``"ocr"`` -> ("ocr", None)."""
-    kind, sep, name = str(source).partition(":")
-    if kind in FIELD_SOURCES and sep and name:
-        return kind, name
-    if kind in STORE_SOURCES and not sep:
-        return kind, None
-    raise ParamsError(f"tokens params.modalities: {source!r} is not one of text:<field>, cat:<field>, "
-                      + ", ".join(STORE_SOURCES))
-
-
-def upstream_stores(modalities: Sequence[str]) -> list[str]:
-    """The extractor stores the sources need, in order: ``["text:title", "ocr", "faces"]`` -> ``["ocr", "faces"]``.
-
-    Each store source is read from the store of the extractor of the same name.
-    """
-    return [s for s in modalities if parse_source(s)[0] in STORE_SOURCES]
 
 
 # ----------------------------------------------------------------------------------- modality texts

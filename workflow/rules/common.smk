@@ -4,8 +4,9 @@ import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
+# Only modules free of numpy and torch: under --use-conda, the Python that runs Snakemake has Snakemake alone.
 from mmsets.config import dataset_section, expand_runs, validate_config  # noqa: E402
-from mmsets.extract.tokens import upstream_stores  # noqa: E402
+from mmsets.extract.registry import environment, upstream  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 config.clear()
@@ -29,14 +30,12 @@ def extractor_settings(dataset, extractor):
 
 def upstream_of(dataset, extractor):
     """The stores an extractor reads: {its param key (dotted when nested): upstream extractor}."""
-    if extractor == "bbox":
-        return {"objects_store": "objects"}
-    if extractor == "ocr_text":
-        return {"ocr_store": "ocr"}
-    if extractor == "tokens":
-        modalities = extractor_settings(dataset, "tokens")["modalities"]
-        return {f"stores.{name}": name for name in upstream_stores(modalities)}
-    return {}
+    return upstream(extractor, extractor_settings(dataset, extractor))
+
+
+def extractor_env(wildcards):
+    """The extractor's conda environment (envs/torch.yaml or envs/ocr.yaml), relative to the rule files."""
+    return f"../../envs/{environment(wildcards.extractor)}.yaml"
 
 
 def datasets_of_kind(kind):

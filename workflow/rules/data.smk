@@ -18,7 +18,7 @@ rule prepare_demo:
     benchmark:
         "results/{dataset}/benchmarks/prepare.tsv"
     conda:
-        "../../envs/mmsets.yaml"
+        "../../envs/light.yaml"
     shell:
         "python -m mmsets prepare demo --out {output.manifest:q} --images {output.images:q} "
         "--params {params.settings:q} 2> {log:q}"
@@ -37,7 +37,7 @@ rule download_mmimdb:
     benchmark:
         "results/{dataset}/benchmarks/download.tsv"
     conda:
-        "../../envs/mmsets.yaml"
+        "../../envs/light.yaml"
     shell:
         "python -m mmsets download --url {params.url:q} --sha256 {params.sha256:q} --out {output:q} 2> {log:q}"
 
@@ -52,7 +52,7 @@ rule unpack_mmimdb:
     benchmark:
         "results/{dataset}/benchmarks/unpack.tsv"
     conda:
-        "../../envs/mmsets.yaml"
+        "../../envs/light.yaml"
     shell:
         "python -m mmsets unpack --archive {input:q} --out {output:q} 2> {log:q}"
 
@@ -71,7 +71,7 @@ rule prepare_mmimdb:
     benchmark:
         "results/{dataset}/benchmarks/prepare.tsv"
     conda:
-        "../../envs/mmsets.yaml"
+        "../../envs/light.yaml"
     shell:
         "python -m mmsets prepare mmimdb --root {params.root:q} --out {output.manifest:q} 2> {log:q}"
 
@@ -90,7 +90,7 @@ rule prepare_table:
     benchmark:
         "results/{dataset}/benchmarks/prepare.tsv"
     conda:
-        "../../envs/mmsets.yaml"
+        "../../envs/light.yaml"
     shell:
         "python -m mmsets prepare table --table {input.table:q} --out {output.manifest:q} "
         "--params {params.settings:q} 2> {log:q}"
@@ -109,7 +109,7 @@ rule prepare_table_demo:
     benchmark:
         "results/{dataset}/benchmarks/prepare.tsv"
     conda:
-        "../../envs/mmsets.yaml"
+        "../../envs/light.yaml"
     shell:
         "python -m mmsets prepare table_demo --images {output.raw:q} --out {output.manifest:q} "
         "--params {params.settings:q} 2> {log:q}"

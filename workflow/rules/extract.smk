@@ -21,7 +21,7 @@ rule extract:
     benchmark:
         "results/{dataset}/benchmarks/extract/{extractor}.tsv"
     conda:
-        "../../envs/mmsets.yaml"
+        extractor_env
     shell:
         "python -m mmsets extract {wildcards.extractor} --manifest {input.manifest:q} --out {output:q} "
         "--params {params.settings:q} 2> {log:q}"

@@ -13,7 +13,7 @@ rule report:
     benchmark:
         "results/{dataset}/benchmarks/report.tsv"
     conda:
-        "../../envs/mmsets.yaml"
+        "../../envs/light.yaml"
     shell:
         "python -m mmsets report --manifest {input.manifest:q} --runs {input.runs:q} --features {input.features:q} "
         "--out {output:q} 2> {log:q}"

@@ -21,7 +21,7 @@ rule train:
     benchmark:
         "results/{dataset}/benchmarks/train/{run}.tsv"
     conda:
-        "../../envs/mmsets.yaml"
+        "../../envs/torch.yaml"
     shell:
         "python -m mmsets train --manifest {input.manifest:q} --features-dir results/{wildcards.dataset}/features "
         "--out-dir results/{wildcards.dataset}/runs/{wildcards.run} --spec {params.spec:q} 2> {log:q}"
