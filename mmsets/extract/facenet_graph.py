@@ -140,7 +140,7 @@ def load_into(model: nn.Module, constants: dict[str, np.ndarray]) -> None:
     # Group the folded convolutions by (block, branch); within a branch, TensorFlow's names sort in layer order.
     branches: dict[tuple[str, str], list[str]] = defaultdict(list)
     for name in constants:
-        if name.startswith(SCOPE) and name.endswith("/weights") and "/Bottleneck/" not in f"/{name}":
+        if name.startswith(SCOPE) and name.endswith("/weights") and "/Bottleneck/" not in name:
             scope = name[len(SCOPE):-len("/weights")]
             located = _module_path(scope)
             if located is None:

@@ -241,15 +241,16 @@ def _casia_webface_offline(device: torch.device, batch_size: int, margin: int) -
         model = inception_resnet_v1_from_graph(graph)
     except (OSError, GraphError) as err:
         raise BackboneError(f"faces embedder {OFFLINE_CASIA!r}: {err}") from err
-    standardise = lambda x: torch.stack([prewhiten(crop) for crop in x])  # noqa: E731
-    return FaceEmbedder(OFFLINE_CASIA, 512, _facenet_crop(margin), _batched(model, standardise, device, batch_size))
+    return FaceEmbedder(OFFLINE_CASIA, 512, _facenet_crop(margin), _batched(model, prewhiten, device, batch_size))
 
 
 def prewhiten(x: torch.Tensor) -> torch.Tensor:
-    """davidsandberg/facenet's per-image standardisation, what its TensorFlow graphs were trained on."""
+    """davidsandberg/facenet's per-image standardisation, what its TensorFlow graphs were trained on: each image
+    of the batch ``x`` (n, ...) to mean 0 and standard deviation 1."""
     x = x.float()
-    std = torch.clamp(x.std(unbiased=False), min=1.0 / x.numel() ** 0.5)
-    return (x - x.mean()) / std
+    dims = tuple(range(1, x.ndim))
+    std = torch.clamp(x.std(dim=dims, unbiased=False, keepdim=True), min=1.0 / x[0].numel() ** 0.5)
+    return (x - x.mean(dim=dims, keepdim=True)) / std
 
 
 def _sface() -> FaceEmbedder:

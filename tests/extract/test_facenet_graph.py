@@ -109,7 +109,7 @@ def test_inception_resnet_v1_equals_the_tensorflow_graph(graph_path):
     astronaut, cat = skimage_data.astronaut(), skimage_data.chelsea()
     crops = torch.stack([torch.from_numpy(np.ascontiguousarray(a)) for a in (astronaut[40:200, 160:320],
                                                                              cat[60:220, 100:260])])
-    x = torch.stack([prewhiten(c) for c in crops])  # NHWC
+    x = prewhiten(crops)  # NHWC
     with torch.inference_mode():
         ours = F.normalize(model(x.permute(0, 3, 1, 2)), dim=1).numpy()
     reference = np.concatenate([run_graph(graph_path, image[None]) for image in x.numpy()])
