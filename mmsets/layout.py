@@ -1,0 +1,50 @@
+"""Where the workflow puts things: the paths of the results tree, written once (docs/formats.md).
+
+    results/{dataset}/manifest.parquet
+    results/{dataset}/features/{extractor}.h5      a ragged store (mmsets.store)
+    results/{dataset}/runs/{run}/                  a run directory (mmsets.runs.record)
+    results/{dataset}/report.html
+
+Free of numpy and torch: the Snakefile imports it when it builds the DAG.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STORE_SUFFIX = ".h5"
+
+
+def dataset_dir(dataset: str) -> str:
+    return f"results/{dataset}"
+
+
+def manifest_path(dataset: str) -> str:
+    return f"{dataset_dir(dataset)}/manifest.parquet"
+
+
+def features_dir(dataset: str) -> str:
+    return f"{dataset_dir(dataset)}/features"
+
+
+def store_path(features: str | os.PathLike, name: str) -> str:
+    """The store of extractor ``name`` in a features folder."""
+    return str(Path(features) / f"{name}{STORE_SUFFIX}")
+
+
+def feature_path(dataset: str, extractor: str) -> str:
+    return f"{features_dir(dataset)}/{extractor}{STORE_SUFFIX}"
+
+
+def runs_dir(dataset: str) -> str:
+    return f"{dataset_dir(dataset)}/runs"
+
+
+def run_dir(dataset: str, run: str) -> str:
+    return f"{runs_dir(dataset)}/{run}"
+
+
+def store_name(path: str | os.PathLike) -> str:
+    """The extractor a store path belongs to (its file stem)."""
+    return Path(path).name.removesuffix(STORE_SUFFIX)
