@@ -67,12 +67,16 @@ def cmd_unpack(args: argparse.Namespace) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> None:
     from mmsets.extract import run_extractor
+    from mmsets.runtime import Runtime
 
-    import torch
+    runtime = Runtime.from_env(device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                               threads=args.threads)
+    if args.threads is None and runtime.threads == 0:  # OMP_NUM_THREADS unset too: every core
+        runtime = runtime.replace(threads=len(os.sched_getaffinity(0)))
+    if runtime.threads > 0:  # --threads 0: torch's own default
+        import torch
 
-    torch.set_num_threads(args.threads)
-    runtime = {"device": args.device, "batch_size": args.batch_size, "num_workers": args.num_workers,
-               "threads": args.threads}
+        torch.set_num_threads(runtime.threads)
     run_extractor(args.extractor, args.manifest, args.out, args.params, runtime)
 
 
@@ -163,14 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
-    # Defaults come from the environment so the workflow can set them without making them rule params.
-    env = os.environ.get
-    p.add_argument("--device", default=env("MMSETS_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--batch-size", type=int, default=int(env("MMSETS_BATCH_SIZE", 32)))
-    p.add_argument("--num-workers", type=int, default=int(env("MMSETS_NUM_WORKERS", 2)))
-    # Snakemake exports a job's threads as OMP_NUM_THREADS.
-    p.add_argument("--threads", type=int, default=int(env("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0)),
-                   help="CPU threads (default: OMP_NUM_THREADS, else every core)")
+    # Left unset here, Runtime.from_env takes them from the environment: the workflow sets them there without
+    # making them rule params (and Snakemake exports a job's threads as OMP_NUM_THREADS).
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps (default: $MMSETS_DEVICE, else auto)")
+    p.add_argument("--batch-size", type=int, help="items or crops at once (default: $MMSETS_BATCH_SIZE, else 32)")
+    p.add_argument("--num-workers", type=int, help="image decoding processes (default: $MMSETS_NUM_WORKERS, else 2)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads; 0: torch's default (default: $OMP_NUM_THREADS, else every core)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -37,6 +38,16 @@ _META_KEY = b"mmsets"
 
 class ManifestError(ValueError):
     pass
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a cell holds no value: None, NaN / pd.NA / NaT (pandas' missing values) or a blank string.
+    A list or array is a value, even an empty one."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return pd.api.types.is_scalar(value) and bool(pd.isna(value))
 
 
 @dataclass

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from mmsets.data.manifest import CAT_PREFIX, TASKS, TEXT_PREFIX, Manifest, write_manifest
+from mmsets.data.manifest import CAT_PREFIX, TASKS, TEXT_PREFIX, Manifest, is_missing, write_manifest
 from mmsets.io import atomic_path
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
@@ -84,11 +84,6 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise TableError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
             yield line_no, row
-
-
-def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        isinstance(value, str) and not value.strip())
 
 
 def _scalar(value: Any) -> str:
@@ -158,7 +153,7 @@ def load_table(
             return f"{path}:{line}: column {column!r}"
 
         item_id = f"row-{line}" if id_column is None else row[id_column]
-        if _empty(item_id):
+        if is_missing(item_id):
             raise TableError(f"{where(id_column)}: empty id")
         item_id = _scalar(item_id)
         if item_id in seen_ids:
@@ -166,16 +161,16 @@ def load_table(
         seen_ids[item_id] = line
         record: dict[str, Any] = {"id": item_id, "line": line}
         image = row.get(image_column) if image_column else None
-        record["image"] = None if _empty(image) else str(root / str(image).strip())  # an absolute path stays
+        record["image"] = None if is_missing(image) else str(root / str(image).strip())  # an absolute path stays
         for column in text_columns:
             value = row.get(column)
-            record[TEXT_PREFIX + column] = None if _empty(value) else str(value)
+            record[TEXT_PREFIX + column] = None if is_missing(value) else str(value)
         for column in categorical_columns:
             value = row.get(column)
-            record[CAT_PREFIX + column] = None if _empty(value) else _scalar(value)
+            record[CAT_PREFIX + column] = None if is_missing(value) else _scalar(value)
         record.update(_label(row[label_column], task, label_sep, where(label_column)))
         if split_column is not None:
-            value = "" if _empty(row[split_column]) else _scalar(row[split_column]).lower()
+            value = "" if is_missing(row[split_column]) else _scalar(row[split_column]).lower()
             if value not in SPLIT_ALIASES:
                 shown = "empty split" if not value else f"split {row[split_column]!r}"
                 raise TableError(f"{where(split_column)}: {shown} is not one of train, dev (val, valid, validation), "
@@ -211,7 +206,7 @@ def load_table(
 
 def _label(value: Any, task: str, sep: str, where: str) -> dict[str, Any]:
     if task == "regression":
-        if isinstance(value, bool) or _empty(value):
+        if isinstance(value, bool) or is_missing(value):
             raise TableError(f"{where}: empty or not a number: {value!r}")
         try:
             number = float(value)
@@ -221,8 +216,8 @@ def _label(value: Any, task: str, sep: str, where: str) -> dict[str, Any]:
             raise TableError(f"{where}: not a finite number: {value!r}")
         return {"labels": [], "target": number}
     if isinstance(value, list):
-        labels = [_scalar(v) for v in value if not _empty(v)]
-    elif _empty(value):
+        labels = [_scalar(v) for v in value if not is_missing(v)]
+    elif is_missing(value):
         labels = []
     elif task == "multilabel":
         labels = [part.strip() for part in str(value).split(sep) if part.strip()]

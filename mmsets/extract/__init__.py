@@ -1,17 +1,16 @@
-"""Feature extractors: manifest -> one ragged HDF5 store per extractor (see mmsets.store)."""
+"""Feature extractors: manifest -> one ragged HDF5 store per extractor (docs/formats.md, mmsets.store)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import inspect
 import os
 from typing import Any, Mapping
 
-from mmsets.extract.registry import EXTRACTORS, ParamsError, check_extractor
+from mmsets.extract.registry import EXTRACTORS, ParamsError, extractor
+from mmsets.runtime import Runtime
 
-__all__ = ["EXTRACTORS", "ParamsError", "run_extractor"]
-
-SHARED_RUNTIME = ("device", "batch_size", "num_workers", "threads")
+__all__ = ["EXTRACTORS", "ParamsError", "Runtime", "make_params", "run_extractor"]
 
 
 def run_extractor(
@@ -19,26 +18,37 @@ def run_extractor(
     manifest_path: str | os.PathLike,
     out_path: str | os.PathLike,
     params: Mapping[str, Any] | None = None,
-    runtime: Mapping[str, Any] | None = None,
+    runtime: Runtime | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run extractor ``name`` over a manifest file and return its store summary.
 
     ``params`` change the output (they are recorded in the store, and a resume needs the same);
-    ``runtime`` only changes how it is computed: device, batch_size, num_workers, progress, ...
+    ``runtime`` only changes how it is computed: a Runtime, or a mapping of its fields.
     """
     from mmsets.data.manifest import read_manifest
 
-    check_extractor(name)
-    module_name, fn_name, params_name = EXTRACTORS[name]
-    module = importlib.import_module(module_name)
-    extract, params_cls = getattr(module, fn_name), getattr(module, params_name)
-    config = params_cls.from_dict(params)
+    config = make_params(name, params)
+    runtime = as_runtime(runtime, where=f"{name} runtime")
+    extract = getattr(importlib.import_module(extractor(name).module), extractor(name).function)
+    return extract(read_manifest(manifest_path), out_path, config, runtime)
+
+
+def make_params(name: str, params: Mapping[str, Any] | None = None) -> Any:
+    """Extractor ``name``'s params dataclass from ``params``; a ParamsError names an unknown key or a wrong value."""
+    from mmsets.extract.common import params_from_dict
+
+    entry = extractor(name)
+    return params_from_dict(getattr(importlib.import_module(entry.module), entry.params), params,
+                            where=f"{name} params")
+
+
+def as_runtime(runtime: Runtime | Mapping[str, Any] | None, *, where: str = "runtime") -> Runtime:
+    """``runtime`` as a Runtime; a mapping with a key Runtime does not have is a ParamsError naming it."""
+    if isinstance(runtime, Runtime):
+        return runtime
     runtime = dict(runtime or {})
-    allowed = [p for p in inspect.signature(extract).parameters if p not in ("manifest", "out_path", "params")]
-    # The workflow passes the same runtime settings to every extractor; those it has no use for are dropped.
-    runtime = {k: v for k, v in runtime.items() if k in allowed or k not in SHARED_RUNTIME}
+    allowed = [f.name for f in dataclasses.fields(Runtime)]
     unknown = sorted(set(runtime) - set(allowed))
     if unknown:
-        raise ParamsError(f"{name} runtime: unknown key(s) {unknown}; allowed: {allowed}")
-    manifest = read_manifest(manifest_path)
-    return extract(manifest, out_path, config, **runtime)
+        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {allowed}")
+    return Runtime(**runtime)

@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,9 +23,10 @@ from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import ParamsError, RunTally, params_from_dict, resolve_device
+from mmsets.extract.common import ParamsError, RunTally
 from mmsets.extract.image import check_backbone_params
 from mmsets.extract.per_image import Elements, ImageSkip, image_paths, open_image, retry_input, run_items
+from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
 EXTRACTOR = "bbox"
@@ -40,10 +41,6 @@ class BBoxParams:
     dtype: str = "float16"
     context: float = 0.0  # widen each box by this fraction of its width/height on every side
     min_box_size: int = 2  # a crop narrower or lower than this many pixels (after clamping) is skipped
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "BBoxParams":
-        return params_from_dict(cls, params, where="bbox params")
 
     def __post_init__(self) -> None:
         if not self.objects_store:
@@ -118,25 +115,17 @@ def open_objects_store(path: str | os.PathLike) -> RaggedStore:
     return store
 
 
-def extract_bbox(
-    manifest: Manifest,
-    out_path: str | os.PathLike,
-    params: BBoxParams,
-    device: str = "auto",
-    batch_size: int = 32,
-    num_workers: int = 2,
-    max_pixels: int | None = None,
-    image_root: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def extract_bbox(manifest: Manifest, out_path: str | os.PathLike, params: BBoxParams,
+                 runtime: Runtime | None = None) -> dict[str, Any]:
     """Write one image-CNN vector per box of the objects store to the ragged store ``out_path``.
 
     Per-element fields ``boxes``, ``scores`` and ``label`` are copied from the objects store.
     An item gets zero elements when it has no box ('no_boxes'), is not in the objects store
     ('not_in_objects_store'), its image cannot be read (the image extractor's reasons) or all its
-    boxes are degenerate ('degenerate_boxes'; the summary also counts skipped boxes). ``batch_size``
+    boxes are degenerate ('degenerate_boxes'; the summary also counts skipped boxes). ``runtime.batch_size``
     counts crops per forward pass. Resumes like the image extractor.
     """
+    runtime = runtime or Runtime()
     ids = [str(i) for i in manifest.frame["id"]]
     with open_objects_store(params.objects_store) as objects:
         present = [i for i in ids if i in objects]
@@ -144,7 +133,7 @@ def extract_bbox(
             if present else {}
         # Recorded, and part of the resume check: boxes of a re-run objects extractor start this store over.
         source = {"objects_model": str(objects.attrs.get("model", "")), "objects_params": objects.params}
-    device = resolve_device(device)
+    device = resolve_device(runtime.device)
     backbone = load_image_backbone(params.model, device, image_size=params.image_size)
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=backbone.dim, dtype=params.dtype, model=params.model,
                           params=dataclasses.asdict(params), fields=FIELDS, attrs=source, resume=True)
@@ -153,8 +142,8 @@ def extract_bbox(
     boxes = [found[i][0] if i in found else empty for i in ids]
     absent = {i: f"{item_id} is not in {params.objects_store}" for i, item_id in enumerate(ids)
               if item_id not in found}
-    dataset = ItemCrops(image_paths(manifest, image_root), boxes, absent, backbone.transform, params.context,
-                        params.min_box_size, max_pixels)
+    dataset = ItemCrops(image_paths(manifest, runtime.image_root), boxes, absent, backbone.transform, params.context,
+                        params.min_box_size, runtime.max_pixels)
     degenerate = 0
 
     def none_kept(i: int) -> tuple[str, str]:
@@ -167,7 +156,7 @@ def extract_bbox(
     def embed(batch: list[tuple[int, torch.Tensor | None, list[int]]]) -> list[Elements]:
         nonlocal degenerate
         crops = [c for _, c, _ in batch if c is not None]
-        vectors = _features(backbone, torch.cat(crops), batch_size) if crops else np.zeros((0, backbone.dim))
+        vectors = _features(backbone, torch.cat(crops), runtime.batch_size) if crops else np.zeros((0, backbone.dim))
         out, row = [], 0
         for i, _, kept in batch:
             kept, k = np.asarray(kept, np.int64), len(kept)
@@ -180,9 +169,8 @@ def extract_bbox(
 
     # Each item brings several crops (up to the objects' max_boxes): a loader batch of batch_size // 4 items keeps
     # the transformed crops in flight between workers and model to a few forward passes.
-    run_items(ids, dataset, writer, tally, embed, desc=f"bbox {params.model}", why_empty=why_empty, unit="item",
-              pin_memory=device.type == "cuda", batch_size=max(1, batch_size // 4), num_workers=num_workers,
-              progress=progress)
+    run_items(ids, dataset, writer, tally, embed, runtime.replace(batch_size=max(1, runtime.batch_size // 4)),
+              desc=f"bbox {params.model}", why_empty=why_empty, unit="item", pin_memory=device.type == "cuda")
     return tally.finish(writer, degenerate_boxes=degenerate)
 
 

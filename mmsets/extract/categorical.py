@@ -21,8 +21,9 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmsets.data.manifest import CAT_PREFIX, Manifest
-from mmsets.extract.common import ParamsError, RunTally, check_names, is_missing, params_from_dict, resumable
+from mmsets.data.manifest import CAT_PREFIX, Manifest, is_missing
+from mmsets.extract.common import ParamsError, RunTally, check_names, resumable
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedWriter
 
 EXTRACTOR = "categorical"
@@ -34,10 +35,6 @@ FIELDS = {"field": ((), "str"), "value": ((), "str")}
 class CategoricalParams:
     fields: list[str] | None = None  # the manifest's cat_<field> columns to use; None: all of them
     min_count: int = 1  # a value seen fewer times in train maps to the unknown index
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "CategoricalParams":
-        return params_from_dict(cls, params, where="categorical params")
 
     def __post_init__(self) -> None:
         if self.fields is not None:
@@ -102,19 +99,17 @@ class Vocabulary:
         return (self.offsets[name], "unseen") if index is None else (index, "")
 
 
-def extract_categorical(
-    manifest: Manifest,
-    out_path: str | os.PathLike,
-    params: CategoricalParams,
-    progress: bool = True,
-) -> dict[str, Any]:
+def extract_categorical(manifest: Manifest, out_path: str | os.PathLike, params: CategoricalParams,
+                        runtime: Runtime | None = None) -> dict[str, Any]:
     """Write one element per (item, field): data (1, 1) = the value's global index, as float32.
 
     Store attrs: kind 'index', num_embeddings, vocab (JSON: field -> entries, unknown first) and
     offsets (JSON: field -> global index of its unknown entry). Per-element fields ``field`` and
     ``value`` (the raw value as text, '' when missing). A missing or unseen value is not dropped:
-    it becomes the field's unknown index and is counted in the summary's ``unknown``.
+    it becomes the field's unknown index and is counted in the summary's ``unknown``. Of ``runtime``
+    only ``progress`` matters: there is no model to run.
     """
+    runtime = runtime or Runtime()
     available = manifest.categorical_fields
     fields = available if params.fields is None else params.fields
     if not fields:
@@ -135,7 +130,7 @@ def extract_categorical(
     unknown = {f: Counter() for f in fields}
     columns = [frame[CAT_PREFIX + f].tolist() for f in fields]
     with resumable(writer):
-        for n, item_id in enumerate(tqdm(frame["id"], unit="item", desc="categorical", disable=not progress)):
+        for n, item_id in enumerate(tqdm(frame["id"], unit="item", desc="categorical", disable=not runtime.progress)):
             index, values = [], []
             for f, column in zip(fields, columns):
                 i, why = vocab.lookup(f, column[n])

@@ -1,4 +1,4 @@
-"""What every extractor shares: parameter dataclasses from dicts, device choice, the run summary."""
+"""What every extractor shares: parameter dataclasses from dicts, autocast, the run summary and resuming."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections import Counter
 from typing import Any, Mapping
 
 import numpy as np
-import pandas as pd
 
 from mmsets.extract.registry import ParamsError
 from mmsets.store import RaggedWriter
@@ -73,14 +72,6 @@ def check_names(where: str, names: list[Any], empty: str, item: str) -> None:
         raise ParamsError(f"{where}: {names} repeats a {item}")
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    import torch  # here, so that naming extractors (the CLI) does not load torch
-
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA (halves memory and time, features are stored as float16 anyway); none on CPU."""
     import torch
@@ -90,17 +81,8 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def is_missing(value: Any) -> bool:
-    """None, NaN / pd.NA (pandas' missing values) or a blank string."""
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return not value.strip()
-    return np.ndim(value) == 0 and bool(pd.isna(value))
-
-
 class RunTally:
-    """Counts what a run skipped and why, and writes the store summary of CONTRACTS.md."""
+    """Counts what a run skipped and why, and writes the store summary (docs/formats.md, "Feature stores")."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device

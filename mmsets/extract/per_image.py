@@ -19,9 +19,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from mmsets.data.manifest import Manifest
+from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import to_rgb
-from mmsets.extract.common import RunTally, empty_done_ids, is_missing, resumable
+from mmsets.extract.common import RunTally, empty_done_ids, resumable
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedWriter
 
 
@@ -135,6 +136,7 @@ def run_items(
     writer: RaggedWriter,
     tally: RunTally,
     process: Callable[[Any], list[Elements]],
+    runtime: Runtime,
     *,
     desc: str,
     empty_reason: str | None = None,
@@ -142,16 +144,14 @@ def run_items(
     unit: str = "img",
     stack: bool = False,
     pin_memory: bool = False,
-    batch_size: int = 16,
-    num_workers: int = 2,
-    progress: bool = True,
 ) -> None:
     """Write ``process``'s elements for every item of ``ids`` not yet in ``writer``.
 
-    ``inputs[i]`` makes row i's input in a worker; ``process`` turns a batch of them (a list, or one
-    tensor with ``stack``) into one Elements each. An item with zero elements and no error is counted
-    as ``empty_reason`` (when given). A resumed item without elements is counted again, by
-    ``why_empty(row)``, by default ``retry_input`` (so an item a service failed on counts as empty then).
+    ``inputs[i]`` makes row i's input in one of ``runtime.num_workers`` workers; ``process`` turns a
+    batch of ``runtime.batch_size`` of them (a list, or one tensor with ``stack``) into one Elements
+    each. An item with zero elements and no error is counted as ``empty_reason`` (when given). A
+    resumed item without elements is counted again, by ``why_empty(row)``, by default ``retry_input``
+    (so an item a service failed on counts as empty then).
     """
     why_empty = why_empty or functools.partial(retry_input, inputs, empty_reason)
     index = {item_id: i for i, item_id in enumerate(ids)}
@@ -160,10 +160,10 @@ def run_items(
         if reason is not None:
             tally.skip(item_id, reason, detail)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
-    loader = DataLoader(_Todo(inputs, todo), batch_size=batch_size, num_workers=num_workers,
+    loader = DataLoader(_Todo(inputs, todo), batch_size=runtime.batch_size, num_workers=runtime.num_workers,
                         collate_fn=functools.partial(_collate, stack=stack), pin_memory=pin_memory)
     nothing = {name: np.zeros((0, *tail)) for name, (tail, _) in writer.fields.items()}
-    with resumable(writer), tqdm(total=len(todo), unit=unit, desc=desc, disable=not progress) as bar:
+    with resumable(writer), tqdm(total=len(todo), unit=unit, desc=desc, disable=not runtime.progress) as bar:
         for rows, batch, skips in loader:
             results = iter(process(batch) if len(batch) else ())
             for i in rows:
@@ -185,13 +185,13 @@ def run_per_image(
     writer: RaggedWriter,
     tally: RunTally,
     process: Callable[[Any], list[Elements]],
+    runtime: Runtime,
     *,
     transform: Callable[[Image.Image], Any] = keep_image,
-    max_pixels: int | None = None,
-    image_root: str | os.PathLike | None = None,
     **loop: Any,
 ) -> None:
     """``run_items`` (``loop``: its keywords) over the manifest's images, each decoded and ``transform``-ed
-    in a worker; ``max_pixels`` also refuses images PIL itself would still open."""
-    inputs = ImageFiles(image_paths(manifest, image_root), transform, max_pixels)
-    run_items([str(i) for i in manifest.frame["id"]], inputs, writer, tally, process, **loop)
+    in a worker; relative paths are taken from ``runtime.image_root``, and ``runtime.max_pixels`` also
+    refuses images PIL itself would still open."""
+    inputs = ImageFiles(image_paths(manifest, runtime.image_root), transform, runtime.max_pixels)
+    run_items([str(i) for i in manifest.frame["id"]], inputs, writer, tally, process, runtime, **loop)

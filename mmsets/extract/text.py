@@ -11,10 +11,10 @@ from typing import Any, Mapping
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmsets.data.manifest import Manifest
+from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, check_names, is_missing, \
-    params_from_dict, resolve_device, resumable
+from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, check_names, resumable
+from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter
 
 EXTRACTOR = "text"
@@ -31,10 +31,6 @@ class TextParams:
     max_length: int = 256
     segment: str = "none"  # "paragraph": one element per non-empty line (MM-IMDb plots hold several summaries)
     dtype: str = "float16"
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "TextParams":
-        return params_from_dict(cls, params, where="text params")
 
     def __post_init__(self) -> None:
         self.fields = list(self.fields)
@@ -53,10 +49,6 @@ class OCRTextParams:
     max_length: int = 256
     min_conf: float = 0.5  # words the OCR was less sure of are left out (Tesseract's are mostly noise)
     dtype: str = "float16"
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "OCRTextParams":
-        return params_from_dict(cls, params, where="ocr_text params")
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -84,14 +76,8 @@ def segments(value: Any, segment: str) -> list[str]:
     return [value.strip()] if value.strip() else []
 
 
-def extract_text(
-    manifest: Manifest,
-    out_path: str | os.PathLike,
-    params: TextParams,
-    device: str = "auto",
-    batch_size: int = 64,
-    progress: bool = True,
-) -> dict[str, Any]:
+def extract_text(manifest: Manifest, out_path: str | os.PathLike, params: TextParams,
+                 runtime: Runtime | None = None) -> dict[str, Any]:
     """Write one vector per (field, segment) of each item to the ragged store ``out_path``.
 
     Elements carry their field name in the per-element string field ``field``. A missing or blank
@@ -110,17 +96,11 @@ def extract_text(
             if not parts:
                 no_text.append(ids[i])
             elements[i].extend((name, p) for p in parts)
-    return embed_elements(out_path, EXTRACTOR, params, ids, elements, no_text, device, batch_size, progress)
+    return embed_elements(out_path, EXTRACTOR, params, ids, elements, no_text, runtime)
 
 
-def extract_ocr_text(
-    manifest: Manifest,
-    out_path: str | os.PathLike,
-    params: OCRTextParams,
-    device: str = "auto",
-    batch_size: int = 64,
-    progress: bool = True,
-) -> dict[str, Any]:
+def extract_ocr_text(manifest: Manifest, out_path: str | os.PathLike, params: OCRTextParams,
+                     runtime: Runtime | None = None) -> dict[str, Any]:
     """Write one vector per item of the words the ocr extractor read on its image, in reading order.
 
     Elements have ``field`` "ocr". An item with no word (at ``min_conf``) gives no element and counts as
@@ -142,7 +122,7 @@ def extract_ocr_text(
                  "ocr_backend_version": store.attrs.get("backend_version", "")}
     elements = [[("ocr", t)] if t else [] for t in texts]
     no_text = [i for i, t in zip(ids, texts) if not t]
-    return embed_elements(out_path, OCR_EXTRACTOR, params, ids, elements, no_text, device, batch_size, progress, attrs)
+    return embed_elements(out_path, OCR_EXTRACTOR, params, ids, elements, no_text, runtime, attrs)
 
 
 def ocr_texts(store: RaggedStore, ids: list[str], min_conf: float = 0.0) -> list[str]:
@@ -158,16 +138,16 @@ def embed_elements(
     ids: list[str],
     elements: list[list[tuple[str, str]]],
     no_text: list[str],
-    device: str = "auto",
-    batch_size: int = 64,
-    progress: bool = True,
+    runtime: Runtime | None = None,
     attrs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Embed each item's (field, text) ``elements`` and store them, resuming a partial store.
 
-    ``no_text`` lists the item ids to count as ``no_text`` (once per missing field).
+    ``no_text`` lists the item ids to count as ``no_text`` (once per missing field); ``runtime.batch_size``
+    texts go through the encoder at once.
     """
-    device = resolve_device(device)
+    runtime = runtime or Runtime()
+    device = resolve_device(runtime.device)
     encoder = load_text_encoder(params.model, device)
     if encoder.max_length is not None and params.max_length > encoder.max_length:
         raise ParamsError(f"{extractor} params.max_length: {params.max_length} is over {params.model}'s "
@@ -180,12 +160,12 @@ def embed_elements(
     done = [t for i, item_id in enumerate(ids) if item_id in writer.done_ids for _, t in elements[i]]
     truncated = count_truncated(encoder, done, params.max_length)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
-    bar = tqdm(total=len(todo), unit="item", desc=f"{extractor} {params.model}", disable=not progress)
+    bar = tqdm(total=len(todo), unit="item", desc=f"{extractor} {params.model}", disable=not runtime.progress)
     with resumable(writer), bar:
         for start in range(0, len(todo), CHUNK_ITEMS):
             chunk = todo[start:start + CHUNK_ITEMS]
             texts = [t for i in chunk for _, t in elements[i]]
-            vectors = embed_texts(encoder, texts, params.pooling, params.max_length, batch_size)
+            vectors = embed_texts(encoder, texts, params.pooling, params.max_length, runtime.batch_size)
             truncated += count_truncated(encoder, texts, params.max_length)
             row = 0
             for i in chunk:

@@ -38,15 +38,15 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmsets.data.manifest import CAT_PREFIX, Manifest
-from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, check_names, is_missing, \
-    params_from_dict, resolve_device, resumable
+from mmsets.data.manifest import CAT_PREFIX, Manifest, is_missing
+from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, check_names, resumable
 from mmsets.extract.sources import STORE_FIELDS, STORE_SOURCES, parse_source, upstream_stores
+from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
 if TYPE_CHECKING:
@@ -68,10 +68,6 @@ class TokensParams:
     budgets: dict[str, int] | None = None  # source -> most tokens it may keep; the rest share the window
     position_ids: str = "global"  # "per_modality": restart at each span (see the module docstring)
     stores: dict[str, str] = field(default_factory=dict)  # store source (ocr, objects, labels, faces) -> path
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> "TokensParams":
-        return params_from_dict(cls, params, where="tokens params")
 
     def __post_init__(self) -> None:
         self.modalities = list(self.modalities)
@@ -278,14 +274,8 @@ def encode_sequences(encoder: TextEncoder, input_ids: Sequence[np.ndarray], moda
 
 # --------------------------------------------------------------------------------------- extractor
 
-def extract_tokens(
-    manifest: Manifest,
-    out_path: str | os.PathLike,
-    params: TokensParams,
-    device: str = "auto",
-    batch_size: int = 32,
-    progress: bool = True,
-) -> dict[str, Any]:
+def extract_tokens(manifest: Manifest, out_path: str | os.PathLike, params: TokensParams,
+                   runtime: Runtime | None = None) -> dict[str, Any]:
     """Write the frozen encoder's per-token states of each item's ``[CLS] m1 [SEP] ... mM [SEP]`` to ``out_path``.
 
     Every item gets a sequence, even with all spans empty (then only its specials). The summary adds
@@ -296,8 +286,9 @@ def extract_tokens(
     from mmsets.data.sequences import build_segments
     from mmsets.extract.backbones import load_text_encoder
 
+    runtime = runtime or Runtime()
     texts, not_in_store = modality_texts(manifest, params)  # before the model loads: bad params fail fast
-    device = resolve_device(device)
+    device = resolve_device(runtime.device)
     encoder = load_text_encoder(params.model, device)
     max_length = encoder_window(encoder, params.max_length)
     n_layers = int(getattr(encoder.model.config, "num_hidden_layers", 0))
@@ -322,13 +313,13 @@ def extract_tokens(
     tally = RunTally(device)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
     encoded_tokens, encode_seconds = 0, 0.0
-    bar = tqdm(total=len(todo), unit="item", desc=f"tokens {params.model}", disable=not progress)
+    bar = tqdm(total=len(todo), unit="item", desc=f"tokens {params.model}", disable=not runtime.progress)
     with resumable(writer), bar:
         for start in range(0, len(todo), CHUNK_ITEMS):
             chunk = todo[start:start + CHUNK_ITEMS]
             tic = time.perf_counter()
             states = encode_sequences(encoder, [segments[i][0] for i in chunk], [segments[i][1] for i in chunk],
-                                      params.layer, params.position_ids, batch_size)
+                                      params.layer, params.position_ids, runtime.batch_size)
             encode_seconds += time.perf_counter() - tic
             for i, hidden in zip(chunk, states):
                 writer.add(ids[i], hidden, modality=segments[i][1])

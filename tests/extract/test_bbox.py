@@ -3,12 +3,13 @@ import pandas as pd
 import pytest
 
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import bbox as bbox_mod
 from mmsets.extract.backbones import embed_images, load_image_backbone
 from mmsets.extract.bbox import BBoxParams, crop_box, extract_bbox
 from mmsets.extract.image import open_image
 from mmsets.extract.objects import FIELDS
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore, RaggedWriter
 
 SIZE = 64  # CNN input of the crops, small for CPU speed
@@ -57,8 +58,8 @@ def test_crops_reembedded_equal_the_image_code_on_the_crop(photos, small_lite0, 
     frame = pd.DataFrame({"id": ids, "split": "train", "image": [str(p) for p in images], "labels": [["x"]] * 6})
     monkeypatch.setattr(bbox_mod, "load_image_backbone", lambda *a, **k: small_lite0)
     params = BBoxParams(objects_store=str(tmp_path / "objects.h5"), image_size=SIZE)
-    summary = extract_bbox(Manifest(frame, ["x"]), tmp_path / "bbox.h5", params, device="cpu", batch_size=4,
-                           num_workers=2, progress=False)
+    summary = extract_bbox(Manifest(frame, ["x"]), tmp_path / "bbox.h5", params,
+                           Runtime(device="cpu", batch_size=4, num_workers=2, progress=False))
 
     assert summary["skipped"] == {"no_boxes": 1, "corrupt": 1, "not_in_objects_store": 1, "degenerate_boxes": 1}
     assert summary["degenerate_boxes"] == 2 and summary["elements"] == 4
@@ -92,7 +93,7 @@ def test_bbox_through_run_extractor_with_context(photos, tmp_path):
 
 def test_objects_store_errors_name_the_key(tmp_path, photos):
     with pytest.raises(ParamsError, match="bbox params.objects_store: give the path"):
-        BBoxParams.from_dict({})
+        make_params("bbox", {})
     frame = pd.DataFrame({"id": ["a"], "split": "train", "image": [None], "labels": [["x"]]})
     with pytest.raises(ParamsError, match="objects_store: .*nope.h5' does not exist"):
         extract_bbox(Manifest(frame, ["x"]), tmp_path / "bbox.h5", BBoxParams(objects_store=str(tmp_path / "nope.h5")))
@@ -101,4 +102,4 @@ def test_objects_store_errors_name_the_key(tmp_path, photos):
     with pytest.raises(ParamsError, match=r"has no per-element \['boxes', 'label', 'scores'\]"):
         extract_bbox(Manifest(frame, ["x"]), tmp_path / "bbox.h5", BBoxParams(objects_store=str(tmp_path / "image.h5")))
     with pytest.raises(ParamsError, match="context: 2"):
-        BBoxParams.from_dict({"objects_store": "x.h5", "context": 2})
+        make_params("bbox", {"objects_store": "x.h5", "context": 2})

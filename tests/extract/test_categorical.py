@@ -6,8 +6,9 @@ import pytest
 
 from mmsets.data.manifest import Manifest, read_manifest, write_manifest
 from mmsets.data.sets import SetDataset
-from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract.categorical import UNKNOWN, CategoricalParams, Vocabulary, extract_categorical, token
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore
 
 
@@ -51,7 +52,8 @@ def test_vocabulary_from_train_only_with_unknown_for_unseen_and_missing(tmp_path
 
 
 def test_all_fields_by_default_and_min_count(tmp_path):
-    summary = extract_categorical(ads_manifest(), tmp_path / "c.h5", CategoricalParams(min_count=2), progress=False)
+    summary = extract_categorical(ads_manifest(), tmp_path / "c.h5", CategoricalParams(min_count=2),
+                                  Runtime(progress=False))
     with RaggedStore(tmp_path / "c.h5") as store:
         # 'synthetic' and 10 occur once in train: below min_count they are unknown too
         assert json.loads(store.attrs["vocab"]) == {"naturalness": [UNKNOWN, "natural"], "concreteness": [UNKNOWN, "2"]}
@@ -80,5 +82,5 @@ def test_errors_name_the_field(tmp_path):
     with pytest.raises(ParamsError, match="no train items"):
         extract_categorical(no_train, tmp_path / "c.h5", CategoricalParams())
     with pytest.raises(ParamsError, match="min_count: 0"):
-        CategoricalParams.from_dict({"min_count": 0})
+        make_params("categorical", {"min_count": 0})
     assert not (tmp_path / "c.h5").exists()

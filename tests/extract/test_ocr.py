@@ -10,12 +10,14 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract.ocr import OCRParams, extract_ocr, load_ocr_backend
 from mmsets.extract.ocr_backends import OCRBackend, OCRResult, reading_order, split_words
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore
 
 WORDS = ["MOVIE", "NIGHT"]
+QUIET = Runtime(num_workers=0, progress=False)
 
 
 def font(size: int) -> ImageFont.FreeTypeFont:
@@ -90,15 +92,14 @@ def test_tesseract_reads_words_and_counts_what_has_none(posters, tesseract, tmp_
 
 def test_min_conf_and_tesseract_params(posters, tesseract, tmp_path):
     manifest = manifest_of(posters, ["movie_night"])
-    summary = extract_ocr(manifest, tmp_path / "ocr.h5", OCRParams(min_conf=1.0), num_workers=0, progress=False,
-                          engine=tesseract)
+    summary = extract_ocr(manifest, tmp_path / "ocr.h5", OCRParams(min_conf=1.0), QUIET, engine=tesseract)
     assert summary["elements"] == 0 and summary["skipped"] == {"no_text": 1}
     with pytest.raises(ParamsError, match=r"lang: tesseract has no data for \['klingon'\]"):
-        load_ocr_backend(OCRParams.from_dict({"lang": "eng+klingon"}))
+        load_ocr_backend(make_params("ocr", {"lang": "eng+klingon"}))
     with pytest.raises(ParamsError, match="psm: 42 is not"):
-        load_ocr_backend(OCRParams.from_dict({"psm": 42}))
+        load_ocr_backend(make_params("ocr", {"psm": 42}))
     with pytest.raises(ParamsError, match="backend: 'abbyy' is not one of"):
-        OCRParams.from_dict({"backend": "abbyy"})
+        make_params("ocr", {"backend": "abbyy"})
     with pytest.raises(ParamsError, match="backend is 'easyocr' but the engine given is 'tesseract'"):
         extract_ocr(manifest, tmp_path / "x.h5", OCRParams(backend="easyocr"), engine=tesseract)
     assert isinstance(tesseract, OCRBackend)
@@ -122,7 +123,7 @@ def test_easyocr_reads_words_offline(posters, tmp_path):
     assert engine.version == "1.7.2"
     # One small image: EasyOCR takes seconds per image on a CPU.
     summary = extract_ocr(manifest_of(posters, ["movie_night"]), tmp_path / "ocr.h5", OCRParams(backend="easyocr"),
-                          num_workers=0, progress=False, engine=engine)
+                          QUIET, engine=engine)
     assert summary["elements"] == 2 and summary["device"] == "cpu"
     with RaggedStore(tmp_path / "ocr.h5") as store:
         check_movie_night(store, "tt0")
@@ -149,12 +150,11 @@ def test_interrupted_run_resumes_and_counts_again(posters, tmp_path):
     manifest = manifest_of(posters, names)
     params = OCRParams(upscale_to=None)
     with pytest.raises(KeyboardInterrupt):
-        extract_ocr(manifest, tmp_path / "ocr.h5", params, batch_size=2, num_workers=0, progress=False,
+        extract_ocr(manifest, tmp_path / "ocr.h5", params, QUIET.replace(batch_size=2),
                     engine=FakeOCR(fail_on_call=2))  # the third batch; the second has no readable image
     assert (tmp_path / "ocr.h5.partial").exists() and not (tmp_path / "ocr.h5").exists()
     engine = FakeOCR()
-    summary = extract_ocr(manifest, tmp_path / "ocr.h5", params, batch_size=2, num_workers=0, progress=False,
-                          engine=engine)
+    summary = extract_ocr(manifest, tmp_path / "ocr.h5", params, QUIET.replace(batch_size=2), engine=engine)
     assert engine.calls == [2] and summary["resumed"] == 4
     assert summary["skipped"] == {"no_text": 1, "corrupt": 1, "no_image": 1}  # the resumed items counted again
     with RaggedStore(tmp_path / "ocr.h5") as store:

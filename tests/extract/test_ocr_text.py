@@ -3,10 +3,11 @@ import pandas as pd
 import pytest
 
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import text as text_mod
 from mmsets.extract.backbones import embed_texts
 from mmsets.extract.text import OCRTextParams, extract_ocr_text
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore, RaggedWriter
 
 # item -> (word, confidence) in reading order, as the ocr extractor stores them
@@ -58,9 +59,9 @@ def test_ocr_store_must_fit_the_manifest(tmp_path, cached_minilm):
     write_ocr_store(tmp_path / "ocr.h5")
     params = OCRTextParams(ocr_store=str(tmp_path / "ocr.h5"))
     with pytest.raises(ParamsError, match=r"lacks 1 manifest item\(s\), e.g. 'tt9'"):
-        extract_ocr_text(manifest_of(["tt0", "tt9"]), tmp_path / "t.h5", params, progress=False)
+        extract_ocr_text(manifest_of(["tt0", "tt9"]), tmp_path / "t.h5", params, Runtime(progress=False))
     with pytest.raises(ParamsError, match="ocr_store: name the ocr extractor's store"):
-        extract_ocr_text(manifest_of(["tt0"]), tmp_path / "t.h5", OCRTextParams(), progress=False)
+        extract_ocr_text(manifest_of(["tt0"]), tmp_path / "t.h5", OCRTextParams(), Runtime(progress=False))
     with RaggedWriter(tmp_path / "labels.h5", extractor="labels", dim=1, fields={"text": ((), "str")}) as w:
         w.add("tt0", np.ones((1, 1)), text=["cat"])
     with pytest.raises(ParamsError, match="written by the 'labels' extractor, not 'ocr'"):
@@ -69,5 +70,5 @@ def test_ocr_store_must_fit_the_manifest(tmp_path, cached_minilm):
         extract_ocr_text(manifest_of(["tt0"]), tmp_path / "t.h5", OCRTextParams(ocr_store=str(tmp_path / "ocr.h5"),
                                                                                  max_length=4096))
     with pytest.raises(ParamsError, match=r"ocr_text params: unknown key\(s\) \['fields'\]"):
-        OCRTextParams.from_dict({"fields": ["plot"]})
+        make_params("ocr_text", {"fields": ["plot"]})
     assert not (tmp_path / "t.h5").exists() and not (tmp_path / "t.h5.partial").exists()

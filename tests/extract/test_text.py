@@ -3,10 +3,11 @@ import pandas as pd
 import pytest
 
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import text as text_mod
 from mmsets.extract.backbones import embed_texts
 from mmsets.extract.text import TextParams, extract_text, segments
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore
 
 PLOTS = [
@@ -18,6 +19,7 @@ PLOTS = [
     "Two strangers fall in love on a night train across Europe, " + "talking about life and art " * 30,
 ]
 TITLES = ["Last Case", "Silent Film", "", None, "Numbers", "Night Train"]
+QUIET = Runtime(progress=False)
 
 
 def manifest_of(plots=PLOTS, titles=TITLES) -> Manifest:
@@ -36,7 +38,7 @@ def cached_minilm(minilm, monkeypatch):
 def test_paragraph_elements_fields_and_skips(tmp_path, cached_minilm):
     manifest = manifest_of()
     params = TextParams(fields=["plot", "title"], segment="paragraph", max_length=64)
-    summary = extract_text(manifest, tmp_path / "text.h5", params, device="cpu", batch_size=2, progress=False)
+    summary = extract_text(manifest, tmp_path / "text.h5", params, QUIET.replace(device="cpu", batch_size=2))
     expected_fields = [["plot", "plot", "title"], ["title"], ["plot"], [], ["title"], ["plot", "title"]]
     assert summary["items"] == 6 and summary["with_elements"] == 5 and summary["elements"] == 8
     assert summary["skipped"] == {"no_text": 5}  # per field: plots of tt001, tt003, tt004; titles of tt002, tt003
@@ -55,7 +57,7 @@ def test_paragraph_elements_fields_and_skips(tmp_path, cached_minilm):
 
 
 def test_no_text_counts_per_missing_field(tmp_path, cached_minilm):
-    summary = extract_text(manifest_of(), tmp_path / "text.h5", TextParams(fields=["plot", "title"]), progress=False)
+    summary = extract_text(manifest_of(), tmp_path / "text.h5", TextParams(fields=["plot", "title"]), QUIET)
     assert summary["skipped"] == {"no_text": 5}
     assert summary["elements"] == 7 and summary["truncated"] == 0
 
@@ -72,7 +74,7 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path, cached_minilm, monk
     plots = [f"Plot number {i}: a story about {w}." for i, w in enumerate(["war", "love", "ghosts", "money"] * 3)]
     manifest = manifest_of(plots, [None] * len(plots))
     params = TextParams(pooling="cls")
-    extract_text(manifest, tmp_path / "full.h5", params, progress=False)
+    extract_text(manifest, tmp_path / "full.h5", params, QUIET)
 
     monkeypatch.setattr(text_mod, "CHUNK_ITEMS", 5)
     embedded = []
@@ -86,11 +88,11 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path, cached_minilm, monk
 
     monkeypatch.setattr(text_mod, "embed_texts", embed_then_fail)
     with pytest.raises(RuntimeError, match="killed"):
-        extract_text(manifest, tmp_path / "text.h5", params, progress=False)
+        extract_text(manifest, tmp_path / "text.h5", params, QUIET)
     assert (tmp_path / "text.h5.partial").exists() and not (tmp_path / "text.h5").exists()
     embedded.clear()
     monkeypatch.setattr(text_mod, "embed_texts", lambda *a: (embedded.append(len(a[1])), real_embed(*a))[1])
-    summary = extract_text(manifest, tmp_path / "text.h5", params, progress=False)
+    summary = extract_text(manifest, tmp_path / "text.h5", params, QUIET)
     assert embedded == [5, 2] and summary["resumed"] == 5  # the first chunk is not embedded again
     with RaggedStore(tmp_path / "full.h5") as full, RaggedStore(tmp_path / "text.h5") as resumed:
         assert resumed.ids == full.ids
@@ -112,13 +114,13 @@ def test_bad_params_are_named(tmp_path, cached_minilm):
     with pytest.raises(ParamsError, match="max_length: 4096 is over minilm-l6's 512"):
         extract_text(manifest_of(), tmp_path / "t.h5", TextParams(max_length=4096))
     with pytest.raises(ParamsError, match=r"unknown key\(s\) \['field'\]"):
-        TextParams.from_dict({"field": "plot"})
+        make_params("text", {"field": "plot"})
     with pytest.raises(ParamsError, match="fields: 'plot' is not of type"):
-        TextParams.from_dict({"fields": "plot"})
+        make_params("text", {"fields": "plot"})
     with pytest.raises(ParamsError, match="pooling: 'max' is not one of"):
-        TextParams.from_dict({"pooling": "max"})
+        make_params("text", {"pooling": "max"})
     with pytest.raises(ParamsError, match="segment: 'sentence' is not one of"):
-        TextParams.from_dict({"segment": "sentence"})
+        make_params("text", {"segment": "sentence"})
     with pytest.raises(ParamsError, match="fields: name at least one"):
-        TextParams.from_dict({"fields": []})
+        make_params("text", {"fields": []})
     assert not (tmp_path / "t.h5").exists() and not (tmp_path / "t.h5.partial").exists()

@@ -5,15 +5,17 @@ import torch
 
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.data.sequences import SequenceDataset, build_segments, store_modalities
-from mmsets.extract import ParamsError, run_extractor
+from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import backbones
 from mmsets.extract import tokens as tokens_mod
 from mmsets.extract.tokens import (TokensParams, categorical_text, extract_tokens, faces_text, modality_position_ids,
                                    position_offset, upstream_stores)
 from mmsets.models.dm2s2 import dm2s2
+from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore, RaggedWriter
 
 SOURCES = ["text:title", "text:plot", "ocr", "objects", "faces", "cat:rating"]
+CPU = Runtime(device="cpu", progress=False)
 IDS = ["tt0", "tt1", "tt2", "tt3", "tt4"]
 TITLES = ["Night Train", None, "The Last Case", "  ", "Ghosts"]
 PLOTS = ["Two strangers fall in love on a night train across Europe.", "A young wizard finds his powers.", None,
@@ -66,7 +68,7 @@ def cached_minilm(minilm, monkeypatch):
 
 
 def params(stores, **kw) -> TokensParams:
-    return TokensParams.from_dict({"modalities": SOURCES, "stores": stores, **kw})
+    return make_params("tokens", {"modalities": SOURCES, "stores": stores, **kw})
 
 
 def direct(minilm, input_ids, position_ids=None, layer=-1):
@@ -84,8 +86,7 @@ def read(path):
 
 def test_layout_spans_and_states_are_the_encoders(tmp_path, stores, cached_minilm):
     tok = cached_minilm.tokenizer
-    summary = extract_tokens(manifest_of(), tmp_path / "tokens.h5", params(stores), device="cpu", batch_size=2,
-                             progress=False)
+    summary = extract_tokens(manifest_of(), tmp_path / "tokens.h5", params(stores), CPU.replace(batch_size=2))
     store, states, modality = read(tmp_path / "tokens.h5")
     assert store.ids == IDS and store.dim == 384
     assert store.attrs["extractor"] == "tokens" and store.attrs["max_length"] == 512
@@ -111,9 +112,8 @@ def test_layout_spans_and_states_are_the_encoders(tmp_path, stores, cached_minil
 
 
 def test_per_modality_positions_change_states_not_layout(tmp_path, stores, cached_minilm):
-    extract_tokens(manifest_of(), tmp_path / "global.h5", params(stores), device="cpu", progress=False)
-    extract_tokens(manifest_of(), tmp_path / "span.h5", params(stores, position_ids="per_modality", layer=3),
-                   device="cpu", progress=False)
+    extract_tokens(manifest_of(), tmp_path / "global.h5", params(stores), CPU)
+    extract_tokens(manifest_of(), tmp_path / "span.h5", params(stores, position_ids="per_modality", layer=3), CPU)
     _, global_states, global_modality = read(tmp_path / "global.h5")
     _, span_states, span_modality = read(tmp_path / "span.h5")
     for item_id in IDS:
@@ -149,8 +149,8 @@ def test_explicit_global_positions_are_the_models_own(arch):
 
 
 def test_budgets_and_window_truncate_and_are_counted(tmp_path, stores, cached_minilm):
-    summary = extract_tokens(manifest_of(), tmp_path / "t.h5",
-                             params(stores, max_length=16, budgets={"text:title": 1}), device="cpu", progress=False)
+    summary = extract_tokens(manifest_of(), tmp_path / "t.h5", params(stores, max_length=16, budgets={"text:title": 1}),
+                             CPU)
     _, states, modality = read(tmp_path / "t.h5")
     assert max(len(s) for s in states.values()) <= 16
     assert all((m == 0).sum() <= 1 for m in modality.values())
@@ -159,7 +159,7 @@ def test_budgets_and_window_truncate_and_are_counted(tmp_path, stores, cached_mi
 
 
 def test_dataset_and_dm2s2_read_the_store(tmp_path, stores, cached_minilm):
-    extract_tokens(manifest_of(), tmp_path / "tokens.h5", params(stores), device="cpu", progress=False)
+    extract_tokens(manifest_of(), tmp_path / "tokens.h5", params(stores), CPU)
     manifest = manifest_of()
     dataset = SequenceDataset(manifest, tmp_path / "tokens.h5", "train")
     assert dataset.modalities == SOURCES and len(dataset) == 3 and not dataset.missing
@@ -169,14 +169,14 @@ def test_dataset_and_dm2s2_read_the_store(tmp_path, stores, cached_minilm):
     model = dm2s2(hidden_size=dataset.hidden_size, n_classes=len(manifest.label_names), n_modalities=len(SOURCES))
     logits = model(batch)
     assert logits.shape == (3, 4) and torch.isfinite(logits).all()
-    inter = model.explain(batch)["inter"]
+    inter = model.explain(batch)
     assert (inter[1, [0, 2, 3]] == 0).all()  # an empty span takes no part in InterMRA
     picked = SequenceDataset(manifest, tmp_path / "tokens.h5", "train", modalities=["text:plot", "faces"])
     assert picked.token_counts()[1].tolist() == [counts[1, 1], counts[1, 4]]
 
 
 def test_interrupted_run_resumes_to_the_same_store(tmp_path, stores, cached_minilm, monkeypatch):
-    extract_tokens(manifest_of(), tmp_path / "full.h5", params(stores), device="cpu", progress=False)
+    extract_tokens(manifest_of(), tmp_path / "full.h5", params(stores), CPU)
     monkeypatch.setattr(tokens_mod, "CHUNK_ITEMS", 2)
     real = tokens_mod.encode_sequences
     calls = []
@@ -189,12 +189,12 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path, stores, cached_mini
 
     monkeypatch.setattr(tokens_mod, "encode_sequences", encode_then_fail)
     with pytest.raises(RuntimeError, match="killed"):
-        extract_tokens(manifest_of(), tmp_path / "t.h5", params(stores), device="cpu", progress=False)
+        extract_tokens(manifest_of(), tmp_path / "t.h5", params(stores), CPU)
     assert (tmp_path / "t.h5.partial").exists() and not (tmp_path / "t.h5").exists()
     calls.clear()
     monkeypatch.setattr(tokens_mod, "encode_sequences", lambda encoder, input_ids, *args: (
         calls.append(len(input_ids)), real(encoder, input_ids, *args))[1])
-    summary = extract_tokens(manifest_of(), tmp_path / "t.h5", params(stores), device="cpu", progress=False)
+    summary = extract_tokens(manifest_of(), tmp_path / "t.h5", params(stores), CPU)
     assert calls == [2, 1] and summary["resumed"] == 2 and summary["items"] == 5
     _, full, full_modality = read(tmp_path / "full.h5")
     store, resumed, resumed_modality = read(tmp_path / "t.h5")
@@ -229,31 +229,29 @@ def test_texts_of_sources():
 
 def test_bad_params_are_named(tmp_path, stores, cached_minilm):
     with pytest.raises(ParamsError, match="'image' is not one of text:<field>, cat:<field>, ocr"):
-        TokensParams.from_dict({"modalities": ["image"]})
+        make_params("tokens", {"modalities": ["image"]})
     with pytest.raises(ParamsError, match=r"modalities \['ocr'\] need their store's path"):
-        TokensParams.from_dict({"modalities": ["text:plot", "ocr"]})
+        make_params("tokens", {"modalities": ["text:plot", "ocr"]})
     with pytest.raises(ParamsError, match="budgets: 'ocr' is not one of the modalities"):
-        TokensParams.from_dict({"modalities": ["text:plot"], "budgets": {"ocr": 3}})
+        make_params("tokens", {"modalities": ["text:plot"], "budgets": {"ocr": 3}})
     with pytest.raises(ParamsError, match="budgets.text:plot: -1"):
-        TokensParams.from_dict({"modalities": ["text:plot"], "budgets": {"text:plot": -1}})
+        make_params("tokens", {"modalities": ["text:plot"], "budgets": {"text:plot": -1}})
     with pytest.raises(ParamsError, match="position_ids: 'local' is not one of"):
-        TokensParams.from_dict({"position_ids": "local"})
+        make_params("tokens", {"position_ids": "local"})
     with pytest.raises(ParamsError, match="stores: 'image' is not a store source"):
-        TokensParams.from_dict({"stores": {"image": "x.h5"}})
+        make_params("tokens", {"stores": {"image": "x.h5"}})
     # A store no modality reads is not recorded.
-    assert TokensParams.from_dict({"stores": {"ocr": "x.h5"}}).stores == {}
+    assert make_params("tokens", {"stores": {"ocr": "x.h5"}}).stores == {}
     manifest = manifest_of()
     with pytest.raises(ParamsError, match=r"no text field 'synopsis' in the manifest; it has \['title', 'plot'\]"):
-        extract_tokens(manifest, tmp_path / "t.h5", TokensParams(modalities=["text:synopsis"]), progress=False)
+        extract_tokens(manifest, tmp_path / "t.h5", TokensParams(modalities=["text:synopsis"]), CPU)
     with pytest.raises(ParamsError, match="stores.labels: .*not a readable HDF5 store"):
         extract_tokens(manifest, tmp_path / "t.h5", params({"labels": str(tmp_path / "none.h5")},
-                                                           modalities=["labels"]), progress=False)
+                                                           modalities=["labels"]), CPU)
     with pytest.raises(ParamsError, match="stores.ocr: .* has no per-element field 'text'"):
-        extract_tokens(manifest, tmp_path / "t.h5", params({"ocr": stores["faces"]}, modalities=["ocr"]),
-                       progress=False)
+        extract_tokens(manifest, tmp_path / "t.h5", params({"ocr": stores["faces"]}, modalities=["ocr"]), CPU)
     with pytest.raises(ParamsError, match="max_length: 4096 is over minilm-l6's 512"):
-        extract_tokens(manifest, tmp_path / "t.h5", TokensParams(modalities=["text:plot"], max_length=4096),
-                       progress=False)
+        extract_tokens(manifest, tmp_path / "t.h5", TokensParams(modalities=["text:plot"], max_length=4096), CPU)
     with pytest.raises(ParamsError, match="layer: 7 is not a layer of minilm-l6"):
-        extract_tokens(manifest, tmp_path / "t.h5", TokensParams(modalities=["text:plot"], layer=7), progress=False)
+        extract_tokens(manifest, tmp_path / "t.h5", TokensParams(modalities=["text:plot"], layer=7), CPU)
     assert not (tmp_path / "t.h5").exists() and not (tmp_path / "t.h5.partial").exists()

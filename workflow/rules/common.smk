@@ -6,7 +6,8 @@ import sys
 sys.path.insert(0, workflow.basedir)
 # Only modules free of numpy and torch: under --use-conda, the Python that runs Snakemake has Snakemake alone.
 from mmsets.config import dataset_section, expand_runs, validate_config  # noqa: E402
-from mmsets.extract.registry import environment, upstream  # noqa: E402
+from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
+from mmsets.layout import feature_path  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 config.clear()
@@ -38,6 +39,19 @@ def extractor_env(wildcards):
     return f"../../envs/{environment(wildcards.extractor)}.yaml"
 
 
+def extractor_threads(wildcards):
+    return resources(wildcards.extractor).threads
+
+
+def extractor_gpu(wildcards):
+    """GPUs a job asks for: runtime.gpu_jobs when the extractor runs on a GPU, else none."""
+    return config["runtime"]["gpu_jobs"] if resources(wildcards.extractor).gpu else 0
+
+
+def extractor_mem_mb(wildcards):
+    return resources(wildcards.extractor).mem_mb
+
+
 def datasets_of_kind(kind):
     names = [n for n, d in config["datasets"].items() if d["kind"] == kind]
     return "|".join(names) if names else "(?!x)x"
@@ -59,10 +73,6 @@ def mmimdb_root(wildcards):
 def mmimdb_input(wildcards):
     root = config["datasets"][wildcards.dataset]["root"]
     return [] if root else [f"resources/{wildcards.dataset}/unpacked"]
-
-
-def feature_path(dataset, extractor):
-    return f"results/{dataset}/features/{extractor}.h5"
 
 
 def extractor_params(wildcards):

@@ -1,5 +1,6 @@
 # Feature extractors: one ragged HDF5 store per (dataset, extractor). Each extractor's settings are the
-# rule's params, so changing one re-runs that extractor and what depends on it, nothing else.
+# rule's params, so changing one re-runs that extractor and what depends on it, nothing else. Its threads,
+# memory, GPU and environment come from its entry in mmsets/extract/registry.py.
 
 
 rule extract:
@@ -12,10 +13,10 @@ rule extract:
         extractor="|".join(config["extractors"]),
     params:
         settings=extractor_params,
-    threads: 2
+    threads: extractor_threads
     resources:
-        gpu=config["runtime"]["gpu_jobs"],
-        mem_mb=8000,
+        gpu=extractor_gpu,
+        mem_mb=extractor_mem_mb,
     log:
         "results/{dataset}/logs/extract/{extractor}.log",
     benchmark:
