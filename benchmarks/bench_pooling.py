@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from mmsets.models.dmms import SetPooling
+from mmsets.models.parts import SetPooling
 
 
 def best_of(fn, repeats: int = 20) -> float:

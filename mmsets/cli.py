@@ -80,30 +80,29 @@ def cmd_extract(args: argparse.Namespace) -> None:
     run_extractor(args.extractor, args.manifest, args.out, args.params, runtime)
 
 
-def _feature_paths(features_dir: str, names: list[str]) -> dict[str, str]:
-    return {name: str(Path(features_dir) / f"{name}.h5") for name in names}
-
-
 def cmd_train(args: argparse.Namespace) -> None:
-    from mmsets.train import train_run
+    from mmsets.layout import store_path
+    from mmsets.runs.run import train_run
 
     spec = dict(args.spec)
     spec["training"] = {**spec.get("training", {}), "device": args.device}
-    train_run(args.manifest, _feature_paths(args.features_dir, spec["features"]), args.out_dir, spec)
+    features = {name: store_path(args.features_dir, name) for name in spec.get("features", [])}
+    train_run(args.manifest, features, args.out_dir, spec)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from mmsets.evaluate import evaluate_run
+    from mmsets.runs.evaluate import evaluate_run
 
     metrics = evaluate_run(args.run_dir, args.manifest, args.features_dir, split=args.split, device=args.device)
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from mmsets.layout import store_name
     from mmsets.report import build_report
 
     run_dirs = [str(Path(p).parent) if p.endswith(".json") else p for p in args.runs]
-    features = {Path(p).stem: p for p in args.features}
+    features = {store_name(p): p for p in args.features}
     build_report(args.manifest, run_dirs, features, args.out, title=args.title)
 
 

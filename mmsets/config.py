@@ -1,6 +1,8 @@
-"""Workflow configuration: schema validation with defaults, and the expansion of experiments into runs.
+"""Workflow configuration: schema validation with defaults, a dataset's overrides merged over the top level.
 
-Imported by the Snakefile, so it needs nothing heavier than PyYAML and jsonschema.
+Imported by the Snakefile, so it needs nothing heavier than PyYAML and jsonschema. The schema
+(workflow/schemas/config.schema.yaml) documents every key and its default; the tests check that its
+defaults are those of the dataclasses the settings end up in.
 """
 
 from __future__ import annotations
@@ -79,20 +81,47 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     validator = jsonschema.Draft202012Validator(schema)
     _coerce_command_line_strings(config, validator)
     _raise_errors(validator, config)
-    # A dataset's extractor overrides are checked merged over the top-level settings they override.
-    extractors_schema = {**schema["properties"]["extractors"], "$defs": schema.get("$defs", {})}
-    for name, dataset in config["datasets"].items():
-        if dataset.get("extractors"):
-            merged = _merge(config["extractors"], dataset["extractors"])
-            _fill_defaults(merged, extractors_schema)
-            _raise_errors(jsonschema.Draft202012Validator(extractors_schema), merged, f"datasets.{name}.extractors.")
+    # A dataset's overrides are checked merged over the top-level settings they override.
+    for section in OVERRIDABLE:
+        section_schema = {**schema["properties"][section], "$defs": schema.get("$defs", {})}
+        for name, dataset in config["datasets"].items():
+            if dataset.get(section):
+                merged = _merge(config[section], dataset[section])
+                _fill_defaults(merged, section_schema)
+                _raise_errors(jsonschema.Draft202012Validator(section_schema), merged, f"datasets.{name}.{section}.")
+    _check_variants(config, schema)
+    _check_runs(config)
     return config
+
+
+OVERRIDABLE = ("extractors", "training", "models")
+
+
+def _check_variants(config: dict, schema: dict) -> None:
+    """A variant's settings are those of the family it runs: checked against that family's schema."""
+    families = schema["properties"]["models"]["properties"]
+    for group, exp in config["experiments"].items():
+        for variant, overrides in (exp.get("variants") or {}).items():
+            model = overrides.get("model", exp["model"])
+            family_schema = {**families[model], "$defs": schema.get("$defs", {})}
+            settings = {k: v for k, v in overrides.items() if k != "model"}
+            _raise_errors(jsonschema.Draft202012Validator(family_schema), settings,
+                          f"experiments.{group}.variants.{variant}.")
+
+
+def _check_runs(config: dict) -> None:
+    """Every dataset's runs expand (a wrong group name or cv setting fails here, before any job)."""
+    from mmsets.runs.spec import expand_runs
+
+    for dataset in config["datasets"]:
+        expand_runs(config, dataset)
 
 
 def _raise_errors(validator: jsonschema.Draft202012Validator, instance: dict, prefix: str = "") -> None:
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {prefix}{_key_path(e)}: {_describe(e)}" for e in errors]
+        lines = [f"  {(prefix + _key_path(e)) if e.absolute_path else (prefix.rstrip('.') or _key_path(e))}: "
+                 f"{_describe(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
 
 
@@ -127,37 +156,3 @@ def dataset_section(config: dict, dataset: str, section: str) -> dict:
     if dataset not in config["datasets"]:
         raise ConfigError(f"datasets.{dataset}: no such dataset in the config")
     return _merge(config.get(section, {}), config["datasets"][dataset].get(section, {}))
-
-
-def expand_runs(config: dict, dataset: str) -> dict[str, dict]:
-    """All runs of a dataset: ``{run name: spec}``.
-
-    A group's runs are its feature combinations x pooling types (DMMS only) x variants x seeds, named
-    ``<group>-<combination>[-<pooling>][-<variant>]-s<seed>``.
-    """
-    training = dataset_section(config, dataset, "training")
-    models = dataset_section(config, dataset, "models")
-    runs = {}
-    selected = config["datasets"][dataset].get("experiments") or list(config["experiments"])
-    cv = config["datasets"][dataset].get("cv")
-    for group in selected:
-        if group not in config["experiments"]:
-            raise ConfigError(f"datasets.{dataset}.experiments: no experiment group {group!r}")
-        exp = config["experiments"][group]
-        variants = exp.get("variants") or {"": {}}
-        for combo, features in exp["features"].items():
-            for variant, overrides in variants.items():
-                model = overrides.get("model", exp["model"])
-                settings = {**models.get(model, {}), **{k: v for k, v in overrides.items() if k != "model"}}
-                for pooling in exp["pooling"] if model == "dmms" else [""]:
-                    for seed in exp["seeds"]:
-                        name = "-".join(p for p in (group, combo, pooling, variant, f"s{seed}") if p)
-                        runs[name] = {
-                            **({"cv": cv} if cv else {}),
-                            "model": model,
-                            "features": list(features),
-                            **({"pooling": pooling} if pooling else {}),
-                            **settings,
-                            "training": {**training, "seed": seed},
-                        }
-    return runs

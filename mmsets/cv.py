@@ -11,7 +11,6 @@ that selects the epoch and the decision rule, and tested once on fold k.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
@@ -21,20 +20,6 @@ from mmsets.data.manifest import Manifest
 log = logging.getLogger(__name__)
 
 FOLD_COLUMN = "fold"
-
-
-@dataclass
-class CVConfig:
-    folds: int = 5
-    seed: int = 0  # the folds' shuffle; independent of the training seed, so seeds share their folds
-    dev_fraction: float = 0.1  # of the training folds, held out for model selection
-
-    def __post_init__(self) -> None:
-        if int(self.folds) != self.folds or self.folds < 2:
-            raise ValueError(f"cv.folds must be an integer >= 2, got {self.folds!r}")
-        if not 0.0 < self.dev_fraction < 1.0:
-            raise ValueError(f"cv.dev_fraction must lie in (0, 1), got {self.dev_fraction!r}")
-        self.folds = int(self.folds)
 
 
 def _strata(manifest: Manifest) -> np.ndarray | None:

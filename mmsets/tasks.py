@@ -35,9 +35,8 @@ from torch.nn import functional as F
 from mmsets.data.manifest import Manifest
 from mmsets.metrics import (ArgmaxDecision, ValueDecision, best_threshold, choose_decision, f1_micro,
                             multilabel_metrics, regression_metrics, single_label_metrics)
+from mmsets.runs.spec import SINGLE_LABEL_LOSSES
 
-CLASS_WEIGHTINGS = ("inv_sqrt", "inv", "none")  # inv_sqrt: DMMS; inv (1/N_k): DM2S2
-SINGLE_LABEL_LOSSES = ("sigmoid", "softmax")
 LOWER_IS_BETTER = frozenset({"loss", "rmse", "mae", "mape"})
 TARGET_COLUMN = "target"
 

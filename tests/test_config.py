@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsets.config import ConfigError, expand_runs, unfold_dotted, validate_config
+from mmsets.config import ConfigError, unfold_dotted, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -44,18 +44,6 @@ def test_bad_value_names_the_key(path, value, key):
     assert f"  {key}:" in str(err.value)
 
 
-def test_runs_expand_features_pooling_seeds_with_dataset_overrides():
-    config = validate_config(_config(), SCHEMA)
-    config["experiments"]["dmms"]["seeds"] = [0, 1]
-    runs = expand_runs(config, "demo")
-    assert len(runs) == 3 * 4 * 2
-    spec = runs["dmms-image_text-max-s1"]
-    assert spec["features"] == ["image", "text"] and spec["pooling"] == "max"
-    assert spec["training"]["seed"] == 1 and spec["training"]["epochs"] == 25
-    assert spec["d_model"] == 256
-    assert expand_runs(config, "mmimdb")["dmms-image-max-s0"]["d_model"] == 1024
-
-
 def test_command_line_strings_become_numbers_where_numbers_are_expected():
     config = _config()
     config["training"] = {"lr": "0.01", "epochs": "5"}
@@ -65,19 +53,6 @@ def test_command_line_strings_become_numbers_where_numbers_are_expected():
     assert config["datasets"]["mmimdb"]["root"] == "123"
 
 
-def test_variants_name_runs_and_may_switch_the_model():
-    config = _config()
-    config["datasets"]["mmimdb"].pop("experiments")
-    config["experiments"] = {"dm2s2": {
-        "model": "dm2s2", "features": {"tokens": ["tokens"]}, "seeds": [0, 1],
-        "variants": {"both": {}, "dot": {"similarity": "dot"}, "encoder": {"model": "encoder_only"}}}}
-    runs = expand_runs(validate_config(config, SCHEMA), "mmimdb")
-    assert sorted(runs) == sorted(f"dm2s2-tokens-{v}-s{s}" for v in ("both", "dot", "encoder") for s in (0, 1))
-    assert runs["dm2s2-tokens-dot-s1"]["similarity"] == "dot"
-    assert runs["dm2s2-tokens-encoder-s0"]["model"] == "encoder_only"
-    assert "pooling" not in runs["dm2s2-tokens-both-s0"]
-
-
 def test_dataset_extractor_overrides_are_validated_with_their_key():
     config = _config()
     config["datasets"]["parallel_demo"]["extractors"] = {"text": {"pooling": "median"}}
@@ -85,8 +60,29 @@ def test_dataset_extractor_overrides_are_validated_with_their_key():
         validate_config(config, SCHEMA)
 
 
-def test_cross_validation_reaches_the_run_spec():
-    config = validate_config(_config(), SCHEMA)
-    runs = expand_runs(config, "parallel_demo")
-    assert all(spec["cv"] == {"folds": 5, "seed": 0, "dev_fraction": 0.1} for spec in runs.values())
-    assert "cv" not in expand_runs(config, "demo")["dmms-image-max-s0"]
+@pytest.mark.parametrize("where, settings, message", [
+    ("models", {"dm2s2": {"intra_atention": False}}, "models.dm2s2: unknown key(s) ('intra_atention'"),
+    ("models", {"lightgbm": {"num_leaves": 1}}, "models.lightgbm.num_leaves: 1 is less than the minimum of 2"),
+    ("training", {"selct": "auc"}, "training: unknown key(s) ('selct'"),
+])
+def test_misspelled_model_and_training_settings_fail_validation_naming_the_key(where, settings, message):
+    config = _config()
+    config[where] = {**config.get(where, {}), **settings}
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, SCHEMA)
+    assert message in str(err.value)
+
+
+def test_dataset_model_overrides_and_variants_are_checked_against_their_family():
+    config = _config()
+    config["datasets"]["demo"]["models"] = {"dmms": {"d_modle": 8}}
+    with pytest.raises(ConfigError, match=r"datasets\.demo\.models\.dmms: unknown key\(s\) \('d_modle'"):
+        validate_config(config, SCHEMA)
+    config = _config()
+    config["experiments"]["dm2s2"]["variants"]["dot"] = {"similarity": "dott"}
+    with pytest.raises(ConfigError, match=r"experiments\.dm2s2\.variants\.dot\.similarity: 'dott'"):
+        validate_config(config, SCHEMA)
+    config = _config()  # a variant that switches family is checked against the family it switches to
+    config["experiments"]["baselines"]["variants"]["gmu"] = {"model": "gmu", "intra": True}
+    with pytest.raises(ConfigError, match=r"experiments\.baselines\.variants\.gmu: unknown key\(s\) \('intra'"):
+        validate_config(config, SCHEMA)

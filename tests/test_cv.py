@@ -3,12 +3,14 @@ import pandas as pd
 import pytest
 import torch
 
-from mmsets.cv import CVConfig, assign_folds, fold_manifest
+from mmsets.cv import assign_folds, fold_manifest
 from mmsets.data.manifest import Manifest
 from mmsets.data.synthetic import write_synthetic_sets
-from mmsets.evaluate import evaluate_run
+from mmsets.runs.evaluate import evaluate_run
 from mmsets.io import read_json
-from mmsets.train import SpecError, load_checkpoint, train_run
+from mmsets.runs.checkpoint import load_checkpoint
+from mmsets.runs.run import train_run
+from mmsets.runs.spec import CVConfig, SpecError
 
 FEATURES = ("signal", "noise")
 

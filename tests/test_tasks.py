@@ -7,11 +7,15 @@ import torch
 
 from mmsets.data.manifest import Manifest, read_manifest, write_manifest
 from mmsets.data.synthetic import write_synthetic_sets
-from mmsets.evaluate import evaluate_run
+from mmsets.runs.evaluate import evaluate_run
 from mmsets.models.dmms import dmms
 from mmsets.store import RaggedStore
-from mmsets.tasks import RegressionTask, SingleLabelTask, make_task, task_from_dict
-from mmsets.train import SpecError, load_checkpoint, open_datasets, output_layer, predict, train_run
+from mmsets.tasks import MultiLabelTask, RegressionTask, SingleLabelTask, make_task, task_from_dict
+from mmsets.runs.checkpoint import load_checkpoint
+from mmsets.runs.learner import learner_for
+from mmsets.runs.loop import output_layer
+from mmsets.runs.run import open_datasets, train_run
+from mmsets.runs.spec import SpecError
 
 FEATURES = ("signal", "noise")
 TRAINING = {"epochs": 12, "batch_size": 32, "lr": 1e-2, "warmup_epochs": 2}
@@ -174,12 +178,12 @@ def test_regression_manifest_needs_a_target_column(tmp_path):
     assert read_manifest(tmp_path / "m.parquet").frame["target"].tolist() == [1.5]
 
 
-def test_predict_defaults_to_multilabel_sigmoid(data):
+def test_multilabel_predictions_are_plain_sigmoids(data):
     root = data("binary")
     manifest = read_manifest(root / "manifest.parquet")
     stores = {n: RaggedStore(root / f"{n}.h5") for n in FEATURES}
     (ds,) = open_datasets(manifest, stores, ("test",), make_task("binary", manifest.label_names), fit_on=None)
     model = dmms(input_dims=ds.input_dims, n_classes=2, d_model=8, head_hidden=(8,)).eval()
-    probs = predict(model, ds)
+    probs = learner_for(model).predict(ds, 256, MultiLabelTask(ds.label_names))
     assert probs.shape == (len(ds), 2) and np.allclose(probs, 0.01, atol=0.02)  # prior init, not normalised
     assert json.dumps(make_task("binary", ["n", "p"]).to_dict()) == '{"name": "binary", "loss": "sigmoid"}'

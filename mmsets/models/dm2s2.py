@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmsets.data.sequences import SequenceBatch
-from mmsets.models.dmms import POOLINGS, SetPooling, SetPredictor
+from mmsets.models.parts import POOLINGS, SetPooling, SetPredictor
 
 
 # ---------------------------------------------------------------------------- similarity S (Eq. 7, 8)
@@ -233,12 +233,19 @@ class DM2S2(nn.Module):
         return self.rho(pooled)
 
     @torch.no_grad()
-    def explain(self, batch: SequenceBatch) -> dict[str, Tensor]:
+    def attention(self, batch: SequenceBatch) -> dict[str, Tensor]:
         """The MRA weights (Fig. 3): ``intra`` (B, T), each present modality's tokens summing to 1,
         0 on specials and padding; ``inter`` (B, M), summing to 1 over the modalities present, 0
         for an absent one. A switched-off MRA has no entry."""
         _, _, intra, inter = self.attend(batch)
         return {name: w for name, w in (("intra", intra), ("inter", inter)) if w is not None}
+
+    @torch.no_grad()
+    def explain(self, batch: SequenceBatch) -> Tensor:
+        """Feature importance: the InterMRA weight of each modality (B, M); none without InterMRA."""
+        if not self.config.inter:
+            raise NotImplementedError("no InterMRA: no per-modality weights")
+        return self.attention(batch)["inter"]
 
 
 class ZeroEmbedding(nn.Module):
@@ -286,7 +293,8 @@ def dm2s2(config: DM2S2Config | None = None, **kwargs) -> DM2S2:
 
     Returns:
         A :class:`DM2S2` whose ``forward(batch)`` gives logits (B, n_classes) and
-        ``explain(batch)`` the IntraMRA and InterMRA weights.
+        ``explain(batch)`` the InterMRA weight of each modality (B, M), ``attention(batch)`` the
+        IntraMRA and InterMRA weights.
     """
     config = DM2S2Config(**kwargs) if config is None else replace(config, **kwargs)
     return DM2S2(config)

@@ -8,15 +8,14 @@ argmax of each dimension names the modality that "won" it: its feature importanc
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mmsets.data.sets import FLOAT, INDEX, KINDS, SetBatch
+from mmsets.data.sets import INDEX, SetBatch
+from mmsets.models.parts import ENCODERS, SetPooling, SetPredictor, check_inputs
 
 
 @dataclass
@@ -32,141 +31,14 @@ class DMMSConfig:
     input_kinds: dict[str, str] | None = None  # modality -> "float" | "index" (SetDataset.input_kinds); None: float
 
     def __post_init__(self) -> None:
-        self.input_dims = {str(k): int(v) for k, v in self.input_dims.items()}
-        kinds = {str(k): str(v) for k, v in (self.input_kinds or {}).items()}
-        unknown = sorted(set(kinds) - set(self.input_dims))
-        if unknown:
-            raise ValueError(f"DMMSConfig.input_kinds: {unknown} are not in input_dims {list(self.input_dims)}")
-        self.input_kinds = {name: kinds.get(name, FLOAT) for name in self.input_dims}
-        for name, kind in self.input_kinds.items():
-            if kind not in KINDS:
-                raise ValueError(f"DMMSConfig.input_kinds[{name!r}]: {kind!r} is not one of {list(KINDS)}")
+        check_inputs(self, "DMMSConfig")
         self.head_hidden = tuple(int(h) for h in self.head_hidden)
-        if not self.input_dims:
-            raise ValueError("DMMSConfig.input_dims: at least one modality is needed")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"DMMSConfig.pooling: {self.pooling!r} is not one of {sorted(POOLINGS)}")
-        if not 0.0 < self.prior < 1.0:
-            raise ValueError(f"DMMSConfig.prior must lie in (0, 1), got {self.prior}")
-        if self.n_classes < 1:
-            raise ValueError(f"DMMSConfig.n_classes must be >= 1, got {self.n_classes}")
-
-
-class ModalityEncoder(nn.Module):
-    """phi_i: one fully-connected layer, ELU and dropout to the common size D (Sec. 4.3)."""
-
-    def __init__(self, in_features: int, out_features: int, act_layer: type[nn.Module] = nn.ELU, drop: float = 0.0):
-        super().__init__()
-        self.fc = nn.Linear(in_features, out_features)
-        self.act = act_layer()
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.act(self.fc(x)))
-
-
-class IndexEncoder(nn.Module):
-    """phi_i for a modality of class indices: a learned lookup table, ELU and dropout ("Index Embeddings", Sec. 4.2)."""
-
-    def __init__(self, num_embeddings: int, out_features: int, act_layer: type[nn.Module] = nn.ELU, drop: float = 0.0):
-        super().__init__()
-        self.embed = nn.Embedding(num_embeddings, out_features)
-        # A lookup table is a linear layer over one-hot inputs; started as nn.Linear starts instead of at N(0, 1),
-        # an index modality does not win every max-pooled dimension before training has begun.
-        bound = 1.0 / math.sqrt(num_embeddings)
-        nn.init.uniform_(self.embed.weight, -bound, bound)
-        self.act = act_layer()
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.act(self.embed(x)))
-
-
-ENCODERS: dict[str, type[nn.Module]] = {FLOAT: ModalityEncoder, INDEX: IndexEncoder}
-
-
-# Each reduction takes elements (B, S, D), mask (B, S) and whether to return the index of the chosen
-# element, and returns (pooled (B, D), index (B, D) | None). Padding never reaches the result; an item
-# with no element at all pools to zeros, a neutral input for rho that keeps the loss finite (the paper
-# never meets such an item: every sample has an image). Only the feature importance needs the index,
-# and max/min without it are several times faster on a CPU.
-
-def _masked_extreme(x: Tensor, mask: Tensor, with_index: bool, largest: bool) -> tuple[Tensor, Tensor | None]:
-    filled = x.masked_fill(~mask.unsqueeze(-1), -math.inf if largest else math.inf)
-    if with_index:
-        values, index = filled.max(dim=1) if largest else filled.min(dim=1)
-    else:
-        values, index = (filled.amax(dim=1) if largest else filled.amin(dim=1)), None
-    return values.masked_fill(~mask.any(dim=1, keepdim=True), 0.0), index
-
-
-def _masked_max(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, Tensor | None]:
-    return _masked_extreme(x, mask, with_index, largest=True)
-
-
-def _masked_min(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, Tensor | None]:
-    return _masked_extreme(x, mask, with_index, largest=False)
-
-
-def _masked_sum(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, None]:
-    # A (B, 1, S) x (B, S, D) product: padded rows are multiplied by 0 (they are finite: encoder outputs).
-    return torch.bmm(mask.unsqueeze(1).to(x.dtype), x).squeeze(1), None
-
-
-def _masked_mean(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, None]:
-    total, _ = _masked_sum(x, mask)
-    return total / mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype), None
-
-
-POOLINGS: dict[str, Callable[..., tuple[Tensor, Tensor | None]]] = {
-    "max": _masked_max,
-    "min": _masked_min,
-    "sum": _masked_sum,
-    "mean": _masked_mean,
-}
-
-
-class SetPooling(nn.Module):
-    """psi (Eq. 1, 2): masked pooling over the set dimension.
-
-    Returns ``(pooled (B, D), index)``; ``index`` (B, D) is the element chosen per dimension for
-    max/min pooling (the argmax of Sec. 3.3.1) and None for sum/mean, which select nothing. The
-    result equals pooling the unpadded set and does not depend on element order. An item with no
-    element at all pools to a zero vector (its index is meaningless and masked by the caller).
-    """
-
-    def __init__(self, reduction: str = "max"):
-        super().__init__()
-        if reduction not in POOLINGS:
-            raise ValueError(f"pooling {reduction!r} is not one of {sorted(POOLINGS)}")
-        self.reduction = reduction
-        self.reduce = POOLINGS[reduction]
-        self.selects = reduction in ("max", "min")
-
-    def forward(self, x: Tensor, mask: Tensor, with_index: bool = True) -> tuple[Tensor, Tensor | None]:
-        return self.reduce(x, mask, with_index)
-
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
-
-
-class SetPredictor(nn.Sequential):
-    """rho (Eq. 3): an MLP D -> hidden... -> C whose last bias encodes the prior pi [Lin et al., focal loss]."""
-
-    def __init__(self, in_features: int, hidden: tuple[int, ...], n_classes: int, act_layer: type[nn.Module] = nn.ELU,
-                 drop: float = 0.0, prior: float = 0.01):
-        layers: list[nn.Module] = []
-        for width in hidden:
-            layers += [nn.Linear(in_features, width), act_layer(), nn.Dropout(drop)]
-            in_features = width
-        layers.append(nn.Linear(in_features, n_classes))
-        super().__init__(*layers)
-        # Start every class at probability pi so the first steps are not swamped by easy negatives.
-        nn.init.constant_(layers[-1].bias, -math.log((1.0 - prior) / prior))
 
 
 class DeepMultiModalSets(nn.Module):
     """rho(psi({phi_i(x) : x in X_i, i in I})) over one set holding every element of every modality (Sec. 3.3)."""
+
+    explain_kind = "argmax"  # feature importance: the modality that won each pooled dimension (Sec. 3.3.1)
 
     def __init__(self, config: DMMSConfig):
         super().__init__()

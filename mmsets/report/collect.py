@@ -7,7 +7,6 @@ a report is how one finds out that a run or an extractor failed, so it must rend
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -17,37 +16,16 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import SPLITS, Manifest, read_manifest
-from mmsets.io import read_json
+from mmsets.runs.record import (IMPORTANCE, MODEL, PREDICTIONS, ImportanceRecord, RecordError, RunRecord, number,
+                                 scores)
 from mmsets.report.scores import main_metric
 from mmsets.store import RaggedStore, StoreError, partial_path
 
 MAX_ERRORS = 10
-_SEED = re.compile(r"[-_]s\d+$")
 _SECRET = re.compile(r"key|token|secret|passw|credential|auth", re.IGNORECASE)
 
 
-def number(value: Any) -> float | None:
-    """``value`` as a finite float, else None (metrics files are written by other code)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 # --------------------------------------------------------------------------- runs
-
-def split_name(name: str, pooling: str | None = None) -> tuple[str, str | None]:
-    """``<group>-<combination>[-<pooling>][-<variant>]-s<seed>`` -> (configuration, variant).
-
-    The configuration is the name without its seed suffix: the runs that differ only in their seed.
-    """
-    config = _SEED.sub("", name) or name
-    parts = config.split("-")
-    rest = parts[2:]
-    if rest and pooling and rest[0] == pooling:
-        rest = rest[1:]
-    return config, "-".join(rest) or None
-
 
 def _empty_run(run_dir: Path) -> dict:
     return {
@@ -59,111 +37,67 @@ def _empty_run(run_dir: Path) -> dict:
     }
 
 
-def scores(raw: Any) -> dict:
-    """A metrics dict with numbers only: scalars, and one level of {class: number} (per-class accuracy)."""
-    out: dict[str, Any] = {}
-    for key, value in (raw.items() if isinstance(raw, dict) else ()):
-        if isinstance(value, dict):
-            out[str(key)] = {str(k): number(v) for k, v in value.items()}
-        elif value is None or number(value) is not None:
-            out[str(key)] = number(value)
-    return out
-
-
 def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
-    """One run directory (see the run-directory contract) as a flat dict with every key present.
+    """One run directory (docs/formats.md) as a flat dict with every key present; its configuration
+    (the runs that differ only in their seed) and variant are those its metrics.json records.
 
     ``task`` is the report's task, used when metrics.json does not name one (runs from before tasks).
     """
     run_dir = Path(run_dir)
     run = _empty_run(run_dir)
-    run["config"], _ = split_name(run["name"])
     if not run_dir.is_dir():
         run.update(status="missing", problems=["run directory missing"])
         return run
     try:
-        metrics = read_json(run_dir / "metrics.json")
-        if not isinstance(metrics, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        run.update(status="failed", problems=["metrics.json missing"])
-        metrics = {}
-    except (OSError, ValueError) as err:
-        run.update(status="failed", problems=[f"metrics.json unreadable: {err}"])
-        metrics = {}
+        record = RunRecord.read(run_dir)
+    except RecordError as err:
+        run.update(status="failed", problems=[str(err)])
+        record = RunRecord(run_dir.name)
 
-    if isinstance(metrics.get("run"), str) and metrics["run"]:
-        run["name"] = metrics["run"]
-    for key in ("task", "model", "pooling"):
-        if isinstance(metrics.get(key), str):
-            run[key] = metrics[key]
-    run["task"] = run["task"] or task or "multilabel"
-    run["config"], run["variant"] = split_name(run["name"], run["pooling"])
-    if isinstance(metrics.get("features"), list):
-        run["features"] = [str(f) for f in metrics["features"]]
-    if isinstance(metrics.get("model_config"), dict):
-        run["model_config"] = metrics["model_config"]
-    for key in ("seed", "epochs", "best_epoch", "n_params", "train_seconds"):
-        run[key] = number(metrics.get(key))
-    threshold = metrics.get("threshold")
-    if number(threshold) is not None or isinstance(threshold, list):
-        run["threshold"] = threshold
+    run.update(name=record.run, task=record.task or task or "multilabel", model=record.model,
+               pooling=record.pooling, config=record.configuration, variant=record.variant,
+               features=record.features, model_config=record.model_config, seed=record.seed,
+               epochs=record.epochs, best_epoch=record.best_epoch, n_params=record.n_params,
+               train_seconds=record.train_seconds, threshold=record.threshold, history=record.history,
+               dev=record.dev, test=record.test, dev_std=record.dev_std or {}, test_std=record.test_std or {},
+               test_pooled=record.test_pooled or {})
     # Training may also force each item's most likely label (chosen on dev); predictions follow it.
-    top1 = metrics.get("top1_rule")
-    run["top1"] = bool(top1.get("applied")) if isinstance(top1, dict) else False
-    for key in ("dev", "test", "dev_std", "test_std", "test_pooled"):
-        run[key] = scores(metrics.get(key))
-    if isinstance(metrics.get("cv"), dict):
-        run["cv"] = {str(k): v for k, v in metrics["cv"].items() if isinstance(v, (int, float, str, bool))}
-        folds = metrics.get("folds") if isinstance(metrics.get("folds"), list) else []
+    run["top1"] = bool((record.top1_rule or {}).get("applied"))
+    if record.cv is not None:
+        run["cv"] = {str(k): v for k, v in record.cv.items() if isinstance(v, (int, float, str, bool))}
         run["folds"] = [{"dev": scores(f.get("dev")), "test": scores(f.get("test"))}
-                        for f in folds if isinstance(f, dict) and isinstance(f.get("test"), dict)]
-    if isinstance(metrics.get("history"), list):
-        run["history"] = [h for h in metrics["history"] if isinstance(h, dict)]
+                        for f in record.folds or [] if isinstance(f.get("test"), dict)]
     main = main_metric(run["task"])
     if run["status"] == "ok" and run["test"].get(main.key) is None:
         run["problems"].append(f"metrics.json has no test {main.label}")
 
-    predictions = run_dir / "predictions.parquet"
+    predictions = run_dir / PREDICTIONS
     if predictions.exists():
         run["predictions"] = str(predictions)
     elif run["status"] == "ok":
-        run["problems"].append("predictions.parquet missing")
-    if run["status"] == "ok" and not (run_dir / "model.pt").exists():
-        run["problems"].append("model.pt missing")
-    run["fi"] = _load_fi(run_dir / "feature_importance.json", run)
+        run["problems"].append(f"{PREDICTIONS} missing")
+    if run["status"] == "ok" and not (run_dir / MODEL).exists():
+        run["problems"].append(f"{MODEL} missing")
+    run["fi"] = _load_fi(run_dir, run)
     return run
 
 
-def _fi_kind(raw: dict) -> str:
-    kind = raw.get("kind")
-    if isinstance(kind, str) and kind:
-        return kind
-    return "argmax" if raw.get("pooling") in ("max", "min") else "share"  # files from before "kind"
-
-
-def _load_fi(path: Path, run: dict) -> dict | None:
+def _load_fi(run_dir: Path, run: dict) -> dict | None:
     """Feature-importance shares; None when the run has none (sum/mean pooling, ...) or the file is bad."""
-    if not path.exists():
+    if not (run_dir / IMPORTANCE).exists():
         if run["status"] == "ok":
-            run["problems"].append("feature_importance.json missing")
+            run["problems"].append(f"{IMPORTANCE} missing")
         return None
     try:
-        raw = read_json(path)
-        modalities = [str(m) for m in raw["modalities"]]
-        mean_share = raw.get("mean_share")
-        if mean_share is None:
-            return None
-        mean_share = {str(k): number(v) for k, v in mean_share.items()}
-        per_item = raw.get("per_item") or {}
-        ids = [str(i) for i in per_item.get("ids", [])]
-        shares = per_item.get("shares", [])
-        per_item = dict(zip(ids, shares)) if len(ids) == len(shares) else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        run["problems"].append(f"feature_importance.json unreadable: {err}")
+        fi = ImportanceRecord.read(run_dir)
+    except RecordError as err:
+        run["problems"].append(str(err))
         return None
-    return {"pooling": raw.get("pooling"), "kind": _fi_kind(raw), "modalities": modalities,
-            "mean_share": mean_share, "per_item": per_item}
+    if fi.mean_share is None:
+        return None
+    kind = fi.kind or ("argmax" if fi.pooling in ("max", "min") else "share")  # files from before "kind"
+    return {"pooling": fi.pooling, "kind": kind, "modalities": fi.modalities, "mean_share": fi.mean_share,
+            "per_item": dict(zip(fi.ids, fi.shares)) if fi.ids is not None else {}}
 
 
 # --------------------------------------------------------------------------- manifest

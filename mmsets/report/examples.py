@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import Manifest
-from mmsets.report.collect import number, store_texts
+from mmsets.report.collect import store_texts
+from mmsets.runs.record import number
 
 MAX_CHARS = 300
 TOP_K = 3

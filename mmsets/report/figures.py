@@ -13,7 +13,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mmsets.report.collect import number
+from mmsets.runs.record import number
 from mmsets.report.scores import Metric
 
 BLUE, ORANGE, GREY = "#4c72b0", "#dd8452", "#8c8c8c"

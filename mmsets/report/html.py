@@ -7,7 +7,7 @@ from typing import Any
 
 import jinja2
 
-from mmsets.report.collect import number
+from mmsets.runs.record import number
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -1,25 +1,15 @@
 """Feature importance per modality, averaged over the seeds of each configuration, one table per kind.
 
-The kinds measure different things and are never mixed in one table: ``argmax`` (DMMS max/min
-pooling: share of the pooled dimensions each modality won), ``gate`` (GMU's gate), ``gain``
-(LightGBM's split-gain share) and ``inter_attention`` (DM2S2's InterMRA weight per modality, whose
-modalities are token-sequence sources such as ``text:plot`` or ``ocr``).
+The kinds (``mmsets.models.importance.KINDS``) measure different things and are never mixed in one
+table; DM2S2's modalities are token-sequence sources such as ``text:plot`` or ``ocr``.
 """
 
 from __future__ import annotations
 
 from mmsets.metrics import aggregate
+from mmsets.models.importance import KINDS
 from mmsets.report.tables import ablation_label, cell, family_label
 
-KINDS = {
-    "argmax": ("argmax share", "DMMS max/min pooling: share of the pooled dimensions whose maximum (minimum) "
-                               "came from each modality."),
-    "gate": ("GMU gate", "GMU: mean gate weight of each modality."),
-    "gain": ("LightGBM gain share", "LightGBM: share of the total split gain on each modality's features."),
-    "inter_attention": ("InterMRA attention", "DM2S2: mean InterMRA attention weight of each modality "
-                                              "(token-sequence sources)."),
-    "share": ("share", "Feature-importance share per modality."),
-}
 NO_ATTRIBUTION = ("late_fusion", "logreg", "encoder_only")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmsets.metrics import aggregate_runs
-from mmsets.report.collect import number
+from mmsets.runs.record import number
 from mmsets.report.scores import Metric, order_key
 
 FAMILIES = {"dmms": "DMMS", "dm2s2": "DM2S2", "encoder_only": "encoder only", "late_fusion": "late fusion",

@@ -3,7 +3,7 @@
 import pytest
 
 from mmsets.data.synthetic import write_synthetic_sets
-from mmsets.train import train_run
+from mmsets.runs.run import train_run
 
 FEATURES = ("signal", "noise")  # the stores write_synthetic_sets makes: one carries the labels
 

@@ -12,7 +12,9 @@ from mmsets.metrics import multilabel_metrics
 from mmsets.models.dm2s2 import (AdditiveSimilarity, DM2S2Config, DotProductSimilarity, IntraMRA, NoAttention,
                                  dm2s2, encoder_only)
 from mmsets.store import RaggedWriter
-from mmsets.train import class_weights, configure_optimizer, TrainConfig, warmup_cosine, weighted_bce
+from mmsets.runs.loop import configure_optimizer, warmup_cosine
+from mmsets.runs.spec import TrainConfig
+from mmsets.tasks import class_weights, weighted_bce
 
 H, M, C = 8, 3, 4
 
@@ -97,7 +99,7 @@ def test_forward_and_weights_equal_the_papers_equations_item_by_item(kwargs):
     items = make_items()
     batch = pad(items, t_max=20)
     logits = model(batch)
-    weights = model.explain(batch)
+    weights = model.attention(batch)
     assert logits.shape == (len(items), C) and torch.isfinite(logits).all()
     for b, (x, m) in enumerate(items):
         if model.config.pooling != "mean":
@@ -113,7 +115,7 @@ def test_forward_and_weights_equal_the_papers_equations_item_by_item(kwargs):
 def test_weights_sum_to_one_over_a_modality_and_over_present_modalities():
     model = make_model()
     batch = pad(make_items(), t_max=20)
-    weights = model.explain(batch)
+    weights = model.attention(batch)
     intra, inter = weights["intra"], weights["inter"]
     assert intra.shape == batch.modality.shape and inter.shape == (len(COUNTS), M)
     for b, counts in enumerate(COUNTS):
@@ -156,7 +158,7 @@ def test_invariant_to_token_order_and_to_renaming_modalities():
     same prediction; renaming modality m to pi(m) does too when IntraMRA's W^(m), q^(m) follow."""
     model = make_model()
     items = make_items()
-    logits, weights = model(pad(items)), model.explain(pad(items))
+    logits, weights = model(pad(items)), model.attention(pad(items))
     g = torch.Generator().manual_seed(1)
     shuffled = []
     for x, m in items:
@@ -173,20 +175,25 @@ def test_invariant_to_token_order_and_to_renaming_modalities():
     other = make_model()
     other.load_state_dict(state)
     torch.testing.assert_close(other(pad(renamed)), logits, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(other.explain(pad(renamed))["inter"][:, pi], weights["inter"])
+    torch.testing.assert_close(other.attention(pad(renamed))["inter"][:, pi], weights["inter"])
     assert not torch.allclose(model(pad(renamed)), logits)  # the parameters are per modality (Eq. 9)
 
 
 def test_ablation_switches():
     full = make_model()
     batch = pad(make_items())
-    assert set(full.explain(batch)) == {"intra", "inter"}
+    assert set(full.attention(batch)) == {"intra", "inter"}
     assert isinstance(full.intra, IntraMRA) and len(full.intra.similarities) == M  # W^(m), q^(m) per modality
     no_intra = make_model(intra=False)
-    assert isinstance(no_intra.intra, NoAttention) and set(no_intra.explain(batch)) == {"inter"}
+    assert isinstance(no_intra.intra, NoAttention) and set(no_intra.attention(batch)) == {"inter"}
     assert not any(name.startswith("intra.") for name in no_intra.state_dict())
-    assert set(make_model(inter=False).explain(batch)) == {"intra"}
-    assert make_model(intra=False, inter=False).explain(batch) == {}
+    assert set(make_model(inter=False).attention(batch)) == {"intra"}
+    assert make_model(intra=False, inter=False).attention(batch) == {}
+    # Feature importance: the InterMRA weights, one row of M shares per item like every family's explain.
+    assert torch.equal(full.explain(batch), full.attention(batch)["inter"])
+    assert full.explain(batch).shape == (len(make_items()), M)
+    with pytest.raises(NotImplementedError, match="InterMRA"):
+        make_model(inter=False).explain(batch)
 
     no_residual = make_model(residual=False)
     no_residual.load_state_dict(full.state_dict())  # same weights, only Eq. 10 and 14 differ
@@ -293,5 +300,5 @@ def test_learns_a_label_carried_by_one_modality(tmp_path):
     assert f1_micro(model.eval(), dev_ds)[0] < 0.1  # the prior bias starts every label at p = 0.01
     f1, batch = f1_micro(train_briefly(model, train_ds), dev_ds)
     assert f1 > 0.85
-    inter = model.explain(batch)["inter"].mean(0)
+    inter = model.attention(batch)["inter"].mean(0)
     assert inter.argmax() == 1 and inter[1] > 0.5  # InterMRA finds the modality that carries the labels

@@ -48,12 +48,19 @@ def make_stores(tmp_path, ids):
     return {"image": str(image), "ocr": str(ocr), "faces": str(tmp_path / "features" / "faces.h5")}
 
 
+def origin(name, model, pooling):
+    """Where a fixture run comes from, as the workflow records it (group, combination, variant)."""
+    parts = name.rsplit("-s", 1)[0].split("-")
+    rest = parts[2:][1:] if model == "dmms" and parts[2:] and parts[2] == pooling else parts[2:]
+    return {"group": parts[0], "combination": parts[1], **({"variant": "-".join(rest)} if rest else {})}
+
+
 def make_run(root, name, pooling, seed, f1, fi=True, f1_macro=0.6133):
     run = root / name
     run.mkdir(parents=True)
     write_json(run / "metrics.json", {
         "run": name, "task": "multilabel", "model": "dmms", "features": ["image", "plot"], "pooling": pooling,
-        "seed": seed, "epochs": 10, "best_epoch": 7, "threshold": 0.5,
+        **origin(name, "dmms", pooling), "seed": seed, "epochs": 10, "best_epoch": 7, "threshold": 0.5,
         "top1_rule": {"tried": True, "applied": seed == 1}, "n_params": 123456, "train_seconds": 42.5,
         "model_config": {"pooling": pooling, "d_model": 8},
         "dev": {"f1_micro": f1 - 0.01, "f1_macro": 0.5, "f1_samples": 0.6, "loss": 0.3},
@@ -83,7 +90,7 @@ def make_lightgbm(root, name, f1):
     run.mkdir(parents=True)
     write_json(run / "metrics.json", {
         "run": name, "task": "multilabel", "model": "lightgbm", "features": ["image", "plot"], "pooling": "mean",
-        "seed": 0, "epochs": None, "best_epoch": None, "threshold": 0.35, "n_params": 0, "train_seconds": 3.2,
+        **origin(name, "lightgbm", "mean"), "seed": 0, "epochs": None, "best_epoch": None, "threshold": 0.35, "n_params": 0, "train_seconds": 3.2,
         "model_config": {"pooling": "mean", "num_leaves": 31}, "boosting_rounds": [120],
         "dev": {"f1_micro": f1, "f1_macro": 0.4, "f1_samples": 0.5, "loss": 0.2},
         "test": {"f1_micro": f1, "f1_macro": 0.41, "f1_samples": 0.52}, "history": [],
@@ -135,7 +142,8 @@ def test_report_shows_metrics_fi_coverage_and_stores(inputs, tmp_path):
     assert best["test"]["f1_micro"]["std"] == pytest.approx(statistics.stdev(MAX_F1))
     assert best["test"]["f1_macro"]["std"] == pytest.approx(statistics.stdev(MAX_MACRO))
     assert configs["dmms-image_plot-sum"]["test"]["f1_micro"]["std"] is None  # one seed: no std
-    assert configs["dmms-image_plot-min"]["n"] == 0 and configs["dmms-image_plot-min"]["n_failed"] == 1
+    # a run that wrote nothing cannot say which configuration it belongs to: a row of its own
+    assert configs["dmms-image_plot-min-s0"]["n"] == 0 and configs["dmms-image_plot-min-s0"]["n_failed"] == 1
     assert [c["name"] for c in ctx["configs"]][:3] == [
         "dmms-image_plot-max", "dmms-image_plot-sum", "baselines-image_plot-lightgbm"]
     cell = f"{100 * statistics.fmean(MAX_F1):.2f} ± {100 * statistics.stdev(MAX_F1):.2f}"

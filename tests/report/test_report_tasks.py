@@ -31,12 +31,20 @@ def make_manifest(path, task):
     return path
 
 
+def origin(name, model, pooling):
+    """Where a fixture run comes from, as the workflow records it (group, combination, variant)."""
+    parts = name.rsplit("-s", 1)[0].split("-")
+    rest = parts[2:][1:] if model == "dmms" and parts[2:] and parts[2] == pooling else parts[2:]
+    return {"group": parts[0], "combination": parts[1], **({"variant": "-".join(rest)} if rest else {})}
+
+
 def write_run(root, name, model, task, test, dev, seed=0, features=("image",), pooling="max", model_config=None,
               fi=None, preds=None, **extra):
     run = root / name
     run.mkdir(parents=True)
     write_json(run / "metrics.json", {
         "run": name, "task": task, "model": model, "features": list(features), "pooling": pooling, "seed": seed,
+        **origin(name, model, pooling),
         "epochs": 5, "best_epoch": 3, "threshold": None, "n_params": 1000, "train_seconds": 1.0,
         "model_config": model_config or {"pooling": pooling}, "dev": dev, "test": test,
         "history": [{"epoch": e, "dev_loss": 1.0 / e} for e in range(1, 6)], **extra})

@@ -5,9 +5,10 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 # Only modules free of numpy and torch: under --use-conda, the Python that runs Snakemake has Snakemake alone.
-from mmsets.config import dataset_section, expand_runs, validate_config  # noqa: E402
+from mmsets.config import dataset_section, validate_config  # noqa: E402
+from mmsets.runs.spec import expand_runs  # noqa: E402
 from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
-from mmsets.layout import feature_path  # noqa: E402
+from mmsets.layout import feature_path, run_dir  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 config.clear()
@@ -92,6 +93,7 @@ def extractor_inputs(wildcards):
 
 
 def runs_of(dataset):
+    """The dataset's runs by name (mmsets.runs.spec.RunSpec), checked when the config was validated."""
     return expand_runs(config, dataset)
 
 
@@ -102,14 +104,17 @@ def run_spec(wildcards):
     return runs[wildcards.run]
 
 
+def run_params(wildcards):
+    return json.dumps(run_spec(wildcards).to_dict(), sort_keys=True)
+
+
 def run_features(wildcards):
-    features = run_spec(wildcards)["features"]
-    return [feature_path(wildcards.dataset, name) for name in features]
+    return [feature_path(wildcards.dataset, name) for name in run_spec(wildcards).features]
 
 
 def report_features(wildcards):
     """Every store a run reads, and the stores those were made from (OCR words under OCR text, ...)."""
-    names = {f for spec in runs_of(wildcards.dataset).values() for f in spec["features"]}
+    names = {f for spec in runs_of(wildcards.dataset).values() for f in spec.features}
     while True:
         more = {u for name in names for u in upstream_of(wildcards.dataset, name).values()} - names
         if not more:
@@ -120,4 +125,4 @@ def report_features(wildcards):
 
 
 def report_runs(wildcards):
-    return [f"results/{wildcards.dataset}/runs/{run}/metrics.json" for run in runs_of(wildcards.dataset)]
+    return [f"{run_dir(wildcards.dataset, run)}/metrics.json" for run in runs_of(wildcards.dataset)]

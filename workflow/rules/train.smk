@@ -11,7 +11,7 @@ rule train:
         predictions="results/{dataset}/runs/{run}/predictions.parquet",
         importance="results/{dataset}/runs/{run}/feature_importance.json",
     params:
-        spec=lambda w: json.dumps(run_spec(w), sort_keys=True),
+        spec=run_params,
     threads: 2
     resources:
         gpu=config["runtime"]["gpu_jobs"],

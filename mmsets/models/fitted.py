@@ -5,8 +5,8 @@
 - ``logreg``: logistic regression on the same features (ridge regression for a regression task), the
   reference "frozen encoders concatenated + logistic regression" baseline.
 
-They are ``PooledModel``s, fitted by ``mmsets.trainer.fit_pooled`` rather than trained by gradient
-steps. Their state holds only strings (LightGBM's own text model format) and tensors, so checkpoints
+They are ``FittedModel``s, fitted once on the training split (``mmsets.runs.learner``) rather than
+trained by gradient steps. Their state holds only strings (LightGBM's own text model format) and tensors, so checkpoints
 load with ``torch.load(weights_only=True)``.
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from mmsets.models.baselines import INDEX, check_inputs
+from mmsets.models.parts import INDEX, check_inputs
 
 
 # ---------------------------------------------------------------------------- pooled features
@@ -56,7 +56,7 @@ def modality_of_feature(name: str) -> str:
     return re.sub(r"(\[\d+\]|#count)$", "", name)
 
 
-class PooledModel:
+class FittedModel:
     """A model fitted on pooled features instead of trained by gradient steps; not an ``nn.Module``.
 
     ``fit(X, Y, X_dev, Y_dev, kind, seed, sample_weight, score)`` takes the task's training targets
@@ -82,14 +82,22 @@ class PooledModel:
     def feature_names(self, ds: Any) -> list[str]:
         return pooled_feature_names({m: ds.input_dims[m] for m in ds.modalities}, self.config.counts)
 
+    def explain(self, ds: Any) -> np.ndarray:
+        """Per-modality shares (see mmsets.models.importance); NotImplementedError for a model without any."""
+        raise NotImplementedError(f"{type(self).__name__} has no explain()")
+
+    def extras(self) -> dict[str, Any]:
+        """What the fit chose, for metrics.json (boosting rounds, the L2 strength, ...)."""
+        return {}
+
     @property
     def n_params(self) -> int:
         raise NotImplementedError
 
-    def to(self, device: Any) -> "PooledModel":
+    def to(self, device: Any) -> "FittedModel":
         return self
 
-    def eval(self) -> "PooledModel":
+    def eval(self) -> "FittedModel":
         return self
 
 
@@ -117,7 +125,7 @@ class LightGBMConfig:
         check_inputs(self, "LightGBMConfig")
 
 
-class LightGBMModel(PooledModel):
+class LightGBMModel(FittedModel):
     """Gradient-boosted trees; one binary booster per label (multi-label), one multiclass or binary booster
     (single-label), one L2 booster (regression). Boosters are kept as LightGBM model strings."""
 
@@ -187,14 +195,18 @@ class LightGBMModel(PooledModel):
             return np.stack([1.0 - scores[0], scores[0]], axis=1)
         return scores[0]
 
-    def modality_gain(self, feature_names: Sequence[str]) -> dict[str, float]:
-        """Each modality's share of the total split gain over all boosters (counts included)."""
+    def explain(self, ds: Any) -> np.ndarray:
+        """Each modality's share of the total split gain over all boosters (counts included): (1, M) in
+        the order of ``ds.modalities``, one row for the whole model."""
         gain = np.sum([b.feature_importance("gain") for b in self._boosters], axis=0)
         shares: dict[str, float] = {}
-        for name, g in zip(feature_names, gain):
+        for name, g in zip(self.feature_names(ds), gain):
             shares[modality_of_feature(name)] = shares.get(modality_of_feature(name), 0.0) + float(g)
         total = sum(shares.values())
-        return {k: v / total if total > 0 else 0.0 for k, v in shares.items()}
+        return np.array([[shares.get(m, 0.0) / total if total > 0 else 0.0 for m in ds.modalities]])
+
+    def extras(self) -> dict[str, Any]:
+        return {"boosting_rounds": self.best_iterations}
 
     @property
     def n_params(self) -> int:
@@ -240,7 +252,7 @@ _LOGREG_ARRAYS = ("mean", "scale", "low", "high", "coef", "intercept")
 _CONSTANT_LOGIT = 30.0  # a label that is constant in training keeps that value with near certainty
 
 
-class LogRegModel(PooledModel):
+class LogRegModel(FittedModel):
     """Standardised features -> linear scores -> sigmoid per label (multi-label), softmax over classes
     (single-label) or the value itself (regression). Fitted by scikit-learn (the L2 strength chosen on
     dev among ``config.C``), applied in numpy.
@@ -327,6 +339,9 @@ class LogRegModel(PooledModel):
     @property
     def n_params(self) -> int:
         return int(self.coef.size + self.intercept.size)
+
+    def extras(self) -> dict[str, Any]:
+        return {"chosen_C": self.chosen_C}
 
     def state_dict(self) -> dict[str, Any]:
         return {"link": self.link, "C": self.chosen_C, **{k: torch.as_tensor(np.asarray(getattr(self, k), np.float64))

@@ -2,9 +2,9 @@ import numpy as np
 
 from mmsets.data.manifest import read_manifest
 from mmsets.data.sets import SetDataset
-from mmsets.models.pooled import LightGBMModel, LogRegModel, lightgbm, logreg, pooled_features
+from mmsets.models.fitted import LightGBMModel, LogRegModel, lightgbm, logreg, pooled_features
 from mmsets.store import RaggedStore
-from mmsets.train import load_checkpoint
+from mmsets.runs.checkpoint import load_checkpoint
 
 FEATURES = ("signal", "noise")  # the stores of write_synthetic_sets
 SMALL = {"lightgbm": {"n_estimators": 60, "min_child_samples": 5, "n_jobs": 1}, "logreg": {"C": [0.01, 0.5]}}

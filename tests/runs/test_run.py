@@ -9,8 +9,12 @@ from mmsets.data.manifest import Manifest, read_manifest, write_manifest
 from mmsets.data.sets import SetDataset
 from mmsets.models.dmms import dmms
 from mmsets.store import RaggedStore, RaggedWriter
-from mmsets.train import (SpecError, TrainConfig, class_weights, fit, load_checkpoint, predict, train_run,
-                          warmup_cosine)
+from mmsets.runs.checkpoint import load_checkpoint
+from mmsets.runs.learner import learner_for
+from mmsets.runs.loop import fit, warmup_cosine
+from mmsets.runs.run import train_run
+from mmsets.runs.spec import SpecError, TrainConfig
+from mmsets.tasks import MultiLabelTask, class_weights
 
 LABELS = ["p", "q", "r"]
 
@@ -137,7 +141,7 @@ def test_train_run_writes_the_run_directory(synthetic, tmp_path):
     model, config = load_checkpoint(out / "model.pt")
     assert config["label_names"] == LABELS
     _, _, test_ds = datasets(synthetic)
-    np.testing.assert_allclose(predict(model, test_ds), predictions[LABELS].to_numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(learner_for(model).predict(test_ds, 256, MultiLabelTask(LABELS)), predictions[LABELS].to_numpy(), rtol=1e-5, atol=1e-6)
     assert metrics["test"] == on_disk["test"]
 
 

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.evaluate import evaluate_run
+from mmsets.runs.evaluate import evaluate_run
 from mmsets.io import read_json
 from mmsets.store import RaggedWriter
-from mmsets.train import train_run
+from mmsets.runs.run import train_run
 
 
 def test_evaluate_reproduces_the_test_metrics_of_training(tmp_path):

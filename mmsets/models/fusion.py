@@ -9,44 +9,21 @@ vector, a missing modality becomes a zero placeholder (and an index modality's i
   Fusion" (ICLR workshop 2017, Sec. 3), for two modalities, then an MLP; its gate is the feature
   importance.
 
-Both are trained by ``mmsets.trainer.fit`` like DMMS. The fitted baselines on the same pooled
-features (LightGBM, logistic regression) are in ``mmsets.models.pooled``.
+Both are trained by the epoch loop like DMMS. The fitted baselines on the same pooled features
+(LightGBM, logistic regression) are in ``mmsets.models.fitted``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmsets.data.sets import SetBatch
-from mmsets.models.dmms import POOLINGS, SetPooling, SetPredictor
-
-
-INDEX = "index"  # an index modality (mmsets.data.sets): elements are ids into a table of input_dims[name] rows
-
-
-def check_inputs(config: Any, name: str) -> None:
-    """Normalise and check the data-given fields every baseline config shares."""
-    config.input_dims = {str(k): int(v) for k, v in config.input_dims.items()}
-    if not config.input_dims:
-        raise ValueError(f"{name}.input_dims: at least one modality is needed")
-    kinds = {str(k): str(v) for k, v in (config.input_kinds or {}).items()}
-    unknown = sorted(set(kinds) - set(config.input_dims))
-    if unknown:
-        raise ValueError(f"{name}.input_kinds: {unknown} are not in input_dims {list(config.input_dims)}")
-    config.input_kinds = {m: kinds.get(m, "float") for m in config.input_dims}
-    if config.pooling not in POOLINGS:
-        raise ValueError(f"{name}.pooling: {config.pooling!r} is not one of {sorted(POOLINGS)}")
-    if config.n_classes < 1:
-        raise ValueError(f"{name}.n_classes must be >= 1, got {config.n_classes}")
-    if hasattr(config, "hidden"):
-        config.hidden = tuple(int(h) for h in config.hidden)
-    if hasattr(config, "prior") and not 0.0 < config.prior < 1.0:
-        raise ValueError(f"{name}.prior must lie in (0, 1), got {config.prior}")
+from mmsets.models.parts import INDEX, SetPooling, SetPredictor, check_inputs
 
 
 def _missing(batch: SetBatch, modalities: Sequence[str]) -> None:

@@ -14,7 +14,12 @@ from mmsets.data.manifest import Manifest, read_manifest
 from mmsets.metrics import aggregate, decision_from_dict
 from mmsets.store import RaggedStore
 from mmsets.tasks import task_from_dict
-from mmsets.train import load_checkpoint, open_datasets, predict, resolve_device
+from mmsets.layout import store_path
+from mmsets.runs.checkpoint import load_checkpoint
+from mmsets.runs.learner import learner_for
+from mmsets.runs.record import MODEL
+from mmsets.runs.run import open_datasets
+from mmsets.runtime import resolve_device
 
 
 def evaluate_run(run_dir: str | os.PathLike, manifest_path: str | os.PathLike, features_dir: str | os.PathLike,
@@ -25,9 +30,9 @@ def evaluate_run(run_dir: str | os.PathLike, manifest_path: str | os.PathLike, f
     beside them) and ``pooled`` those of all out-of-fold predictions together, as in its metrics.json.
     """
     run_dir = Path(run_dir)
-    model, config = load_checkpoint(run_dir / "model.pt")
+    model, config = load_checkpoint(run_dir / MODEL)
     manifest = read_manifest(manifest_path)
-    stores = {name: RaggedStore(Path(features_dir) / f"{name}.h5") for name in config["features"]}
+    stores = {name: RaggedStore(store_path(features_dir, name)) for name in config["features"]}
     try:
         if "cv" not in config:
             scores, n_items = _score(model, config, manifest, stores, split, device)
@@ -36,7 +41,7 @@ def evaluate_run(run_dir: str | os.PathLike, manifest_path: str | os.PathLike, f
             raise ValueError(f"{run_dir}: a k-fold run is evaluated out of fold (split 'test'), not on {split!r}")
         parts, n_total = [], 0
         for k, test_ids in enumerate(config["cv"]["test_ids"]):
-            model, fold_config = load_checkpoint(run_dir / "model.pt", fold=k)
+            model, fold_config = load_checkpoint(run_dir / MODEL, fold=k)
             fold = _only(manifest, test_ids)
             parts.append(_score(model, fold_config, fold, stores, "test", device, keep=True))
             n_total += len(test_ids)
@@ -60,7 +65,7 @@ def _score(model, config: dict, manifest: Manifest, stores: dict, split: str, de
     task = task_from_dict(config.get("task"), config["label_names"])
     (ds,) = open_datasets(manifest, stores, (split,), task, fit_on=None, label_names=config["label_names"],
                           model=config["model"])
-    outputs = predict(model, ds, config["training"]["batch_size"], task)
+    outputs = learner_for(model).predict(ds, config["training"]["batch_size"], task)
     decision = decision_from_dict(config["decision"])
     truth = task.truth(ds.labels)
     scores = task.metrics(truth, outputs, decision)

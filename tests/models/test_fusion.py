@@ -5,11 +5,13 @@ import torch
 
 from mmsets.data.manifest import read_manifest
 from mmsets.data.sets import SetBatch, SetDataset, SetExample, collate_sets
-from mmsets.evaluate import evaluate_run
+from mmsets.runs.evaluate import evaluate_run
 from mmsets.io import read_json
-from mmsets.models.baselines import GMUConfig, gmu, late_fusion
+from mmsets.models.fusion import GMUConfig, gmu, late_fusion
 from mmsets.store import RaggedStore
-from mmsets.train import SpecError, load_checkpoint, predict
+from mmsets.runs.checkpoint import load_checkpoint
+from mmsets.runs.learner import learner_for
+from mmsets.runs.spec import SpecError
 from mmsets.tasks import make_task
 
 FEATURES = ("signal", "noise")  # the stores of write_synthetic_sets
@@ -93,7 +95,7 @@ def test_each_baseline_trains_on_a_binary_task(data, tmp_path, model, run):
     test_ds = SetDataset(read_manifest(root / "manifest.parquet"), stores, "test")
     task = make_task("binary", config["label_names"])
     predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
-    np.testing.assert_allclose(predict(loaded, test_ds, task=task), predictions[["neg", "pos"]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(learner_for(loaded).predict(test_ds, 256, task), predictions[["neg", "pos"]], rtol=1e-5, atol=1e-6)
     again = evaluate_run(tmp_path / "run", root / "manifest.parquet", root, device="cpu")
     assert again["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-9)
     importance = read_json(tmp_path / "run" / "feature_importance.json")

@@ -1,13 +1,11 @@
-"""The training loop, separate from the models: it knows only ``forward(batch) -> logits`` and an
-optional ``explain(batch) -> (B, M)`` feature-importance share; what the task type changes (targets,
-loss, decision rule, metrics) comes from ``mmsets.tasks``.
+"""The epoch loop: train an ``nn.Module`` whose ``forward(batch)`` gives logits, keep the weights of the
+best dev epoch. It knows no model family; what the task type changes (targets, loss, decision rule,
+metrics) comes from ``mmsets.tasks``.
 
 The recipe is the DMMS paper's (Sec. 4.3): AdamW, learning rate warmed up linearly from 0 over five
 epochs then cosine-annealed, sigmoid cross-entropy with class weights (inverse square root of class
 frequency), model selection on dev, test scored once with the selected weights. Regression uses
-DM2S2's RMSE loss (Eq. 17). Models that are fitted rather than trained (LightGBM, logistic
-regression: ``PooledModel``) go through ``fit_pooled`` on the same datasets, splits and metrics.
-``mmsets.train`` turns a run spec into datasets, models and a run directory.
+DM2S2's RMSE loss (Eq. 17).
 """
 
 from __future__ import annotations
@@ -24,48 +22,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from mmsets.data.sets import SetDataset, collate_sets
+from mmsets.data.sets import collate_sets
 from mmsets.metrics import Decision
-from mmsets.models.pooled import PooledModel
-from mmsets.tasks import CLASS_WEIGHTINGS, SINGLE_LABEL_LOSSES, MultiLabelTask, Task, selection_key
+from mmsets.runs.spec import TrainConfig
+from mmsets.runtime import resolve_device
+from mmsets.tasks import MultiLabelTask, Task, selection_key
 
 log = logging.getLogger(__name__)
 
 
-class SpecError(ValueError):
-    pass
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_epochs: int = 5
-    weight_decay: float = 0.01
-    class_weighting: str = "inv_sqrt"
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    patience: int | None = None  # stop after this many epochs without a better dev selection metric
-    top1_rule: bool = True  # multi-label: try "every item gets at least its top-1 label"; kept only if it helps on dev
-    select: str = "auto"  # dev metric choosing the epoch; auto: f1_micro, accuracy or rmse by task (mmsets.tasks)
-    single_label_loss: str = "sigmoid"  # binary/multiclass: sigmoid (both papers) or softmax cross-entropy
-    auc_threshold: float | None = None  # regression: also report the AUC of predictions for target > this
-
-    def __post_init__(self) -> None:
-        if self.class_weighting not in CLASS_WEIGHTINGS:
-            raise SpecError(f"training.class_weighting: {self.class_weighting!r} is not one of {CLASS_WEIGHTINGS}")
-        if self.single_label_loss not in SINGLE_LABEL_LOSSES:
-            raise SpecError(f"training.single_label_loss: {self.single_label_loss!r} is not one of "
-                            f"{SINGLE_LABEL_LOSSES}")
-        if self.epochs < 1 or self.batch_size < 1 or self.warmup_epochs < 0:
-            raise SpecError("training: epochs and batch_size must be >= 1, warmup_epochs >= 0")
-
-
 @dataclass
 class TrainResult:
-    best_epoch: int | None  # None for fitted (pooled) models
+    best_epoch: int | None  # None for fitted models
     history: list[dict]
     decision: Any  # mmsets.metrics Decision (multi-label), ArgmaxDecision or ValueDecision, chosen on dev
     dev: dict[str, Any]  # the task's metrics under ``decision``, and loss
@@ -79,12 +47,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def warmup_cosine_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -126,8 +88,8 @@ def output_layer(model: nn.Module, n_outputs: int) -> nn.Linear:
     return layer
 
 
-def _loader(ds: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
-            generator: torch.Generator | None = None) -> DataLoader:
+def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
+                generator: torch.Generator | None = None) -> DataLoader:
     collate = getattr(ds, "collate", collate_sets)  # SequenceDataset brings its own
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers,
                       generator=generator)
@@ -138,47 +100,16 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, ds: Dataset, batch_size: int, num_workers: int = 0) -> Tensor:
+def dataset_logits(model: nn.Module, ds: Dataset, batch_size: int, num_workers: int = 0) -> Tensor:
     """Logits (N, outputs) on the CPU, in dataset order."""
     model.eval()
     device = _device_of(model)
-    out = [model(batch.to(device)).float().cpu() for batch in _loader(ds, batch_size, num_workers=num_workers)]
+    out = [model(batch.to(device)).float().cpu() for batch in make_loader(ds, batch_size, num_workers=num_workers)]
     return torch.cat(out) if out else torch.zeros((0, np.asarray(ds.labels).shape[1]))
 
 
 def _targets(ds: Dataset) -> Tensor:
     return torch.as_tensor(np.asarray(ds.labels, np.float32))
-
-
-def predict(model: nn.Module | PooledModel, ds: Dataset, batch_size: int = 256, task: Task | None = None
-            ) -> np.ndarray:
-    """Outputs in the dataset's order: probabilities (N, C), or values (N,) for regression.
-    Without ``task``: multi-label sigmoid probabilities."""
-    task = task or MultiLabelTask(ds.label_names)
-    if isinstance(model, PooledModel):
-        return task.from_model_scale(model.predict(model.features(ds)))
-    return task.outputs(_logits(model, ds, batch_size))
-
-
-@torch.no_grad()
-def feature_importance(model: nn.Module, ds: Dataset, batch_size: int = 256) -> np.ndarray:
-    """``model.explain`` over a dataset: (N, M) shares per modality. NotImplementedError if it has none."""
-    explain = getattr(model, "explain", None)
-    if explain is None:
-        raise NotImplementedError(f"{type(model).__name__} has no explain()")
-    model.eval()
-    device = _device_of(model)
-    shares = [_modality_shares(explain(batch.to(device))).float().cpu().numpy() for batch in _loader(ds, batch_size)]
-    return np.concatenate(shares) if shares else np.zeros((0, 0), np.float32)
-
-
-def _modality_shares(explained: Tensor | dict) -> Tensor:
-    """(B, M) per-modality shares: ``explain``'s tensor, or DM2S2's InterMRA weights from its dict."""
-    if not isinstance(explained, dict):
-        return explained
-    if "inter" not in explained:
-        raise NotImplementedError("no InterMRA: no per-modality weights")
-    return explained["inter"]
 
 
 def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, task: Task | None = None
@@ -198,7 +129,7 @@ def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, 
     model.to(device)
     weights = task.class_weights(train_ds.labels, cfg.class_weighting)
     weights_on_device = None if weights is None else weights.to(device)
-    loader = _loader(train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+    loader = make_loader(train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                      generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = configure_optimizer(model, cfg)
     scheduler = warmup_cosine(optimizer, cfg.warmup_epochs * len(loader), cfg.epochs * len(loader))
@@ -207,7 +138,7 @@ def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, 
     dev_targets, dev_truth = _targets(dev_ds), task.truth(dev_ds.labels)
 
     def score_dev() -> tuple[np.ndarray, float, dict]:
-        logits = _logits(model, dev_ds, cfg.batch_size, cfg.num_workers)
+        logits = dataset_logits(model, dev_ds, cfg.batch_size, cfg.num_workers)
         loss = task.loss(logits, dev_targets, weights).item()
         outputs = task.outputs(logits)
         return outputs, loss, {**task.epoch_metrics(dev_truth, outputs), "loss": loss}
@@ -252,41 +183,6 @@ def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, 
                  "on" if decision.top1 else "off", decision.dev_f1_micro_plain, decision.dev_f1_micro_top1)
     return TrainResult(best_epoch, history, decision, dev, dev_outputs, train_seconds,
                        {k: v.cpu() for k, v in best_state.items()}, select)
-
-
-def fit_pooled(model: PooledModel, train_ds: SetDataset, dev_ds: SetDataset, cfg: TrainConfig, task: Task
-               ) -> TrainResult:
-    """Fit a ``PooledModel`` on the pooled features of the training split; dev stops the boosting
-    (LightGBM) and chooses the decision rule, as for the trained models."""
-    if len(train_ds) == 0 or len(dev_ds) == 0:
-        raise ValueError(f"need train and dev items, got {len(train_ds)} train and {len(dev_ds)} dev")
-    seed_everything(cfg.seed)
-    X, X_dev = model.features(train_ds), model.features(dev_ds)
-    sample_weight = None
-    if task.name in ("binary", "multiclass"):
-        weights = task.class_weights(train_ds.labels, cfg.class_weighting).numpy()
-        sample_weight = weights[np.asarray(train_ds.labels).argmax(axis=1)]
-    log.info("fitting %s on %d train / %d dev items, %d pooled features, %s task", type(model).__name__,
-             len(train_ds), len(dev_ds), X.shape[1], task.name)
-    dev_truth = task.truth(dev_ds.labels)
-    select = task.check_select(cfg.select)
-    metric = task.default_select if select == "loss" else select  # fitted models report no dev loss
-
-    def score(dev_predictions: np.ndarray) -> float:
-        scores = task.epoch_metrics(dev_truth, task.from_model_scale(dev_predictions))
-        return selection_key({**scores, "loss": 0.0}, metric)[0]
-
-    start = time.perf_counter()
-    model.fit(X, np.asarray(train_ds.labels), X_dev, np.asarray(dev_ds.labels), task.name, cfg.seed, sample_weight,
-              score=score)
-    train_seconds = time.perf_counter() - start
-    dev_outputs = task.from_model_scale(model.predict(X_dev))
-    decision = task.decide(dev_truth, dev_outputs, try_top1=cfg.top1_rule)
-    dev = {**task.metrics(dev_truth, dev_outputs, decision), "loss": None}
-    log.info("fitted in %.1f s: dev %s", train_seconds, format_metrics(dev))
-    selection = getattr(model, "selection", None)
-    return TrainResult(None, [], decision, dev, dev_outputs, train_seconds, model.state_dict(),
-                       selection.format(metric=metric) if selection else None)
 
 
 def _fmt(value: Any) -> str:

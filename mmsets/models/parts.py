@@ -1,0 +1,153 @@
+"""The parts every model family shares: phi (per-modality encoders to a common size), psi (masked set
+pooling, Eq. 1-2 of Deep Multi-Modal Sets) and rho (the prediction MLP, Eq. 3), and the checks of the
+data-given config fields every set-input family has (``input_dims``, ``input_kinds``, ``n_classes``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from mmsets.data.sets import FLOAT, INDEX, KINDS
+
+__all__ = ["ModalityEncoder", "IndexEncoder", "ENCODERS", "POOLINGS", "SetPooling", "SetPredictor", "check_inputs",
+           "FLOAT", "INDEX", "KINDS"]
+
+
+class ModalityEncoder(nn.Module):
+    """phi_i: one fully-connected layer, ELU and dropout to the common size D (Sec. 4.3)."""
+
+    def __init__(self, in_features: int, out_features: int, act_layer: type[nn.Module] = nn.ELU, drop: float = 0.0):
+        super().__init__()
+        self.fc = nn.Linear(in_features, out_features)
+        self.act = act_layer()
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.act(self.fc(x)))
+
+
+class IndexEncoder(nn.Module):
+    """phi_i for a modality of class indices: a learned lookup table, ELU and dropout ("Index Embeddings", Sec. 4.2)."""
+
+    def __init__(self, num_embeddings: int, out_features: int, act_layer: type[nn.Module] = nn.ELU, drop: float = 0.0):
+        super().__init__()
+        self.embed = nn.Embedding(num_embeddings, out_features)
+        # A lookup table is a linear layer over one-hot inputs; started as nn.Linear starts instead of at N(0, 1),
+        # an index modality does not win every max-pooled dimension before training has begun.
+        bound = 1.0 / math.sqrt(num_embeddings)
+        nn.init.uniform_(self.embed.weight, -bound, bound)
+        self.act = act_layer()
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.act(self.embed(x)))
+
+
+ENCODERS: dict[str, type[nn.Module]] = {FLOAT: ModalityEncoder, INDEX: IndexEncoder}
+
+
+# Each reduction takes elements (B, S, D), mask (B, S) and whether to return the index of the chosen
+# element, and returns (pooled (B, D), index (B, D) | None). Padding never reaches the result; an item
+# with no element at all pools to zeros, a neutral input for rho that keeps the loss finite (the paper
+# never meets such an item: every sample has an image). Only the feature importance needs the index,
+# and max/min without it are several times faster on a CPU.
+
+def _masked_extreme(x: Tensor, mask: Tensor, with_index: bool, largest: bool) -> tuple[Tensor, Tensor | None]:
+    filled = x.masked_fill(~mask.unsqueeze(-1), -math.inf if largest else math.inf)
+    if with_index:
+        values, index = filled.max(dim=1) if largest else filled.min(dim=1)
+    else:
+        values, index = (filled.amax(dim=1) if largest else filled.amin(dim=1)), None
+    return values.masked_fill(~mask.any(dim=1, keepdim=True), 0.0), index
+
+
+def _masked_max(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, Tensor | None]:
+    return _masked_extreme(x, mask, with_index, largest=True)
+
+
+def _masked_min(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, Tensor | None]:
+    return _masked_extreme(x, mask, with_index, largest=False)
+
+
+def _masked_sum(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, None]:
+    # A (B, 1, S) x (B, S, D) product: padded rows are multiplied by 0 (they are finite: encoder outputs).
+    return torch.bmm(mask.unsqueeze(1).to(x.dtype), x).squeeze(1), None
+
+
+def _masked_mean(x: Tensor, mask: Tensor, with_index: bool = False) -> tuple[Tensor, None]:
+    total, _ = _masked_sum(x, mask)
+    return total / mask.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype), None
+
+
+POOLINGS: dict[str, Callable[..., tuple[Tensor, Tensor | None]]] = {
+    "max": _masked_max,
+    "min": _masked_min,
+    "sum": _masked_sum,
+    "mean": _masked_mean,
+}
+
+
+class SetPooling(nn.Module):
+    """psi (Eq. 1, 2): masked pooling over the set dimension.
+
+    Returns ``(pooled (B, D), index)``; ``index`` (B, D) is the element chosen per dimension for
+    max/min pooling (the argmax of Sec. 3.3.1) and None for sum/mean, which select nothing. The
+    result equals pooling the unpadded set and does not depend on element order. An item with no
+    element at all pools to a zero vector (its index is meaningless and masked by the caller).
+    """
+
+    def __init__(self, reduction: str = "max"):
+        super().__init__()
+        if reduction not in POOLINGS:
+            raise ValueError(f"pooling {reduction!r} is not one of {sorted(POOLINGS)}")
+        self.reduction = reduction
+        self.reduce = POOLINGS[reduction]
+        self.selects = reduction in ("max", "min")
+
+    def forward(self, x: Tensor, mask: Tensor, with_index: bool = True) -> tuple[Tensor, Tensor | None]:
+        return self.reduce(x, mask, with_index)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class SetPredictor(nn.Sequential):
+    """rho (Eq. 3): an MLP D -> hidden... -> C whose last bias encodes the prior pi [Lin et al., focal loss]."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...], n_classes: int, act_layer: type[nn.Module] = nn.ELU,
+                 drop: float = 0.0, prior: float = 0.01):
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_features, width), act_layer(), nn.Dropout(drop)]
+            in_features = width
+        layers.append(nn.Linear(in_features, n_classes))
+        super().__init__(*layers)
+        # Start every class at probability pi so the first steps are not swamped by easy negatives.
+        nn.init.constant_(layers[-1].bias, -math.log((1.0 - prior) / prior))
+
+
+def check_inputs(config: Any, name: str) -> None:
+    """Normalise and check the data-given fields of a set-input family's config, and its pooling and prior."""
+    config.input_dims = {str(k): int(v) for k, v in config.input_dims.items()}
+    if not config.input_dims:
+        raise ValueError(f"{name}.input_dims: at least one modality is needed")
+    kinds = {str(k): str(v) for k, v in (config.input_kinds or {}).items()}
+    unknown = sorted(set(kinds) - set(config.input_dims))
+    if unknown:
+        raise ValueError(f"{name}.input_kinds: {unknown} are not in input_dims {list(config.input_dims)}")
+    config.input_kinds = {m: kinds.get(m, FLOAT) for m in config.input_dims}
+    for m, kind in config.input_kinds.items():
+        if kind not in KINDS:
+            raise ValueError(f"{name}.input_kinds[{m!r}]: {kind!r} is not one of {list(KINDS)}")
+    if config.pooling not in POOLINGS:
+        raise ValueError(f"{name}.pooling: {config.pooling!r} is not one of {sorted(POOLINGS)}")
+    if config.n_classes < 1:
+        raise ValueError(f"{name}.n_classes must be >= 1, got {config.n_classes}")
+    if hasattr(config, "hidden"):
+        config.hidden = tuple(int(h) for h in config.hidden)
+    if hasattr(config, "prior") and not 0.0 < config.prior < 1.0:
+        raise ValueError(f"{name}.prior must lie in (0, 1), got {config.prior}")

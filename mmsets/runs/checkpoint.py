@@ -1,0 +1,54 @@
+"""A run's ``model.pt``: the model's weights (or a fitted model's state) and what rebuilds it, loadable
+with ``torch.load(weights_only=True)``. A k-fold run holds one model per fold. Keys: docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmsets.io import atomic_path
+from mmsets.models.registry import build_model
+
+
+def plain(obj: Any) -> Any:
+    """JSON/weights_only-safe builtins (tuples become lists, numpy scalars Python numbers)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def save_checkpoint(path: str | os.PathLike, config: dict, state_dict: dict, folds: list[dict] | None = None) -> None:
+    checkpoint: dict[str, Any] = {"config": config, "state_dict": state_dict}
+    if folds is not None:
+        checkpoint["folds"] = folds
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", fold: int | None = None
+                    ) -> tuple[Any, dict]:
+    """The model of a run's ``model.pt`` (in eval mode) and its config dict.
+
+    A k-fold run holds one model per fold: ``fold`` picks one (default 0) and the config's
+    ``decision`` and ``task`` are that fold's.
+    """
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    config = dict(checkpoint["config"])
+    state = checkpoint["state_dict"]
+    if "folds" in checkpoint:
+        part = checkpoint["folds"][fold or 0]
+        state = part["state_dict"]
+        config.update(decision=part["decision"], task=part["task"], fold=fold or 0)
+    elif fold not in (None, 0):
+        raise ValueError(f"{path}: not a k-fold run, it has no fold {fold}")
+    model = build_model(config["model"], **config["model_config"])
+    model.load_state_dict(state)
+    return model.eval(), config

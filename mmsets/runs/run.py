@@ -1,0 +1,266 @@
+"""The split/fold loop: a run spec -> datasets -> a learner per split (or fold) -> the run directory.
+
+A run is one train/dev/test split, or with ``cv: {folds: 5}`` in its spec one model per fold of a
+k-fold cross-validation (``mmsets.cv``), whose metrics are averaged over the folds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mmsets.cv import FOLD_COLUMN, assign_folds, fold_manifest
+from mmsets.data.manifest import Manifest, read_manifest
+from mmsets.data.sequences import SequenceDataset
+from mmsets.data.sets import SetDataset
+from mmsets.io import atomic_path
+from mmsets.metrics import Decision, aggregate
+from mmsets.models.importance import Importance, mean_share
+from mmsets.models.registry import SEQUENCE, family
+from mmsets.runs.checkpoint import plain, save_checkpoint
+from mmsets.runs.learner import learner_for
+from mmsets.runs.loop import TrainResult, format_metrics, seed_everything
+from mmsets.runs.record import MODEL, PREDICTIONS, ImportanceRecord, RunRecord
+from mmsets.runs.spec import RunSpec, SpecError
+from mmsets.store import RaggedStore
+from mmsets.tasks import RegressionTask, Task, make_task
+
+log = logging.getLogger(__name__)
+
+
+def parse_spec(spec: RunSpec | Mapping[str, Any], available: list[str]) -> RunSpec:
+    """Check a run spec against its family; every unknown or bad key is named in the error."""
+    run = spec if isinstance(spec, RunSpec) else RunSpec.from_dict(spec, available)
+    try:
+        fam = family(run.model)
+    except ValueError as err:
+        raise SpecError(f"spec key 'model': {err}") from None
+    for key in run.settings:
+        if key not in fam.settings:
+            raise SpecError(f"spec key {key!r} is not known; expected {['model', 'features', 'training', 'cv']}"
+                            f" or a setting of {run.model}: {fam.settings}")
+    try:  # fail on a bad model setting before any data is read
+        fam.check(run.settings, run.features)
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"spec for model {run.model!r}: {err}") from err
+    return run
+
+
+def open_datasets(manifest: Manifest, stores: Mapping[str, RaggedStore], splits: Sequence[str],
+                  task: Task, fit_on: str | None = "train", label_names: Sequence[str] | None = None,
+                  model: str = "dmms") -> list[SetDataset | SequenceDataset]:
+    """Datasets of ``splits`` in the form the model family reads, with the task's targets attached
+    (the task fitted on ``fit_on`` first)."""
+    if label_names is None:
+        label_names = [] if task.name == "regression" else manifest.label_names
+    if family(model).inputs == SEQUENCE:
+        if len(stores) != 1:
+            raise SpecError(f"spec key 'features': {model} reads exactly one token store, got {sorted(stores)}")
+        (store,) = stores.values()
+        datasets = [SequenceDataset(manifest, store, split, label_names=label_names) for split in splits]
+    else:
+        datasets = [SetDataset(manifest, stores, split, label_names=label_names) for split in splits]
+    if fit_on is not None:
+        task.fit(manifest, datasets[list(splits).index(fit_on)])
+    for ds in datasets:
+        task.attach(manifest, ds)
+    return datasets
+
+
+@dataclass
+class _Part:
+    """What one train/dev/test assignment (the run, or one fold) leaves behind."""
+
+    model_config: dict
+    task: Task
+    result: TrainResult
+    n_params: int
+    test_ids: list[str]
+    test_truth: np.ndarray
+    test_outputs: np.ndarray
+    test: dict
+    n_items: dict
+    importance: Importance | None
+    extras: dict
+    modalities: list[str]  # the stores (set models) or the token sequence's modalities (DM2S2)
+
+
+def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedStore]) -> _Part:
+    cfg = run.training
+    task = make_task(manifest.task, manifest.label_names, cfg.single_label_loss, cfg.auc_threshold)
+    try:
+        task.check_select(cfg.select)
+    except ValueError as err:
+        raise SpecError(str(err)) from err
+    train_ds, dev_ds, test_ds = open_datasets(manifest, stores, ("train", "dev", "test"), task, model=run.model)
+    modalities = list(getattr(train_ds, "modalities", run.features))
+
+    seed_everything(cfg.seed)
+    fam = family(run.model)
+    model = fam.build(**run.settings, **fam.data_config(train_ds, task.n_outputs))
+    learner = learner_for(model)
+    result = learner.fit(train_ds, dev_ds, cfg, task)
+    importance = learner.explain(test_ds, cfg.batch_size)
+    test_truth = task.truth(test_ds.labels)
+    test_outputs = learner.predict(test_ds, cfg.batch_size, task)
+    test = task.metrics(test_truth, test_outputs, result.decision)
+    log.info("test %s", format_metrics(test))
+    return _Part(asdict(model.config), task, result, learner.n_params, list(test_ds.ids), test_truth, test_outputs, test,
+                 {"train": len(train_ds), "dev": len(dev_ds), "test": len(test_ds)}, importance, learner.extras(),
+                 modalities)
+
+
+def train_run(manifest_path: str | os.PathLike, feature_paths: Mapping[str, str | os.PathLike],
+              out_dir: str | os.PathLike, spec: RunSpec | Mapping[str, Any]) -> dict:
+    """Train one run and write its run directory (model.pt, metrics.json, predictions.parquet,
+    feature_importance.json); return the metrics. With ``cv`` in the spec: one model per fold."""
+    out_dir = Path(out_dir)
+    run = parse_spec(spec, list(feature_paths))
+    manifest = read_manifest(manifest_path)
+    log.info("run %s: %s over %s, %s task%s", out_dir.name, run.model, run.features, manifest.task,
+             f", {run.cv.folds}-fold cross-validation" if run.cv else "")
+    stores = {name: RaggedStore(feature_paths[name]) for name in run.features}
+    try:
+        if run.cv is None:
+            parts = [_train_part(run, manifest, stores)]
+        else:
+            folds = assign_folds(manifest, run.cv.folds, run.cv.seed)
+            parts = []
+            for k in range(run.cv.folds):
+                log.info("fold %d/%d", k + 1, run.cv.folds)
+                parts.append(_train_part(run, fold_manifest(manifest, folds, k, run.cv.dev_fraction, run.cv.seed),
+                                         stores))
+    finally:
+        for store in stores.values():
+            store.close()
+    return _write_run(out_dir, run, manifest, parts).to_dict()
+
+
+def _write_run(out_dir: Path, run: RunSpec, manifest: Manifest, parts: list[_Part]) -> RunRecord:
+    cfg, first = run.training, parts[0]
+    config = plain({
+        "model": run.model,
+        "model_config": first.model_config,
+        "features": run.features,
+        "label_names": first.task.label_names,
+        "training": asdict(cfg),
+        "decision": first.result.decision.to_dict(),
+        "task": first.task.to_dict(),
+        "dataset": manifest.dataset,
+    })
+    folds = None
+    if run.cv is not None:
+        config["cv"] = plain({**asdict(run.cv), "from_column": FOLD_COLUMN in manifest.frame.columns,
+                              "test_ids": [p.test_ids for p in parts]})
+        folds = [{"state_dict": p.result.state_dict, "decision": plain(p.result.decision.to_dict()),
+                  "task": plain(p.task.to_dict())} for p in parts]
+    save_checkpoint(out_dir / MODEL, config, first.result.state_dict, folds)
+
+    with atomic_path(out_dir / PREDICTIONS) as tmp:
+        _predictions(manifest, parts, run.cv is not None).to_parquet(tmp, index=False)
+    pooling = config["model_config"].get("pooling")
+    _importance(parts, first.modalities, pooling).write(out_dir)
+
+    results = _part_metrics(first) if run.cv is None else _cv_metrics(parts, config["cv"])
+    record = RunRecord(
+        run=out_dir.name, dataset=manifest.dataset, task=manifest.task, model=run.model, features=run.features,
+        pooling=pooling, seed=cfg.seed, group=run.group, combination=run.combination, variant=run.variant,
+        selection=first.result.selection, n_params=first.n_params, model_config=config["model_config"],
+        training=config["training"], **plain(results))
+    record.write(out_dir)
+    return record
+
+
+def _part_metrics(part: _Part) -> dict:
+    result = part.result
+    out = {
+        "epochs": len(result.history) if result.best_epoch is not None else None,
+        "best_epoch": result.best_epoch,
+        "threshold": result.decision.threshold,
+        "train_seconds": result.train_seconds,
+        "n_items": part.n_items,
+        "dev": result.dev,
+        "test": part.test,
+        "history": result.history,
+        "extras": part.extras,
+    }
+    if isinstance(result.decision, Decision):
+        out["top1_rule"] = {"tried": result.decision.dev_f1_micro_top1 is not None, "applied": result.decision.top1,
+                            "dev_f1_micro_without": result.decision.dev_f1_micro_plain,
+                            "dev_f1_micro_with": result.decision.dev_f1_micro_top1}
+    return out
+
+
+def _cv_metrics(parts: list[_Part], cv: dict) -> dict:
+    """Per-fold metrics, their mean and standard deviation (``test`` is the mean over folds, as the
+    Ads-Parallelity papers report), and the metrics of all out-of-fold predictions taken together."""
+    per_fold = []
+    for k, p in enumerate(parts):
+        fold = _part_metrics(p)
+        per_fold.append({"fold": k, **{key: v for key, v in fold.items() if key != "extras"}, **fold["extras"]})
+    dev_mean, dev_std = aggregate([p.result.dev for p in parts])
+    test_mean, test_std = aggregate([p.test for p in parts])
+    best = [p.result.best_epoch for p in parts if p.result.best_epoch is not None]
+    return {
+        "cv": {k: v for k, v in cv.items() if k != "test_ids"},
+        "epochs": max((f["epochs"] for f in per_fold if f["epochs"] is not None), default=None),
+        "best_epoch": float(np.mean(best)) if best else None,
+        "threshold": None,  # one per fold, in "folds"
+        "train_seconds": float(sum(p.result.train_seconds for p in parts)),
+        "n_items": {"total": sum(p.n_items["test"] for p in parts), "folds": [p.n_items for p in parts]},
+        "dev": dev_mean,
+        "dev_std": dev_std,
+        "test": test_mean,
+        "test_std": test_std,
+        "test_pooled": parts[0].task.pooled_metrics([(p.test_truth, p.test_outputs, p.result.decision)
+                                                     for p in parts]),
+        "history": _mean_history([p.result.history for p in parts]),
+        "folds": per_fold,
+    }
+
+
+def _mean_history(histories: list[list[dict]]) -> list[dict]:
+    """Per-epoch mean over folds of every numeric history entry, for the epochs every fold ran."""
+    n = min((len(h) for h in histories), default=0)
+    return [{"epoch": e + 1, **aggregate([h[e] for h in histories])[0]} for e in range(n)]
+
+
+def _predictions(manifest: Manifest, parts: list[_Part], with_fold: bool) -> pd.DataFrame:
+    frames = []
+    for k, part in enumerate(parts):
+        frame = pd.DataFrame({"id": part.test_ids, "split": "test"})
+        if with_fold:
+            frame["fold"] = k
+        if isinstance(part.task, RegressionTask):
+            frame["prediction"] = np.asarray(part.test_outputs, np.float64)
+            frame["target"] = np.asarray(part.test_truth, np.float64)
+        else:
+            for j, name in enumerate(part.task.output_names):
+                frame[name] = np.asarray(part.test_outputs[:, j], np.float64)
+            labels = manifest.frame.set_index(manifest.frame["id"].astype(str))["labels"]
+            frame["labels"] = [list(labels[i]) for i in part.test_ids]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _importance(parts: list[_Part], modalities: list[str], pooling: str | None) -> ImportanceRecord:
+    """Per-item shares when the family explains each item (over every test fold), the mean of a
+    whole-model share over folds (LightGBM's gain), or ``mean_share: None``."""
+    found = [p.importance for p in parts]
+    if not all(found) or len({i.kind for i in found}) != 1:
+        return ImportanceRecord(modalities, pooling)
+    kind = found[0].kind
+    if all(i.per_item for i in found):
+        shares = np.concatenate([i.shares for i in found])
+        mean, with_elements = mean_share(shares)
+        return ImportanceRecord(modalities, pooling, kind, {name: float(m) for name, m in zip(modalities, mean)},
+                                int(with_elements.sum()), [i for p in parts for i in p.test_ids],
+                                shares.astype(np.float64).round(6).tolist())
+    mean = aggregate([dict(zip(modalities, i.shares[0].tolist())) for i in found])[0]
+    return ImportanceRecord(modalities, pooling, kind, {name: mean.get(name, 0.0) for name in modalities})

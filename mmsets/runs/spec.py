@@ -1,0 +1,178 @@
+"""The run spec: what one training run is, before any data is read.
+
+A run is one model family over a combination of feature stores, with model settings, the training
+recipe and optionally k-fold cross-validation. The workflow expands each experiment group of
+``config.yaml`` into runs (``expand_runs``) when it builds the DAG and passes each run's spec to its
+train job as JSON (``RunSpec.to_dict``); the train job reads it back with ``RunSpec.from_dict``.
+
+Free of numpy and torch: the Snakefile imports it. Whether the model settings fit the family's
+config dataclass is checked twice: against the schema when the DAG is built (``mmsets.config``),
+and by the dataclass itself in the train job (``mmsets.runs.run``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+CLASS_WEIGHTINGS = ("inv_sqrt", "inv", "none")  # inv_sqrt: DMMS; inv (1/N_k): DM2S2
+SINGLE_LABEL_LOSSES = ("sigmoid", "softmax")
+DMMS = "dmms"  # the family whose runs are also expanded over pooling types
+
+
+class SpecError(ValueError):
+    """A wrong run spec; the message names the key."""
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe of both papers (DMMS Sec. 4.3); ``config.yaml``'s ``training`` section."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_epochs: int = 5
+    weight_decay: float = 0.01
+    class_weighting: str = "inv_sqrt"
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    patience: int | None = None  # stop after this many epochs without a better dev selection metric
+    top1_rule: bool = True  # multi-label: try "every item gets at least its top-1 label"; kept only if it helps on dev
+    select: str = "auto"  # dev metric choosing the epoch; auto: f1_micro, accuracy or rmse by task (mmsets.tasks)
+    single_label_loss: str = "sigmoid"  # binary/multiclass: sigmoid (both papers) or softmax cross-entropy
+    auc_threshold: float | None = None  # regression: also report the AUC of predictions for target > this
+
+    def __post_init__(self) -> None:
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise SpecError(f"training.class_weighting: {self.class_weighting!r} is not one of {CLASS_WEIGHTINGS}")
+        if self.single_label_loss not in SINGLE_LABEL_LOSSES:
+            raise SpecError(f"training.single_label_loss: {self.single_label_loss!r} is not one of "
+                            f"{SINGLE_LABEL_LOSSES}")
+        if self.epochs < 1 or self.batch_size < 1 or self.warmup_epochs < 0:
+            raise SpecError("training: epochs and batch_size must be >= 1, warmup_epochs >= 0")
+
+
+# Settings of the job, not of the recipe: they come from the runtime (device, workers) and the seed list.
+RUNTIME_TRAINING_KEYS = ("seed", "device", "num_workers")
+
+
+@dataclass
+class CVConfig:
+    """k-fold cross-validation instead of the manifest's train/dev/test split (``mmsets.cv``)."""
+
+    folds: int = 5
+    seed: int = 0  # the folds' shuffle; independent of the training seed, so seeds share their folds
+    dev_fraction: float = 0.1  # of the training folds, held out for model selection
+
+    def __post_init__(self) -> None:
+        if int(self.folds) != self.folds or self.folds < 2:
+            raise SpecError(f"cv.folds must be an integer >= 2, got {self.folds!r}")
+        if not 0.0 < self.dev_fraction < 1.0:
+            raise SpecError(f"cv.dev_fraction must lie in (0, 1), got {self.dev_fraction!r}")
+        self.folds = int(self.folds)
+
+
+# The spec's own keys; every other key is a setting of the model family.
+RUN_KEYS = ("model", "features", "training", "cv", "group", "combination", "variant")
+
+
+@dataclass
+class RunSpec:
+    model: str
+    features: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)  # the family's config fields the data does not give
+    training: TrainConfig = field(default_factory=TrainConfig)
+    cv: CVConfig | None = None
+    group: str | None = None  # where the run comes from in config.yaml: its experiment group,
+    combination: str | None = None  # feature combination
+    variant: str | None = None  # and variant (None: the group has none)
+
+    @property
+    def pooling(self) -> str | None:
+        return self.settings.get("pooling")
+
+    @property
+    def seed(self) -> int:
+        return self.training.seed
+
+    @property
+    def configuration(self) -> str:
+        """The run's name without its seed: what the runs that differ only in their seed share."""
+        return "-".join(p for p in (self.group, self.combination, self.pooling if self.model == DMMS else None,
+                                    self.variant) if p)
+
+    @property
+    def name(self) -> str:
+        """``<group>-<combination>[-<pooling>][-<variant>]-s<seed>``, the run's folder name."""
+        return f"{self.configuration}-s{self.seed}"
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any], available: list[str] | None = None) -> "RunSpec":
+        """Read a spec (``to_dict``'s form), checking its own keys; ``available``: the feature stores there are."""
+        if not isinstance(spec, Mapping):
+            raise SpecError(f"a run spec must be a mapping, got {spec!r}")
+        features = list(spec.get("features", available or []))
+        if not features:
+            raise SpecError("spec key 'features': at least one feature is needed")
+        for feature in features:
+            if available is not None and feature not in available:
+                raise SpecError(f"spec key 'features': {feature!r} has no feature store (have {available})")
+        training = TrainConfig(**_known(spec.get("training") or {}, TrainConfig, "training"))
+        cv = CVConfig(**_known(spec["cv"], CVConfig, "cv")) if spec.get("cv") is not None else None
+        return cls(model=str(spec.get("model", DMMS)), features=features,
+                   settings={k: v for k, v in spec.items() if k not in RUN_KEYS}, training=training, cv=cv,
+                   group=spec.get("group"), combination=spec.get("combination"), variant=spec.get("variant"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"model": self.model, "features": list(self.features), **self.settings,
+               "training": {k: v for k, v in asdict(self.training).items() if k not in ("device", "num_workers")}}
+        out.update({k: v for k, v in (("group", self.group), ("combination", self.combination),
+                                      ("variant", self.variant)) if v is not None})
+        if self.cv is not None:
+            out["cv"] = asdict(self.cv)
+        return out
+
+
+def _known(section: Any, cls: type, prefix: str) -> dict[str, Any]:
+    if not isinstance(section, Mapping):
+        raise SpecError(f"spec key {prefix!r} must be a mapping, got {section!r}")
+    keys = [f.name for f in dataclasses.fields(cls)]
+    for key in section:
+        if key not in keys:
+            raise SpecError(f"spec key '{prefix}.{key}' is not known; expected {keys}")
+    return dict(section)
+
+
+def expand_runs(config: Mapping[str, Any], dataset: str) -> dict[str, RunSpec]:
+    """All runs of a dataset in a validated ``config`` (``mmsets.config.validate_config``), by name.
+
+    A group's runs are its feature combinations x pooling types (DMMS only) x variants x seeds.
+    """
+    from mmsets.config import ConfigError, dataset_section
+
+    training = dataset_section(config, dataset, "training")
+    models = dataset_section(config, dataset, "models")
+    cv = config["datasets"][dataset].get("cv")
+    selected = config["datasets"][dataset].get("experiments") or list(config["experiments"])
+    runs: dict[str, RunSpec] = {}
+    for group in selected:
+        if group not in config["experiments"]:
+            raise ConfigError(f"datasets.{dataset}.experiments: no experiment group {group!r}")
+        exp = config["experiments"][group]
+        variants = exp.get("variants") or {None: {}}
+        for combination, features in exp["features"].items():
+            for variant, overrides in variants.items():
+                model = overrides.get("model", exp["model"])
+                settings = {**models.get(model, {}), **{k: v for k, v in overrides.items() if k != "model"}}
+                for pooling in exp["pooling"] if model == DMMS else [None]:
+                    for seed in exp["seeds"]:
+                        try:
+                            run = RunSpec(model, list(features), {**({"pooling": pooling} if pooling else {}), **settings},
+                                          TrainConfig(**{**training, "seed": seed}), CVConfig(**cv) if cv else None,
+                                          group, combination, variant)
+                        except (SpecError, TypeError) as err:
+                            raise ConfigError(f"datasets.{dataset}: {err}") from err
+                        runs[run.name] = run
+    return runs
