@@ -11,7 +11,7 @@ from mmsets.models.dmms import dmms
 from mmsets.store import RaggedStore, RaggedWriter
 from mmsets.runs.checkpoint import load_checkpoint
 from mmsets.runs.learner import learner_for
-from mmsets.runs.loop import fit, warmup_cosine
+from mmsets.runs.loop import fit
 from mmsets.runs.run import train_run
 from mmsets.runs.spec import SpecError, TrainConfig
 from mmsets.tasks import MultiLabelTask, class_weights
@@ -69,25 +69,6 @@ def test_fit_learns_the_informative_modality(synthetic):
     assert result.dev["f1_micro"] > all_positive + 0.25
     assert result.dev["f1_micro"] > 0.75
     assert 1 <= result.best_epoch <= FAST["epochs"] and len(result.history) == FAST["epochs"]
-
-
-def test_lr_schedule_warms_up_then_decays_to_zero():
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.AdamW([param], lr=1e-3)
-    scheduler = warmup_cosine(optimizer, warmup_steps=10, total_steps=50)
-    lrs = []
-    for _ in range(50):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    lrs.append(optimizer.param_groups[0]["lr"])
-    assert lrs[0] == 0.0
-    assert lrs[5] == pytest.approx(5e-4)
-    assert lrs[10] == pytest.approx(1e-3)
-    assert lrs[30] == pytest.approx(5e-4)  # cosine halfway
-    assert lrs[50] == pytest.approx(0.0, abs=1e-12)
-    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))
-    assert all(a > b for a, b in zip(lrs[10:50], lrs[11:51]))
 
 
 def test_class_weights_are_inverse_sqrt_with_mean_one():

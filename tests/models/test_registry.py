@@ -1,0 +1,59 @@
+"""The family registry and the workflow's schema agree: one set of settings, one set of defaults."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmsets.models.registry import FAMILIES, family
+from mmsets.runs.spec import RUNTIME_TRAINING_KEYS, TrainConfig
+
+SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml").read_text())
+# Settings a run spec fills in from elsewhere in config.yaml, not from models.<family>.
+FROM_EXPERIMENTS = {"dmms": {"pooling"}}  # experiments.<group>.pooling
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _defaults(cls, skip=()):
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out[f.name] = _plain(default)
+    return out
+
+
+def test_schema_names_every_family():
+    assert sorted(SCHEMA["$defs"]["model"]["enum"]) == sorted(FAMILIES)
+    assert sorted(SCHEMA["properties"]["models"]["properties"]) == sorted(FAMILIES)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_schema_settings_and_defaults_are_the_config_dataclass(name):
+    fam = family(name)
+    schema = SCHEMA["properties"]["models"]["properties"][name]
+    assert schema.get("additionalProperties") is False  # a misspelled key fails when the DAG is built
+    data_given = {f.name for f in dataclasses.fields(fam.config)} - set(fam.settings)
+    expected = _defaults(fam.config, skip=data_given | FROM_EXPERIMENTS.get(name, set()))
+    assert {key: _plain(prop.get("default")) for key, prop in schema["properties"].items()} == expected
+
+
+def test_training_schema_is_the_train_config():
+    schema = SCHEMA["properties"]["training"]
+    assert schema.get("additionalProperties") is False
+    expected = _defaults(TrainConfig, skip=RUNTIME_TRAINING_KEYS)
+    assert {key: prop.get("default") for key, prop in schema["properties"].items()} == expected
+
+
+def test_registry_builds_each_family_from_its_settings():
+    for name, fam in FAMILIES.items():
+        fam.check({}, ["a", "b"])  # defaults alone make a valid config
+        with pytest.raises(TypeError):
+            fam.check({"no_such_setting": 1}, ["a", "b"])
+    with pytest.raises(ValueError, match="is not one of"):
+        family("dmmss")
