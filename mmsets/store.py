@@ -1,6 +1,6 @@
 """Ragged HDF5 feature store: one file per (dataset, extractor).
 
-Layout (see DESIGN.md, "Data contracts")::
+Layout (see docs/formats.md, "Feature stores")::
 
     ids      (n,)            utf-8 item ids, in write order
     offsets  (n + 1,) int64  item i owns rows offsets[i]:offsets[i + 1]

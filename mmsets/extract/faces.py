@@ -68,6 +68,8 @@ class FacesParams:
             raise ParamsError(f"faces params.max_faces: {self.max_faces} is below 1")
         if self.min_face_size < 12:  # MTCNN's P-net window
             raise ParamsError(f"faces params.min_face_size: {self.min_face_size} is below 12 pixels")
+        if self.max_image_size < 32:
+            raise ParamsError(f"faces params.max_image_size: {self.max_image_size} is below 32 pixels")
         if self.max_image_size < self.min_face_size:
             raise ParamsError(f"faces params.max_image_size: {self.max_image_size} is below min_face_size")
         if not 0 <= self.margin < FACENET_SIZE:

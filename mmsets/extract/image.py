@@ -34,8 +34,8 @@ def check_backbone_params(where: str, params: Any) -> None:
     """``model``, ``image_size`` and ``dtype`` of the image CNN (the bbox extractor's too)."""
     if not params.model:
         raise ParamsError(f"{where}.model: must name a model")
-    if params.image_size is not None and params.image_size < 16:
-        raise ParamsError(f"{where}.image_size: {params.image_size} is below 16 pixels")
+    if params.image_size is not None and params.image_size < 32:
+        raise ParamsError(f"{where}.image_size: {params.image_size} is below 32 pixels")
     check_choice(f"{where}.dtype", params.dtype, DTYPES)
 
 

@@ -41,8 +41,8 @@ class OCRParams:
         check_choice("ocr params.backend", self.backend, BACKENDS)
         if not 0 <= self.min_conf <= 1:
             raise ParamsError(f"ocr params.min_conf: {self.min_conf} is not in [0, 1]")
-        if self.upscale_to is not None and self.upscale_to < 16:
-            raise ParamsError(f"ocr params.upscale_to: {self.upscale_to} is below 16 pixels")
+        if self.upscale_to is not None and self.upscale_to < 32:
+            raise ParamsError(f"ocr params.upscale_to: {self.upscale_to} is below 32 pixels")
         if self.lang is not None and not self.lang.strip("+ "):
             raise ParamsError("ocr params.lang: empty; leave it out for English")
 

@@ -29,7 +29,7 @@ class TextParams:
     fields: list[str] = field(default_factory=lambda: ["plot"])
     pooling: str = "mean"  # "cls" for RoBERTa as in DMMS; sentence-transformers models are trained for "mean"
     max_length: int = 256
-    segment: str = "none"  # "paragraph": one element per non-empty line (MM-IMDb plots hold several summaries)
+    segment: str = "paragraph"  # one element per non-empty line (MM-IMDb plots hold several summaries); "none": per field
     dtype: str = "float16"
 
     def __post_init__(self) -> None:
@@ -61,8 +61,8 @@ class OCRTextParams:
 def check_encoder_params(where: str, params: TextParams | OCRTextParams) -> None:
     check_choice(f"{where}.pooling", params.pooling, POOLINGS)
     check_choice(f"{where}.dtype", params.dtype, DTYPES)
-    if params.max_length < 2:
-        raise ParamsError(f"{where}.max_length: {params.max_length} is below 2 tokens")
+    if params.max_length < 8:
+        raise ParamsError(f"{where}.max_length: {params.max_length} is below 8 tokens")
 
 
 def segments(value: Any, segment: str) -> list[str]:

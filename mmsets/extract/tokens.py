@@ -79,6 +79,8 @@ class TokensParams:
         if not self.model:
             raise ParamsError("tokens params.model: must name a model")
         check_choice("tokens params.position_ids", self.position_ids, POSITION_IDS)
+        if self.max_length is not None and self.max_length < 8:
+            raise ParamsError(f"tokens params.max_length: {self.max_length} is below 8 tokens")
         if self.max_length is not None and self.max_length < len(self.modalities) + 1:
             raise ParamsError(f"tokens params.max_length: {self.max_length} cannot hold the "
                               f"{len(self.modalities) + 1} special tokens of {len(self.modalities)} modalities")

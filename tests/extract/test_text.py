@@ -57,7 +57,8 @@ def test_paragraph_elements_fields_and_skips(tmp_path, cached_minilm):
 
 
 def test_no_text_counts_per_missing_field(tmp_path, cached_minilm):
-    summary = extract_text(manifest_of(), tmp_path / "text.h5", TextParams(fields=["plot", "title"]), QUIET)
+    summary = extract_text(manifest_of(), tmp_path / "text.h5", TextParams(fields=["plot", "title"], segment="none"),
+                           QUIET)
     assert summary["skipped"] == {"no_text": 5}
     assert summary["elements"] == 7 and summary["truncated"] == 0
 
