@@ -1,18 +1,6 @@
 """The manifest: one row per item, the single form every dataset loader produces.
 
-Columns: ``id`` (str), ``split`` (train/dev/test), ``image`` (path or None), one ``text_<field>``
-column per text field (str or None), one ``cat_<field>`` column per categorical field, and
-``labels`` (list of label names). Label names, the task type and the dataset name travel in the
-parquet file's metadata.
-
-Per task (``Manifest.task``):
-
-- ``multilabel``: ``labels`` lists any number of ``label_names``;
-- ``binary`` / ``multiclass``: ``labels`` holds exactly one of ``label_names`` (the classes; for
-  binary, ``label_names[1]`` is the positive class whose ROC AUC is reported);
-- ``regression``: a float column ``target``; ``labels`` are empty lists and ``label_names`` is [].
-
-An optional integer column ``fold`` fixes the folds of k-fold cross-validation (``mmsets.cv``).
+Its columns, its metadata and what each task puts in them: docs/formats.md, "Manifest".
 """
 
 from __future__ import annotations
