@@ -55,3 +55,32 @@ def minilm():
     from mmsets.extract.backbones import load_text_encoder
     return load_text_encoder("minilm-l6", "cpu")
 
+
+
+@pytest.fixture()
+def cached_minilm(minilm, monkeypatch):
+    """The session's MiniLM for every text extractor (text, ocr_text, tokens), loaded once."""
+    from mmsets.extract import backbones, text
+
+    for module in (backbones, text):
+        monkeypatch.setattr(module, "load_text_encoder", lambda *a, **k: minilm)
+    return minilm
+
+
+class Recorder:
+    """Stands in for an extractor's batch function ``real(model, items, *rest)``: records ``len(items)`` of every
+    call, and on call number ``fail_on`` raises RuntimeError("killed") instead (an interrupted run)."""
+
+    def __init__(self, real, fail_on=None):
+        self.real, self.fail_on, self.sizes = real, fail_on, []
+
+    def __call__(self, model, items, *rest):
+        self.sizes.append(len(items))
+        if len(self.sizes) == self.fail_on:
+            raise RuntimeError("killed")
+        return self.real(model, items, *rest)
+
+
+@pytest.fixture()
+def recorder():
+    return Recorder

@@ -4,7 +4,6 @@ import pytest
 
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.extract import ParamsError, make_params, run_extractor
-from mmsets.extract import text as text_mod
 from mmsets.extract.backbones import embed_texts
 from mmsets.extract.text import OCRTextParams, extract_ocr_text
 from mmsets.runtime import Runtime
@@ -30,12 +29,6 @@ def write_ocr_store(path, items=OCR) -> None:
 def manifest_of(ids) -> Manifest:
     frame = pd.DataFrame({"id": ids, "split": "test", "image": None, "labels": [["drama"]] * len(ids)})
     return Manifest(frame, ["drama"], dataset="posters")
-
-
-@pytest.fixture()
-def cached_minilm(minilm, monkeypatch):
-    monkeypatch.setattr(text_mod, "load_text_encoder", lambda *a, **k: minilm)
-    return minilm
 
 
 def test_ocr_words_become_one_vector_per_item(tmp_path, cached_minilm):

@@ -29,12 +29,6 @@ def manifest_of(plots=PLOTS, titles=TITLES) -> Manifest:
     return Manifest(frame, ["drama"], dataset="plots")
 
 
-@pytest.fixture()
-def cached_minilm(minilm, monkeypatch):
-    monkeypatch.setattr(text_mod, "load_text_encoder", lambda *a, **k: minilm)
-    return minilm
-
-
 def test_paragraph_elements_fields_and_skips(tmp_path, cached_minilm):
     manifest = manifest_of()
     params = TextParams(fields=["plot", "title"], segment="paragraph", max_length=64)
@@ -71,30 +65,22 @@ def test_segments():
         assert segments(missing, "paragraph") == [] and segments(missing, "none") == []
 
 
-def test_interrupted_run_resumes_to_the_same_store(tmp_path, cached_minilm, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_store(tmp_path, cached_minilm, monkeypatch, recorder):
     plots = [f"Plot number {i}: a story about {w}." for i, w in enumerate(["war", "love", "ghosts", "money"] * 3)]
     manifest = manifest_of(plots, [None] * len(plots))
     params = TextParams(pooling="cls")
     extract_text(manifest, tmp_path / "full.h5", params, QUIET)
 
     monkeypatch.setattr(text_mod, "CHUNK_ITEMS", 5)
-    embedded = []
-    real_embed = text_mod.embed_texts
-
-    def embed_then_fail(encoder, texts, *args):
-        embedded.append(len(texts))
-        if len(embedded) == 2:
-            raise RuntimeError("killed")
-        return real_embed(encoder, texts, *args)
-
-    monkeypatch.setattr(text_mod, "embed_texts", embed_then_fail)
+    real = text_mod.embed_texts
+    monkeypatch.setattr(text_mod, "embed_texts", recorder(real, fail_on=2))
     with pytest.raises(RuntimeError, match="killed"):
         extract_text(manifest, tmp_path / "text.h5", params, QUIET)
     assert (tmp_path / "text.h5.partial").exists() and not (tmp_path / "text.h5").exists()
-    embedded.clear()
-    monkeypatch.setattr(text_mod, "embed_texts", lambda *a: (embedded.append(len(a[1])), real_embed(*a))[1])
+    embedded = recorder(real)
+    monkeypatch.setattr(text_mod, "embed_texts", embedded)
     summary = extract_text(manifest, tmp_path / "text.h5", params, QUIET)
-    assert embedded == [5, 2] and summary["resumed"] == 5  # the first chunk is not embedded again
+    assert embedded.sizes == [5, 2] and summary["resumed"] == 5  # the first chunk is not embedded again
     with RaggedStore(tmp_path / "full.h5") as full, RaggedStore(tmp_path / "text.h5") as resumed:
         assert resumed.ids == full.ids
         np.testing.assert_array_equal(np.concatenate(resumed.get(resumed.ids)), np.concatenate(full.get(full.ids)))

@@ -6,7 +6,6 @@ import torch
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.data.sequences import SequenceDataset, build_segments, store_modalities
 from mmsets.extract import ParamsError, make_params, run_extractor
-from mmsets.extract import backbones
 from mmsets.extract import tokens as tokens_mod
 from mmsets.extract.tokens import (TokensParams, categorical_text, extract_tokens, faces_text, modality_position_ids,
                                    position_offset, upstream_stores)
@@ -59,12 +58,6 @@ def stores(tmp_path_factory):
         for item_id, n in FACES.items():
             w.add(item_id, np.random.rand(n, 4), prob=np.ones(n))
     return {name: str(d / f"{name}.h5") for name in ("ocr", "objects", "faces")}
-
-
-@pytest.fixture()
-def cached_minilm(minilm, monkeypatch):
-    monkeypatch.setattr(backbones, "load_text_encoder", lambda *a, **k: minilm)
-    return minilm
 
 
 def params(stores, **kw) -> TokensParams:
@@ -175,27 +168,18 @@ def test_dataset_and_dm2s2_read_the_store(tmp_path, stores, cached_minilm):
     assert picked.token_counts()[1].tolist() == [counts[1, 1], counts[1, 4]]
 
 
-def test_interrupted_run_resumes_to_the_same_store(tmp_path, stores, cached_minilm, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_store(tmp_path, stores, cached_minilm, monkeypatch, recorder):
     extract_tokens(manifest_of(), tmp_path / "full.h5", params(stores), CPU)
     monkeypatch.setattr(tokens_mod, "CHUNK_ITEMS", 2)
     real = tokens_mod.encode_sequences
-    calls = []
-
-    def encode_then_fail(encoder, input_ids, *args):
-        calls.append(len(input_ids))
-        if len(calls) == 2:
-            raise RuntimeError("killed")
-        return real(encoder, input_ids, *args)
-
-    monkeypatch.setattr(tokens_mod, "encode_sequences", encode_then_fail)
+    monkeypatch.setattr(tokens_mod, "encode_sequences", recorder(real, fail_on=2))
     with pytest.raises(RuntimeError, match="killed"):
         extract_tokens(manifest_of(), tmp_path / "t.h5", params(stores), CPU)
     assert (tmp_path / "t.h5.partial").exists() and not (tmp_path / "t.h5").exists()
-    calls.clear()
-    monkeypatch.setattr(tokens_mod, "encode_sequences", lambda encoder, input_ids, *args: (
-        calls.append(len(input_ids)), real(encoder, input_ids, *args))[1])
+    encoded = recorder(real)
+    monkeypatch.setattr(tokens_mod, "encode_sequences", encoded)
     summary = extract_tokens(manifest_of(), tmp_path / "t.h5", params(stores), CPU)
-    assert calls == [2, 1] and summary["resumed"] == 2 and summary["items"] == 5
+    assert encoded.sizes == [2, 1] and summary["resumed"] == 2 and summary["items"] == 5
     _, full, full_modality = read(tmp_path / "full.h5")
     store, resumed, resumed_modality = read(tmp_path / "t.h5")
     assert store.ids == IDS
