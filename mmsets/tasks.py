@@ -86,8 +86,10 @@ class Task:
     def fit(self, manifest: Manifest, train_ds: Any) -> None:
         """Fit what depends on the training split (regression: the target scaling)."""
 
-    def attach(self, manifest: Manifest, ds: Any) -> None:
-        """Check, or set, the targets of a dataset (``ds.labels``, what ``ds[i].labels`` returns)."""
+    def targets(self, manifest: Manifest, ds: Any) -> np.ndarray:
+        """The training targets of a dataset's items (what ``ds.labels`` must hold): its multi-hot labels,
+        checked, or for regression the standardised target."""
+        return ds.labels
 
     def class_weights(self, targets: np.ndarray, mode: str) -> Tensor | None:
         return class_weights(targets, mode)
@@ -176,12 +178,13 @@ class SingleLabelTask(Task):
         self.loss_kind = loss
         self.sigmoid = loss == "sigmoid"
 
-    def attach(self, manifest, ds):
+    def targets(self, manifest, ds):
         bad = np.flatnonzero(np.asarray(ds.labels).sum(axis=1) != 1)
         if len(bad):
             labels = manifest.frame.set_index("id").loc[ds.ids[bad[0]], "labels"]
             raise ValueError(f"item {ds.ids[bad[0]]!r}: a {self.name} task needs exactly one label per item, "
                              f"got {list(labels)} ({len(bad)} such items)")
+        return ds.labels
 
     def loss(self, logits, targets, weights):
         if self.sigmoid:
@@ -250,9 +253,9 @@ class RegressionTask(Task):
         std = float(values.std()) if len(values) > 1 else 0.0
         self.std = std if std > 0 else 1.0
 
-    def attach(self, manifest, ds):
+    def targets(self, manifest, ds):
         values = self.raw_targets(manifest, ds.ids)
-        ds.labels = ((values - self.mean) / self.std).astype(np.float32).reshape(-1, 1)
+        return ((values - self.mean) / self.std).astype(np.float32).reshape(-1, 1)
 
     def class_weights(self, targets, mode):
         return None

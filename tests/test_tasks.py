@@ -151,7 +151,7 @@ def test_bad_targets_name_the_item(tmp_path):
         labels = np.array([[1, 0], [1, 1], [0, 1]], np.float32)
 
     with pytest.raises(ValueError, match="'b'.*exactly one label"):
-        task.attach(manifest, Fake())
+        task.targets(manifest, Fake())
     frame = pd.DataFrame({"id": ["a", "b"], "split": ["train", "dev"], "image": None, "labels": [[], []],
                           "target": [1.0, None]})
     with pytest.raises(ValueError, match="'b'.*not a number"):

@@ -43,7 +43,7 @@ def report_context(
     runs = tables.rank_runs(runs, main)
     configs = tables.configurations(runs, main)
     stores = [collect.load_store(name, path, ids) for name, path in feature_paths.items()]
-    fi = importance.fi_tables(runs, configs)
+    fi = importance.importance_tables(runs, configs)
     ablations = tables.ablations(configs, main)
     inter = importance.inter_attention(fi, [r["name"] for r in ablations["rows"]] if ablations else None)
     labels = collect.label_frequency(manifest) if manifest is not None else None

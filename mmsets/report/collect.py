@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmsets.data.manifest import SPLITS, Manifest, read_manifest
+from mmsets.data.manifest import SPLITS, Manifest, is_missing, read_manifest
 from mmsets.runs.record import (IMPORTANCE, MODEL, PREDICTIONS, ImportanceRecord, RecordError, RunRecord, number,
                                  scores)
 from mmsets.report.scores import main_metric
@@ -112,9 +112,7 @@ def load_manifest(path: str | os.PathLike) -> tuple[Manifest | None, str | None]
 
 
 def _present(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip() != ""
-    return value is not None and not (pd.api.types.is_scalar(value) and pd.isna(value))
+    return not is_missing(value)
 
 
 def coverage(manifest: Manifest) -> dict:

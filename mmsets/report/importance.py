@@ -29,7 +29,7 @@ def _missing_note(runs: list[dict]) -> str:
     return "n/a"  # the runs' problems say why (file missing or unreadable)
 
 
-def fi_tables(runs: list[dict], configs: list[dict]) -> dict:
+def importance_tables(runs: list[dict], configs: list[dict]) -> dict:
     """{"groups": one per kind with its modalities and a row per configuration (mean ± std share over
     seeds), "missing": configurations without feature importance and why}."""
     by_config: dict[str, list[dict]] = {}
@@ -70,7 +70,7 @@ def fi_tables(runs: list[dict], configs: list[dict]) -> dict:
 
 
 def inter_attention(fi: dict, order: list[str] | None = None) -> dict | None:
-    """The InterMRA group of ``fi_tables`` (DM2S2 runs that have it), its rows in ``order`` of
+    """The InterMRA group of ``importance_tables`` (DM2S2 runs that have it), its rows in ``order`` of
     configuration names (the ablation order) when given; None without such runs."""
     group = next((g for g in fi["groups"] if g["kind"] == "inter_attention"), None)
     if group is None or not order:

@@ -68,8 +68,8 @@ def open_datasets(manifest: Manifest, stores: Mapping[str, RaggedStore], splits:
         datasets = [SetDataset(manifest, stores, split, label_names=label_names) for split in splits]
     if fit_on is not None:
         task.fit(manifest, datasets[list(splits).index(fit_on)])
-    for ds in datasets:
-        task.attach(manifest, ds)
+    for ds in datasets:  # what the model learns is the task's: multi-hot labels, one class, a standardised value
+        ds.labels = task.targets(manifest, ds)
     return datasets
 
 
@@ -165,7 +165,7 @@ def _write_run(out_dir: Path, run: RunSpec, manifest: Manifest, parts: list[_Par
     with atomic_path(out_dir / PREDICTIONS) as tmp:
         _predictions(manifest, parts, run.cv is not None).to_parquet(tmp, index=False)
     pooling = config["model_config"].get("pooling")
-    _importance(parts, first.modalities, pooling).write(out_dir)
+    _importance_record(parts, first.modalities, pooling).write(out_dir)
 
     results = _part_metrics(first) if run.cv is None else _cv_metrics(parts, config["cv"])
     record = RunRecord(
@@ -249,7 +249,7 @@ def _predictions(manifest: Manifest, parts: list[_Part], with_fold: bool) -> pd.
     return pd.concat(frames, ignore_index=True)
 
 
-def _importance(parts: list[_Part], modalities: list[str], pooling: str | None) -> ImportanceRecord:
+def _importance_record(parts: list[_Part], modalities: list[str], pooling: str | None) -> ImportanceRecord:
     """Per-item shares when the family explains each item (over every test fold), the mean of a
     whole-model share over folds (LightGBM's gain), or ``mean_share: None``."""
     found = [p.importance for p in parts]
