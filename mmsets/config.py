@@ -14,6 +14,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from mmsets.runs.spec import RunSpec, SpecError, expand_runs
+
 
 class ConfigError(ValueError):
     pass
@@ -111,10 +113,8 @@ def _check_variants(config: dict, schema: dict) -> None:
 
 def _check_runs(config: dict) -> None:
     """Every dataset's runs expand (a wrong group name or cv setting fails here, before any job)."""
-    from mmsets.runs.spec import expand_runs
-
     for dataset in config["datasets"]:
-        expand_runs(config, dataset)
+        dataset_runs(config, dataset)
 
 
 def _raise_errors(validator: jsonschema.Draft202012Validator, instance: dict, prefix: str = "") -> None:
@@ -156,3 +156,13 @@ def dataset_section(config: dict, dataset: str, section: str) -> dict:
     if dataset not in config["datasets"]:
         raise ConfigError(f"datasets.{dataset}: no such dataset in the config")
     return _merge(config.get(section, {}), config["datasets"][dataset].get(section, {}))
+
+
+def dataset_runs(config: dict, dataset: str) -> dict[str, RunSpec]:
+    """The runs of a dataset in a validated config, by name (``mmsets.runs.spec.expand_runs``)."""
+    selected = config["datasets"][dataset].get("experiments") or list(config["experiments"])
+    try:
+        return expand_runs(config["experiments"], selected, dataset_section(config, dataset, "training"),
+                           dataset_section(config, dataset, "models"), config["datasets"][dataset].get("cv"))
+    except (SpecError, TypeError) as err:
+        raise ConfigError(f"datasets.{dataset}: {err}") from err

@@ -145,22 +145,16 @@ def _known(section: Any, cls: type, prefix: str) -> dict[str, Any]:
     return dict(section)
 
 
-def expand_runs(config: Mapping[str, Any], dataset: str) -> dict[str, RunSpec]:
-    """All runs of a dataset in a validated ``config`` (``mmsets.config.validate_config``), by name.
-
-    A group's runs are its feature combinations x pooling types (DMMS only) x variants x seeds.
-    """
-    from mmsets.config import ConfigError, dataset_section
-
-    training = dataset_section(config, dataset, "training")
-    models = dataset_section(config, dataset, "models")
-    cv = config["datasets"][dataset].get("cv")
-    selected = config["datasets"][dataset].get("experiments") or list(config["experiments"])
+def expand_runs(experiments: Mapping[str, Any], groups: list[str], training: Mapping[str, Any],
+                models: Mapping[str, Any], cv: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:
+    """The runs of experiment ``groups`` (validated sections of config.yaml; ``training`` and ``models``
+    with a dataset's overrides merged in), by name: each group's feature combinations x pooling types
+    (DMMS only) x variants x seeds. ``mmsets.config.dataset_runs`` calls it for one dataset."""
     runs: dict[str, RunSpec] = {}
-    for group in selected:
-        if group not in config["experiments"]:
-            raise ConfigError(f"datasets.{dataset}.experiments: no experiment group {group!r}")
-        exp = config["experiments"][group]
+    for group in groups:
+        if group not in experiments:
+            raise SpecError(f"experiments: no experiment group {group!r}")
+        exp = experiments[group]
         variants = exp.get("variants") or {None: {}}
         for combination, features in exp["features"].items():
             for variant, overrides in variants.items():
@@ -168,11 +162,8 @@ def expand_runs(config: Mapping[str, Any], dataset: str) -> dict[str, RunSpec]:
                 settings = {**models.get(model, {}), **{k: v for k, v in overrides.items() if k != "model"}}
                 for pooling in exp["pooling"] if model == DMMS else [None]:
                     for seed in exp["seeds"]:
-                        try:
-                            run = RunSpec(model, list(features), {**({"pooling": pooling} if pooling else {}), **settings},
-                                          TrainConfig(**{**training, "seed": seed}), CVConfig(**cv) if cv else None,
-                                          group, combination, variant)
-                        except (SpecError, TypeError) as err:
-                            raise ConfigError(f"datasets.{dataset}: {err}") from err
+                        run = RunSpec(model, list(features), {**({"pooling": pooling} if pooling else {}), **settings},
+                                      TrainConfig(**{**training, "seed": seed}), CVConfig(**cv) if cv else None,
+                                      group, combination, variant)
                         runs[run.name] = run
     return runs

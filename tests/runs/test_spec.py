@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mmsets.config import dataset_runs
 from mmsets.config import validate_config
-from mmsets.runs.spec import RunSpec, SpecError, TrainConfig, expand_runs
+from mmsets.runs.spec import RunSpec, SpecError, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -19,7 +20,7 @@ def _config():
 def test_runs_expand_features_pooling_seeds_with_dataset_overrides():
     config = validate_config(_config(), SCHEMA)
     config["experiments"]["dmms"]["seeds"] = [0, 1]
-    runs = expand_runs(config, "demo")
+    runs = dataset_runs(config, "demo")
     assert len(runs) == 3 * 4 * 2
     spec = runs["dmms-image_text-max-s1"]
     assert spec.features == ["image", "text"] and spec.pooling == "max"
@@ -27,7 +28,7 @@ def test_runs_expand_features_pooling_seeds_with_dataset_overrides():
     assert spec.settings["d_model"] == 256
     assert (spec.group, spec.combination, spec.variant, spec.seed) == ("dmms", "image_text", None, 1)
     assert spec.configuration == "dmms-image_text-max" and spec.name == "dmms-image_text-max-s1"
-    assert expand_runs(config, "mmimdb")["dmms-image-max-s0"].settings["d_model"] == 1024
+    assert dataset_runs(config, "mmimdb")["dmms-image-max-s0"].settings["d_model"] == 1024
 
 
 def test_variants_name_runs_and_may_switch_the_model():
@@ -36,7 +37,7 @@ def test_variants_name_runs_and_may_switch_the_model():
     config["experiments"] = {"dm2s2": {
         "model": "dm2s2", "features": {"tokens": ["tokens"]}, "seeds": [0, 1],
         "variants": {"both": {}, "dot": {"similarity": "dot"}, "encoder": {"model": "encoder_only"}}}}
-    runs = expand_runs(validate_config(config, SCHEMA), "mmimdb")
+    runs = dataset_runs(validate_config(config, SCHEMA), "mmimdb")
     assert sorted(runs) == sorted(f"dm2s2-tokens-{v}-s{s}" for v in ("both", "dot", "encoder") for s in (0, 1))
     assert runs["dm2s2-tokens-dot-s1"].settings["similarity"] == "dot"
     assert runs["dm2s2-tokens-encoder-s0"].model == "encoder_only"
@@ -47,14 +48,14 @@ def test_variants_name_runs_and_may_switch_the_model():
 
 def test_cross_validation_reaches_the_run_spec():
     config = validate_config(_config(), SCHEMA)
-    runs = expand_runs(config, "parallel_demo")
+    runs = dataset_runs(config, "parallel_demo")
     assert all(spec.to_dict()["cv"] == {"folds": 5, "seed": 0, "dev_fraction": 0.1} for spec in runs.values())
-    assert "cv" not in expand_runs(config, "demo")["dmms-image-max-s0"].to_dict()
+    assert "cv" not in dataset_runs(config, "demo")["dmms-image-max-s0"].to_dict()
 
 
 def test_spec_round_trips_through_its_json_form():
     config = validate_config(_config(), SCHEMA)
-    for spec in [*expand_runs(config, "mmimdb").values(), *expand_runs(config, "parallel_demo").values()]:
+    for spec in [*dataset_runs(config, "mmimdb").values(), *dataset_runs(config, "parallel_demo").values()]:
         again = RunSpec.from_dict(spec.to_dict())
         assert again == spec and again.name == spec.name
 

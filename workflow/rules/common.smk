@@ -5,8 +5,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 # Only modules free of numpy and torch: under --use-conda, the Python that runs Snakemake has Snakemake alone.
-from mmsets.config import dataset_section, validate_config  # noqa: E402
-from mmsets.runs.spec import expand_runs  # noqa: E402
+from mmsets.config import dataset_runs, dataset_section, validate_config  # noqa: E402
 from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
 from mmsets.layout import feature_path, run_dir  # noqa: E402
 
@@ -94,7 +93,7 @@ def extractor_inputs(wildcards):
 
 def runs_of(dataset):
     """The dataset's runs by name (mmsets.runs.spec.RunSpec), checked when the config was validated."""
-    return expand_runs(config, dataset)
+    return dataset_runs(config, dataset)
 
 
 def run_spec(wildcards):
