@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-TIMING = {"train_seconds", "seconds", "items_per_s"}  # wall-clock figures differ from run to run
+TIMING = {"train_seconds", "seconds", "items_per_s", "tokens_per_s"}  # wall-clock figures differ from run to run
 
 
 def _diff(a, b, where: str, out: list[str], added: set[str]) -> None:
