@@ -5,8 +5,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
+import yaml
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +24,14 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def mmimdb_sample(shared_dir: Path) -> Path:
     return shared_dir / "data" / "mmimdb-sample"
+
+
+@pytest.fixture
+def shipped_config() -> dict:
+    """A fresh copy of the repository's config.yaml, as Snakemake reads it."""
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def config_schema() -> Path:
+    return ROOT / "workflow" / "schemas" / "config.schema.yaml"

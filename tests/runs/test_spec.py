@@ -1,24 +1,13 @@
 """Run specs: config.yaml's experiments expanded into runs, and the spec's JSON round trip."""
 
-from pathlib import Path
-
 import pytest
-import yaml
 
 from mmsets.config import dataset_runs
 from mmsets.config import validate_config
 from mmsets.runs.spec import RunSpec, SpecError, TrainConfig
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def _config():
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
-
-
-def test_runs_expand_features_pooling_seeds_with_dataset_overrides():
-    config = validate_config(_config(), SCHEMA)
+def test_runs_expand_features_pooling_seeds_with_dataset_overrides(shipped_config, config_schema):
+    config = validate_config(shipped_config, config_schema)
     config["experiments"]["dmms"]["seeds"] = [0, 1]
     runs = dataset_runs(config, "demo")
     assert len(runs) == 3 * 4 * 2
@@ -31,13 +20,13 @@ def test_runs_expand_features_pooling_seeds_with_dataset_overrides():
     assert dataset_runs(config, "mmimdb")["dmms-image-max-s0"].settings["d_model"] == 1024
 
 
-def test_variants_name_runs_and_may_switch_the_model():
-    config = _config()
+def test_variants_name_runs_and_may_switch_the_model(shipped_config, config_schema):
+    config = shipped_config
     config["datasets"] = {"mmimdb": {k: v for k, v in config["datasets"]["mmimdb"].items() if k != "experiments"}}
     config["experiments"] = {"dm2s2": {
         "model": "dm2s2", "features": {"tokens": ["tokens"]}, "seeds": [0, 1],
         "variants": {"both": {}, "dot": {"similarity": "dot"}, "encoder": {"model": "encoder_only"}}}}
-    runs = dataset_runs(validate_config(config, SCHEMA), "mmimdb")
+    runs = dataset_runs(validate_config(config, config_schema), "mmimdb")
     assert sorted(runs) == sorted(f"dm2s2-tokens-{v}-s{s}" for v in ("both", "dot", "encoder") for s in (0, 1))
     assert runs["dm2s2-tokens-dot-s1"].settings["similarity"] == "dot"
     assert runs["dm2s2-tokens-encoder-s0"].model == "encoder_only"
@@ -46,15 +35,15 @@ def test_variants_name_runs_and_may_switch_the_model():
     assert (both.group, both.combination, both.variant) == ("dm2s2", "tokens", "both")
 
 
-def test_cross_validation_reaches_the_run_spec():
-    config = validate_config(_config(), SCHEMA)
+def test_cross_validation_reaches_the_run_spec(shipped_config, config_schema):
+    config = validate_config(shipped_config, config_schema)
     runs = dataset_runs(config, "parallel_demo")
     assert all(spec.to_dict()["cv"] == {"folds": 5, "seed": 0, "dev_fraction": 0.1} for spec in runs.values())
     assert "cv" not in dataset_runs(config, "demo")["dmms-image-max-s0"].to_dict()
 
 
-def test_spec_round_trips_through_its_json_form():
-    config = validate_config(_config(), SCHEMA)
+def test_spec_round_trips_through_its_json_form(shipped_config, config_schema):
+    config = validate_config(shipped_config, config_schema)
     for spec in [*dataset_runs(config, "mmimdb").values(), *dataset_runs(config, "parallel_demo").values()]:
         again = RunSpec.from_dict(spec.to_dict())
         assert again == spec and again.name == spec.name
