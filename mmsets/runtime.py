@@ -47,6 +47,15 @@ class Runtime:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks the scheduler for: the workflow's ``threads:`` and ``resources:`` of a rule."""
+
+    threads: int = 2  # CPU threads: torch's, or processes at once (tesseract)
+    mem_mb: int = 4000
+    gpu: bool = False  # runs on a GPU when there is one (the workflow then asks for runtime.gpu_jobs GPUs)
+
+
 def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
     """``auto`` -> CUDA when available, else the CPU; anything else as torch reads it."""
     import torch  # here, so that naming extractors (the CLI) does not load torch

@@ -1,19 +1,19 @@
-"""Every model family by name: its config dataclass, its builder and the kind of input it reads.
+"""Every model family by name: its config dataclass, its builder, the kind of input it reads and what a
+training job of it asks the scheduler for.
 
 Adding a family is one entry here (and its settings in the workflow's schema, which a test holds to the
-config dataclass). The runs ask this table; nothing else tells the families apart.
+config dataclass). The runs ask this table; nothing else tells the families apart. Free of torch: the
+family's module is imported on use, so the workflow can ask for a family's resources when it builds the DAG.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from mmsets.models.dm2s2 import DM2S2Config, EncoderOnlyConfig, dm2s2, encoder_only
-from mmsets.models.dmms import DMMSConfig, dmms
-from mmsets.models.fitted import LightGBMConfig, LogRegConfig, lightgbm, logreg
-from mmsets.models.fusion import GMUConfig, LateFusionConfig, gmu, late_fusion
+from mmsets.runtime import Resources
 
 SETS = "sets"  # sets of feature vectors, one set per modality (mmsets.data.sets.SetDataset)
 SEQUENCE = "sequence"  # one token-state sequence whose spans are the modalities (mmsets.data.sequences)
@@ -25,12 +25,26 @@ DATA_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+TRAINED = Resources(threads=2, mem_mb=8000, gpu=True)  # an nn.Module, trained on the GPU when there is one
+FITTED = Resources(threads=2, mem_mb=4000, gpu=False)  # fitted on CPUs
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
-    config: type  # the config dataclass
-    build: Callable[..., Any]  # the config's fields as keywords -> an nn.Module or a FittedModel
+    module: str  # where the family lives, imported on use
+    config_name: str  # its config dataclass
+    builder: str  # the config's fields as keywords -> an nn.Module or a FittedModel
     inputs: str  # SETS or SEQUENCE
+    resources: Resources = TRAINED
+
+    @property
+    def config(self) -> type:
+        return getattr(importlib.import_module(self.module), self.config_name)
+
+    @property
+    def build(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self.module), self.builder)
 
     @property
     def settings(self) -> list[str]:
@@ -51,13 +65,13 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("dmms", DMMSConfig, dmms, SETS),
-    Family("late_fusion", LateFusionConfig, late_fusion, SETS),
-    Family("gmu", GMUConfig, gmu, SETS),
-    Family("lightgbm", LightGBMConfig, lightgbm, SETS),
-    Family("logreg", LogRegConfig, logreg, SETS),
-    Family("dm2s2", DM2S2Config, dm2s2, SEQUENCE),
-    Family("encoder_only", EncoderOnlyConfig, encoder_only, SEQUENCE),
+    Family("dmms", "mmsets.models.dmms", "DMMSConfig", "dmms", SETS),
+    Family("late_fusion", "mmsets.models.fusion", "LateFusionConfig", "late_fusion", SETS),
+    Family("gmu", "mmsets.models.fusion", "GMUConfig", "gmu", SETS),
+    Family("lightgbm", "mmsets.models.fitted", "LightGBMConfig", "lightgbm", SETS, FITTED),
+    Family("logreg", "mmsets.models.fitted", "LogRegConfig", "logreg", SETS, FITTED),
+    Family("dm2s2", "mmsets.models.dm2s2", "DM2S2Config", "dm2s2", SEQUENCE),
+    Family("encoder_only", "mmsets.models.dm2s2", "EncoderOnlyConfig", "encoder_only", SEQUENCE),
 )}
 
 

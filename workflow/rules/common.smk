@@ -8,6 +8,7 @@ sys.path.insert(0, workflow.basedir)
 from mmsets.config import dataset_runs, dataset_section, validate_config  # noqa: E402
 from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
 from mmsets.layout import feature_path, run_dir  # noqa: E402
+from mmsets.models.registry import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 config.clear()
@@ -105,6 +106,19 @@ def run_spec(wildcards):
 
 def run_params(wildcards):
     return json.dumps(run_spec(wildcards).to_dict(), sort_keys=True)
+
+
+def run_threads(wildcards):
+    return family(run_spec(wildcards).model).resources.threads
+
+
+def run_gpu(wildcards):
+    """GPUs a train job asks for: runtime.gpu_jobs for a family trained on a GPU, none for a fitted one."""
+    return config["runtime"]["gpu_jobs"] if family(run_spec(wildcards).model).resources.gpu else 0
+
+
+def run_mem_mb(wildcards):
+    return family(run_spec(wildcards).model).resources.mem_mb
 
 
 def run_features(wildcards):

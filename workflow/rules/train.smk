@@ -1,4 +1,5 @@
-# Set models: one run directory per (experiment group, feature combination, pooling, seed).
+# Set models: one run directory per (experiment group, feature combination, pooling, variant, seed). A job's
+# threads, memory and GPU come from its model family's entry in mmsets/models/registry.py.
 
 
 rule train:
@@ -12,10 +13,10 @@ rule train:
         importance="results/{dataset}/runs/{run}/feature_importance.json",
     params:
         spec=run_params,
-    threads: 2
+    threads: run_threads
     resources:
-        gpu=config["runtime"]["gpu_jobs"],
-        mem_mb=8000,
+        gpu=run_gpu,
+        mem_mb=run_mem_mb,
     log:
         "results/{dataset}/logs/train/{run}.log",
     benchmark:
