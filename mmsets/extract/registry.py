@@ -10,18 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mmsets.runtime import Resources
+
 
 class ParamsError(ValueError):
     """A wrong extractor setting; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one job of an extractor asks the scheduler for (the workflow's ``threads:`` and ``resources:``)."""
-
-    threads: int = 2  # CPU threads: torch's, or tesseract processes at once (ocr)
-    mem_mb: int = 4000
-    gpu: bool = False  # runs on a GPU when there is one (the workflow then asks for runtime.gpu_jobs GPUs)
 
 
 NETWORK = Resources(threads=2, mem_mb=8000, gpu=True)  # a CNN or transformer on the GPU
