@@ -16,6 +16,7 @@ from pathlib import Path
 from mmsets.data.demo import generate_demo
 from mmsets.extract.image import ImageParams, extract_image
 from mmsets.extract.text import TextParams, extract_text
+from mmsets.runtime import Runtime
 
 
 def timed(fn, **kwargs) -> float:
@@ -34,16 +35,18 @@ def main() -> None:
         manifest = generate_demo(tmp, n_items=args.items, seed=0, image_size=224, missing_image=0.0,
                                  missing_text=0.0)
         rows = []
-        image = dict(manifest=manifest, params=ImageParams(), device=args.device, progress=False)
+        runtime = Runtime(device=args.device, progress=False)
         settings = [("image", "batch 1, no workers (reference)", dict(batch_size=1, num_workers=0)),
                     ("image", "batch 32, no workers", dict(batch_size=32, num_workers=0)),
                     ("image", "batch 32, 2 decode workers", dict(batch_size=32, num_workers=2))]
         for i, (name, label, kw) in enumerate(settings):
-            seconds = timed(extract_image, out_path=tmp / f"image{i}.h5", **image, **kw)
+            seconds = timed(extract_image, manifest=manifest, out_path=tmp / f"image{i}.h5", params=ImageParams(),
+                            runtime=runtime.replace(**kw))
             rows.append((name, label, args.items / seconds))
-        text = dict(manifest=manifest, params=TextParams(fields=["plot"]), device=args.device, progress=False)
+        text = TextParams(fields=["plot"], segment="none")  # one element per item, as the figures in BENCHMARKS.md
         for i, (label, bs) in enumerate([("batch 1 (reference)", 1), ("batch 64, length-sorted", 64)]):
-            seconds = timed(extract_text, out_path=tmp / f"text{i}.h5", batch_size=bs, **text)
+            seconds = timed(extract_text, manifest=manifest, out_path=tmp / f"text{i}.h5", params=text,
+                            runtime=runtime.replace(batch_size=bs))
             rows.append(("text", label, args.items / seconds))
     reference = {}
     print(f"{'extractor':10s} {'setting':34s} {'items/s':>9s} {'ratio':>7s}")

