@@ -91,6 +91,14 @@ def test_bad_config_value_stops_with_the_key(tmp_path):
     assert "extractors.image.image_size" in proc.stdout + proc.stderr
 
 
+def test_misspelled_model_setting_fails_the_dry_run_naming_the_key(tmp_path):
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    proc = snakemake(tmp_path, "-n", "results/mmimdb/report.html", "--config", "models={dm2s2: {intra_atention: false}}",
+                     check=False)
+    assert proc.returncode != 0 and planned_jobs(proc) == []
+    assert "models.dm2s2: unknown key(s) ('intra_atention'" in proc.stdout + proc.stderr
+
+
 def test_lint_is_clean():
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
                            "--directory", str(ROOT)], capture_output=True, text=True)
