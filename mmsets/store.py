@@ -32,6 +32,29 @@ class StoreError(RuntimeError):
     pass
 
 
+# Datasets read a split's elements into memory when they take at most this much (as stored), else per item.
+PRELOAD_BYTES = 2 << 30
+
+
+class StoreReader:
+    """A store's ``data`` (or another field) opened on first use in each process: h5py handles do not
+    survive a fork, so each DataLoader worker opens the file for itself. Picklable."""
+
+    def __init__(self, path: str | os.PathLike, field: str = "data") -> None:
+        self.path, self.field = Path(path), field
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    @property
+    def data(self) -> h5py.Dataset:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._file[self.field]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None, "_pid": None}
+
+
 def partial_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(path.name + ".partial")
@@ -220,7 +243,8 @@ class RaggedStore:
     def counts(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def _rows(self, item_id: str) -> slice:
+    def rows(self, item_id: str) -> slice:
+        """The rows of ``item_id``'s elements in ``data`` and the per-element fields."""
         try:
             i = self.index[item_id]
         except KeyError:
@@ -232,7 +256,7 @@ class RaggedStore:
         ds = self.file[field]
         out = []
         for item_id in ids:
-            rows = self._rows(item_id)
+            rows = self.rows(item_id)
             values = ds[rows]
             if ds.dtype.kind == "O":
                 values = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)

@@ -28,12 +28,11 @@ from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
 from mmsets.data.sets import multi_hot
-from mmsets.store import RaggedStore
+from mmsets.store import PRELOAD_BYTES, RaggedStore, StoreReader
 
 log = logging.getLogger(__name__)
 
 SPECIAL = -1  # modality id of [CLS], [SEP] and padding
-PRELOAD_BYTES = 2 << 30  # read a split's states into memory when they take at most this much (as stored)
 
 
 # ------------------------------------------------------------------------------- encoder input
@@ -240,8 +239,7 @@ class SequenceDataset(Dataset):
         if self.preloaded:
             data = store.file["data"]
             self._hidden = [self._select(data, i) for i in range(len(self.ids))]
-        self._file: h5py.File | None = None
-        self._pid: int | None = None
+        self._reader = StoreReader(self.path)
 
     def _select(self, data: h5py.Dataset, i: int) -> np.ndarray:
         rows, keep = self._rows[i], self._keep[i]
@@ -249,14 +247,6 @@ class SequenceDataset(Dataset):
             return np.zeros((0, self.hidden_size), data.dtype)
         values = data[rows]
         return values if keep is None else values[keep]
-
-    def _data(self) -> h5py.Dataset:
-        if self._file is None or self._pid != os.getpid():  # h5py handles do not survive a fork
-            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
-        return self._file["data"]
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_file": None, "_pid": None}
 
     @property
     def n_modalities(self) -> int:
@@ -273,5 +263,5 @@ class SequenceDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> SequenceExample:
-        hidden = self._hidden[i] if self._hidden is not None else self._select(self._data(), i)
+        hidden = self._hidden[i] if self._hidden is not None else self._select(self._reader.data, i)
         return SequenceExample(self.ids[i], hidden.astype(np.float32), self.modality[i], self.labels[i])

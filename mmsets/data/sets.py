@@ -10,12 +10,16 @@ modality*: its elements are integer ids for a lookup table (DMMS Sec. 4.2, "Inde
 kept as int64 ``(k,)`` and padded to ``(B, S_max)``; its ``input_dims`` entry is the table size
 (attrs ``num_embeddings``). Float elements stay in the store's dtype (float16 halves the memory of
 a dataset) and become float32 only in the padded batch.
+
+A split's elements are read into memory once when they fit the budget (``mmsets.store.PRELOAD_BYTES``),
+else each item is read from the stores when it is asked for (``preload=False``): memory then stays flat
+however many items there are, and the items, their order and the results are the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, overload
 
 import numpy as np
 import torch
@@ -23,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
-from mmsets.store import RaggedStore
+from mmsets.store import PRELOAD_BYTES, RaggedStore, StoreReader
 
 FLOAT, INDEX = "float", "index"
 KINDS = (FLOAT, INDEX)
@@ -80,6 +84,8 @@ class SetDataset(Dataset):
         stores: Mapping[str, RaggedStore],
         split: str | None,
         label_names: Sequence[str] | None = None,
+        *,
+        preload: bool | None = None,
     ) -> None:
         frame = manifest.frame if split is None else manifest.split(split)
         self.split = split
@@ -91,20 +97,14 @@ class SetDataset(Dataset):
         self.labels = np.stack(
             [multi_hot(labels, self.label_names, item_id) for item_id, labels in zip(self.ids, frame["labels"])]
         ) if self.ids else np.zeros((0, len(self.label_names)), np.float32)
-        self.elements = {name: self._load(store, self.input_kinds[name], self.input_dims[name])
-                         for name, store in stores.items()}
-
-    def _load(self, store: RaggedStore, kind: str, dim: int) -> list[np.ndarray]:
-        present = [i for i in self.ids if i in store]
-        arrays = dict(zip(present, store.get(present)))
-        if kind == INDEX:
-            arrays = {i: _ids(x, dim, store, i) for i, x in arrays.items()}
-            empty = np.zeros(0, np.int64)
-        else:
-            dtype = store.file["data"].dtype if store.file["data"].dtype in (np.float16, np.float32) else np.float32
-            arrays = {i: x.astype(dtype, copy=False) for i, x in arrays.items()}
-            empty = np.zeros((0, store.dim), dtype)
-        return [arrays.get(i, empty) for i in self.ids]
+        columns = {name: StoreColumn(store, self.ids, self.input_kinds[name], self.input_dims[name])
+                   for name, store in stores.items()}
+        n_bytes = sum(column.n_bytes for column in columns.values())
+        self.preloaded = n_bytes <= PRELOAD_BYTES if preload is None else preload
+        self.elements: dict[str, Sequence[np.ndarray]] = {
+            name: column.read_all(store) if self.preloaded else column for (name, column), store
+            in zip(columns.items(), stores.values())}
+        self._counts = {name: column.counts for name, column in columns.items()}
 
     @property
     def modalities(self) -> list[str]:
@@ -112,13 +112,57 @@ class SetDataset(Dataset):
 
     def counts(self, name: str) -> np.ndarray:
         """Number of elements of modality ``name`` per item."""
-        return np.array([len(x) for x in self.elements[name]], np.int64)
+        return self._counts[name]
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> SetExample:
         return SetExample(self.ids[i], {name: arrays[i] for name, arrays in self.elements.items()}, self.labels[i])
+
+
+class StoreColumn(Sequence[np.ndarray]):
+    """One modality's elements of the dataset's items, read from its store item by item (``[i]``) or all at
+    once (``read_all``); an item the store lacks has none. Float rows keep the store's dtype, an index
+    store's rows become int64 ids."""
+
+    def __init__(self, store: RaggedStore, ids: Sequence[str], kind: str, dim: int) -> None:
+        self.kind, self.dim, self.path = kind, dim, store.path
+        self.rows = [store.rows(i) if i in store else None for i in ids]
+        self.ids = list(ids)
+        self.counts = np.array([0 if r is None else r.stop - r.start for r in self.rows], np.int64)
+        stored = store.file["data"].dtype
+        self.dtype = stored if stored in (np.float16, np.float32) else np.dtype(np.float32)
+        self.n_bytes = int(self.counts.sum()) * store.dim * stored.itemsize
+        self._reader = StoreReader(store.path)
+
+    def _convert(self, x: np.ndarray, item_id: str) -> np.ndarray:
+        if self.kind == INDEX:
+            return _ids(x, self.dim, self.path, item_id)
+        return x.astype(self.dtype, copy=False)
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros(0, np.int64) if self.kind == INDEX else np.zeros((0, self.dim), self.dtype)
+
+    def read_all(self, store: RaggedStore) -> list[np.ndarray]:
+        present = [i for i, rows in zip(self.ids, self.rows) if rows is not None]
+        arrays = {i: self._convert(x, i) for i, x in zip(present, store.get(present))}
+        return [arrays.get(i, self._empty()) for i in self.ids]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        rows = self.rows[i]
+        return self._empty() if rows is None else self._convert(self._reader.data[rows], self.ids[i])
 
 
 def store_kind(store: RaggedStore) -> str:
@@ -131,11 +175,11 @@ def store_kind(store: RaggedStore) -> str:
     return kind
 
 
-def _ids(x: np.ndarray, num_embeddings: int, store: RaggedStore, item_id: str) -> np.ndarray:
+def _ids(x: np.ndarray, num_embeddings: int, path: object, item_id: str) -> np.ndarray:
     """An index store's (k, 1) float rows as (k,) int64 ids, checked against the table size."""
     ids = np.rint(x[:, 0]).astype(np.int64)
     if len(ids) and (ids.min() < 0 or ids.max() >= num_embeddings):
-        raise ValueError(f"{store.path}: item {item_id!r} has ids outside [0, {num_embeddings})")
+        raise ValueError(f"{path}: item {item_id!r} has ids outside [0, {num_embeddings})")
     return ids
 
 

@@ -89,3 +89,26 @@ def test_index_store_ids_outside_the_table_name_the_item(tmp_path):
     write_index_store(tmp_path / "bad.h5", {"i0": [1], "i1": [10]}, num_embeddings=10)
     with RaggedStore(tmp_path / "bad.h5") as bad, pytest.raises(ValueError, match=r"'i1' has ids outside \[0, 10\)"):
         SetDataset(manifest(), {"bad": bad}, "train")
+
+
+def test_streamed_items_equal_preloaded_ones_and_survive_worker_processes(stores, tmp_path):
+    write_index_store(tmp_path / "objects.h5", {"i0": [3, 7, 3], "i1": [], "i2": [9]})
+    with RaggedStore(tmp_path / "objects.h5") as objects:
+        all_stores = {**stores, "objects": objects}
+        loaded = SetDataset(manifest(), all_stores, None, ["x", "y", "z"], preload=True)
+        streamed = SetDataset(manifest(), all_stores, None, ["x", "y", "z"], preload=False)
+    assert loaded.preloaded and not streamed.preloaded
+    assert not isinstance(streamed.elements["a"], list)  # nothing read yet
+    for name in loaded.modalities:
+        np.testing.assert_array_equal(streamed.counts(name), loaded.counts(name))
+        for x, y in zip(loaded.elements[name], streamed.elements[name]):
+            assert x.dtype == y.dtype and x.shape == y.shape
+            np.testing.assert_array_equal(x, y)
+    # each DataLoader worker opens the stores for itself (the stores above are closed by now)
+    loader = torch.utils.data.DataLoader(streamed, batch_size=2, num_workers=2, collate_fn=collate_sets)
+    batches = list(loader)
+    expected = collate_sets([loaded[i] for i in range(len(loaded))])
+    for name in loaded.modalities:
+        got = torch.cat([torch.nn.functional.pad(b.modalities[name][1], (0, 3 - b.modalities[name][1].shape[1]))
+                         for b in batches])
+        assert got.sum() == expected.modalities[name][1].sum()
