@@ -15,6 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("bench_pooling.py", ["--batch", "4", "--dim", "8", "--max-set", "3"]),
     ("bench_extract.py", ["--items", "2", "--device", "cpu"]),
     ("bench_train.py", ["--items", "20", "--tokens", "10", "--device", "cpu"]),
+    ("bench_pipeline.py", ["--items", "4", "--workers", "0", "--extractors", "image,text", "--device", "cpu"]),
 ])
 def test_benchmark_runs_and_prints_ratios(script, args):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
