@@ -44,6 +44,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         from mmsets.data.table import write_table_demo
 
         manifest = write_table_demo(args.images, args.out, **params)
+    elif args.kind == "rehearsal":
+        from mmsets.data.rehearsal import write_rehearsal
+
+        manifest = write_rehearsal(args.images, args.out, **params)
     else:
         from mmsets.data.manifest import write_manifest
         from mmsets.data.mmimdb import load_mmimdb
@@ -112,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="build a dataset's manifest")
-    p.add_argument("kind", choices=["demo", "mmimdb", "table", "table_demo"])
+    p.add_argument("kind", choices=["demo", "mmimdb", "table", "table_demo", "rehearsal"])
     p.add_argument("--out", required=True, help="manifest.parquet to write")
-    p.add_argument("--images", help="demo, table_demo: folder for the generated images")
+    p.add_argument("--images", help="demo, table_demo, rehearsal: folder for the generated images")
     p.add_argument("--table", help="table: the CSV or JSON Lines file")
     p.add_argument("--root", help="mmimdb: unpacked MM-IMDb folder")
     p.add_argument("--params", type=_json_arg, default={}, help="dataset settings as JSON")

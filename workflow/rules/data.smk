@@ -113,3 +113,22 @@ rule prepare_table_demo:
     shell:
         "python -m mmsets prepare table_demo --images {output.raw:q} --out {output.manifest:q} "
         "--params {params.settings:q} 2> {log:q}"
+
+
+rule prepare_rehearsal:
+    output:
+        manifest="results/{dataset}/manifest.parquet",
+        images=directory("results/{dataset}/images"),
+    wildcard_constraints:
+        dataset=datasets_of_kind("rehearsal"),
+    params:
+        settings=dataset_params,
+    log:
+        "results/{dataset}/logs/prepare.log",
+    benchmark:
+        "results/{dataset}/benchmarks/prepare.tsv"
+    conda:
+        "../../envs/light.yaml"
+    shell:
+        "python -m mmsets prepare rehearsal --images {output.images:q} --out {output.manifest:q} "
+        "--params {params.settings:q} 2> {log:q}"
