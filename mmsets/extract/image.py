@@ -11,7 +11,7 @@ import torch
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice
+from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, check_choice
 # ImageSkip and open_image lived here first; callers still import them from this module
 from mmsets.extract.per_image import Elements, ImageSkip, open_image, run_per_image  # noqa: F401
 from mmsets.runtime import Runtime, resolve_device
@@ -25,18 +25,20 @@ class ImageParams:
     model: str = "efficientnet_lite0"
     image_size: int | None = None  # None: the model's own input size
     dtype: str = "float16"
+    weights: str = "pretrained"  # "random": the same architecture, seeded random weights (rehearsals, tests)
 
     def __post_init__(self) -> None:
         check_backbone_params("image params", self)
 
 
 def check_backbone_params(where: str, params: Any) -> None:
-    """``model``, ``image_size`` and ``dtype`` of the image CNN (the bbox extractor's too)."""
+    """``model``, ``image_size``, ``dtype`` and ``weights`` of the image CNN (the bbox extractor's too)."""
     if not params.model:
         raise ParamsError(f"{where}.model: must name a model")
     if params.image_size is not None and params.image_size < 32:
         raise ParamsError(f"{where}.image_size: {params.image_size} is below 32 pixels")
     check_choice(f"{where}.dtype", params.dtype, DTYPES)
+    check_choice(f"{where}.weights", params.weights, WEIGHTS)
 
 
 def extract_image(manifest: Manifest, out_path: str | os.PathLike, params: ImageParams,
@@ -49,7 +51,8 @@ def extract_image(manifest: Manifest, out_path: str | os.PathLike, params: Image
     """
     runtime = runtime or Runtime()
     device = resolve_device(runtime.device)
-    backbone: ImageBackbone = load_image_backbone(params.model, device, image_size=params.image_size)
+    backbone: ImageBackbone = load_image_backbone(params.model, device, image_size=params.image_size,
+                                                  pretrained=params.weights == "pretrained")
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=backbone.dim, dtype=params.dtype, model=params.model,
                           params=dataclasses.asdict(params), resume=True)
     tally = RunTally(device)

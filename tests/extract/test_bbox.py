@@ -103,3 +103,22 @@ def test_objects_store_errors_name_the_key(tmp_path, photos):
         extract_bbox(Manifest(frame, ["x"]), tmp_path / "bbox.h5", BBoxParams(objects_store=str(tmp_path / "image.h5")))
     with pytest.raises(ParamsError, match="context: 2"):
         make_params("bbox", {"objects_store": "x.h5", "context": 2})
+
+
+def test_random_weights_rehearse_the_paper_cnn_on_boxes(photos, random_wsl, loader, twice, tmp_path, monkeypatch):
+    load = loader(random_wsl)
+    monkeypatch.setattr(bbox_mod, "load_image_backbone", load)
+    frame = pd.DataFrame({"id": ["a", "b"], "split": "train", "image": [str(photos["cat.jpg"]), str(photos["gray.png"])],
+                          "labels": [["x"], ["x"]]})
+    write_manifest(Manifest(frame, ["x"]), tmp_path / "manifest.parquet")
+    write_objects(tmp_path / "objects.h5", {"a": [([0, 0, 100, 100], 0.9, "cat"), ([50, 50, 90, 120], 0.7, "tie")],
+                                            "b": [([10, 10, 200, 150], 0.8, "person")]})
+    params = {"objects_store": str(tmp_path / "objects.h5"), "model": "resnext101_32x16d_wsl", "image_size": SIZE,
+              "weights": "random"}
+    summary, path = twice("bbox", tmp_path / "manifest.parquet", tmp_path, params, {"batch_size": 8})
+    assert load.calls == [("resnext101_32x16d_wsl", {"image_size": SIZE, "pretrained": False})] * 2
+    assert summary["elements"] == 3 and summary["skipped"] == {}
+    with RaggedStore(path) as store:
+        assert store.dim == 2048 and store.attrs["model"] == "resnext101_32x16d_wsl"
+        assert store.params["weights"] == "random"
+        assert np.isfinite(np.concatenate(store.get(store.ids))).all()

@@ -265,3 +265,34 @@ def test_default_embedder_needs_no_opencv(monkeypatch):
 def test_old_embedder_name_says_what_it_is_called_now():
     with pytest.raises(ParamsError, match="'facenet-casia-opencv' is now called 'casia-webface-offline'"):
         FacesParams(embedder="facenet-casia-opencv")
+
+
+@pytest.mark.parametrize("embedder", ["vggface2", "casia-webface"])
+def test_random_weights_rehearse_inception_resnet_v1(embedder, faces_photos, twice, tmp_path, monkeypatch):
+    """weights: random builds the users' InceptionResnetV1 without a download: 512-d unit vectors, the same on every
+    run (two real builds here: the network is small)."""
+    import facenet_pytorch.models.inception_resnet_v1 as irv1
+
+    def offline(model, name):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(irv1, "load_weights", offline)
+    write_manifest(manifest_of(faces_photos, ["astronaut.jpg", "cat.jpg"]), tmp_path / "manifest.parquet")
+    summary, path = twice("faces", tmp_path / "manifest.parquet", tmp_path,
+                          {"embedder": embedder, "weights": "random", **SMALL}, {"batch_size": 2})
+    assert summary["elements"] == 1 and summary["no_face"] == 1
+    with RaggedStore(path) as store:
+        assert store.dim == 512 and store.attrs["model"] == embedder and store.params["weights"] == "random"
+        face = store.get(store.ids[:1])[0].astype(np.float32)
+    np.testing.assert_allclose(np.linalg.norm(face, axis=1), 1, rtol=1e-3)
+
+
+def test_random_weights_are_for_inception_resnet_v1_only():
+    with pytest.raises(ParamsError, match="weights: 'random' builds the InceptionResnetV1 of the embedders"):
+        make_params("faces", {"embedder": "sface", "weights": "random"})
+    with pytest.raises(ParamsError, match="'random' and a weights_path exclude each other"):
+        make_params("faces", {"embedder": "vggface2", "weights": "random", "weights_path": "w.pt"})
+    with pytest.raises(ParamsError, match=r"weights: 'coco' is not one of \['pretrained', 'random'\]"):
+        make_params("faces", {"weights": "coco"})
+    with pytest.raises(ParamsError, match="'random' is for the embedders"):
+        load_face_embedder("casia-webface-offline", weights="random")

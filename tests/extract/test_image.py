@@ -168,3 +168,25 @@ def test_run_extractor_rejects_unknown_names(tmp_path):
         run_extractor("faces2", tmp_path / "m.parquet", tmp_path / "x.h5", {}, {})
     with pytest.raises(ParamsError, match=r"image runtime: unknown key\(s\) \['workers'\]"):
         run_extractor("image", tmp_path / "m.parquet", tmp_path / "x.h5", {}, {"workers": 2})
+
+
+def test_random_weights_rehearse_the_paper_cnn(photos, random_wsl, loader, twice, tmp_path, monkeypatch):
+    """weights: random builds ResNeXt-101 32x16d WSL without a download: its 2048-d vectors, the same on every run."""
+    load = loader(random_wsl)
+    monkeypatch.setattr(image_mod, "load_image_backbone", load)
+    write_manifest(manifest_of(photos, ["cat.jpg", "coffee.png", None]), tmp_path / "manifest.parquet")
+    params = {"model": "resnext101_32x16d_wsl", "image_size": 64, "weights": "random"}  # random_wsl's size
+    summary, path = twice("image", tmp_path / "manifest.parquet", tmp_path, params)
+    assert load.calls == [("resnext101_32x16d_wsl", {"image_size": 64, "pretrained": False})] * 2
+    assert summary["elements"] == 2 and summary["skipped"] == {"no_image": 1}
+    with RaggedStore(path) as store:
+        assert store.dim == 2048 and store.attrs["model"] == "resnext101_32x16d_wsl"
+        assert store.params["weights"] == "random"
+        cat, coffee, _ = (v.astype(np.float32) for v in store.get(store.ids))
+    assert np.isfinite(cat).all() and np.abs(cat - coffee).max() > 0  # a network, if an untrained one
+
+
+def test_weights_are_a_choice():
+    assert ImageParams().weights == "pretrained"
+    with pytest.raises(ParamsError, match=r"image params.weights: 'imagenet' is not one of \['pretrained', 'random'\]"):
+        make_params("image", {"weights": "imagenet"})

@@ -1,3 +1,4 @@
+import dataclasses
 from unittest import mock
 
 import numpy as np
@@ -25,7 +26,7 @@ def manifest_of(photos, names) -> Manifest:
 def test_the_cat_photo_gets_a_cat_label(photos, lite0, tmp_path, monkeypatch):
     names = ["cat.jpg", "coffee.png", "corrupt.jpg", None]
     write_manifest(manifest_of(photos, names), tmp_path / "manifest.parquet")
-    monkeypatch.setattr(labels_mod, "load_classifier", lambda model, device: lite0)  # the session's loaded copy
+    monkeypatch.setattr(labels_mod, "load_classifier", lambda model, device, **k: lite0)  # the session's loaded copy
     summary = run_extractor("labels", tmp_path / "manifest.parquet", tmp_path / "labels.h5", {"top_k": 5},
                             {"device": "cpu", "num_workers": 0, "progress": False})
     assert summary["items"] == 4 and summary["elements"] == 10
@@ -87,3 +88,29 @@ def test_cloud_vision_label_detection(photos, tmp_path):
         assert list(store.get(["img0"], "text")[0]) == ["Cat", "Whiskers"]
         np.testing.assert_allclose(store.get(["img0"])[0][:, 0], [0.97, 0.9])
         assert store.attrs["backend"] == "cloud_vision"
+
+
+@pytest.fixture(scope="module")
+def random_wsl_classifier():
+    """ResNeXt-101 32x16d WSL with its ImageNet head at random weights, as weights: random builds it; 64 pixels."""
+    from mmsets.extract.backbones import _timm_transform
+
+    backbone = labels_mod.load_classifier("resnext101_32x16d_wsl", "cpu", pretrained=False)
+    return dataclasses.replace(backbone, transform=_timm_transform(backbone.model, 64))
+
+
+def test_random_weights_rehearse_the_paper_cnn_labels(photos, random_wsl_classifier, loader, twice, tmp_path,
+                                                      monkeypatch):
+    load = loader(random_wsl_classifier)
+    monkeypatch.setattr(labels_mod, "load_classifier", load)
+    write_manifest(manifest_of(photos, ["cat.jpg", "coffee.png", None]), tmp_path / "manifest.parquet")
+    params = {"model": "resnext101_32x16d_wsl", "weights": "random", "top_k": 3}
+    summary, path = twice("labels", tmp_path / "manifest.parquet", tmp_path, params)
+    assert load.calls == [("resnext101_32x16d_wsl", {"pretrained": False})] * 2
+    assert summary["elements"] == 6 and summary["skipped"] == {"no_image": 1}
+    with RaggedStore(path) as store:
+        assert store.attrs["model"] == "resnext101_32x16d_wsl" and store.params["weights"] == "random"
+        names = store.get(store.ids[:2], "text")
+    assert all(set(n) <= set(imagenet_class_names()) and len(n) == 3 for n in names)
+    with pytest.raises(ParamsError, match="weights: 'random' is for the imagenet backend"):
+        make_params("labels", {"backend": "cloud_vision", "weights": "random"})

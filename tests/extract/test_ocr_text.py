@@ -65,3 +65,20 @@ def test_ocr_store_must_fit_the_manifest(tmp_path, cached_minilm):
     with pytest.raises(ParamsError, match=r"ocr_text params: unknown key\(s\) \['fields'\]"):
         make_params("ocr_text", {"fields": ["plot"]})
     assert not (tmp_path / "t.h5").exists() and not (tmp_path / "t.h5.partial").exists()
+
+
+def test_random_weights_rehearse_roberta_large_on_ocr_words(tmp_path, random_roberta_large, loader, twice,
+                                                            monkeypatch):
+    from mmsets.extract import text as text_mod
+
+    load = loader(random_roberta_large)
+    monkeypatch.setattr(text_mod, "load_text_encoder", load)
+    write_ocr_store(tmp_path / "ocr.h5")
+    write_manifest(manifest_of(list(OCR)), tmp_path / "manifest.parquet")
+    params = {"ocr_store": str(tmp_path / "ocr.h5"), "model": "roberta-large", "weights": "random", "pooling": "cls",
+              "max_length": 32}
+    summary, path = twice("ocr_text", tmp_path / "manifest.parquet", tmp_path, params)
+    assert [(name, kwargs["weights"]) for name, kwargs in load.calls] == [("roberta-large", "random")] * 2
+    assert summary["elements"] == 2
+    with RaggedStore(path) as store:
+        assert store.dim == 1024 and store.attrs["model"] == "roberta-large" and store.params["weights"] == "random"

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.extract import ParamsError, make_params, run_extractor
@@ -111,3 +112,29 @@ def test_bad_params_are_named(tmp_path, cached_minilm):
     with pytest.raises(ParamsError, match="fields: name at least one"):
         make_params("text", {"fields": []})
     assert not (tmp_path / "t.h5").exists() and not (tmp_path / "t.h5.partial").exists()
+
+
+def test_random_weights_rehearse_roberta_large(tmp_path, random_roberta_large, loader, twice, monkeypatch):
+    """weights: random builds RoBERTa-large from its published config: 1024-d vectors, the same on every run."""
+    load = loader(random_roberta_large)
+    monkeypatch.setattr(text_mod, "load_text_encoder", load)
+    write_manifest(manifest_of(PLOTS[:3], TITLES[:3]), tmp_path / "manifest.parquet")
+    params = {"model": "roberta-large", "weights": "random", "pooling": "cls", "max_length": 32}
+    summary, path = twice("text", tmp_path / "manifest.parquet", tmp_path, params)
+    assert [(name, kwargs["weights"]) for name, kwargs in load.calls] == [("roberta-large", "random")] * 2
+    assert summary["elements"] == 3 and summary["skipped"] == {"no_text": 1}  # the first plot has two paragraphs
+    with RaggedStore(path) as store:
+        assert store.dim == 1024 and store.attrs["model"] == "roberta-large" and store.params["weights"] == "random"
+        assert np.isfinite(np.concatenate(store.get(store.ids))).all()
+
+
+def test_random_roberta_takes_a_full_window(random_roberta_large):
+    """512 tokens, and a short text padded to them, stay inside RoBERTa's 514 positions and its 1 token type."""
+    encoder = random_roberta_large
+    assert encoder.max_length == 512
+    batch = encoder.tokenizer(["word " * 700, "A short plot."], padding=True, truncation=True, max_length=512,
+                              return_tensors="pt")
+    assert batch["input_ids"].shape == (2, 512)
+    with torch.inference_mode():
+        embedded = encoder.model.embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
+    assert embedded.shape == (2, 512, 1024) and torch.isfinite(embedded).all()

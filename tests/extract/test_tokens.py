@@ -239,3 +239,23 @@ def test_bad_params_are_named(tmp_path, stores, cached_minilm):
     with pytest.raises(ParamsError, match="layer: 7 is not a layer of minilm-l6"):
         extract_tokens(manifest, tmp_path / "t.h5", TokensParams(modalities=["text:plot"], layer=7), CPU)
     assert not (tmp_path / "t.h5").exists() and not (tmp_path / "t.h5.partial").exists()
+
+
+def test_random_weights_rehearse_roberta_large_states(tmp_path, random_roberta_large, loader, twice, monkeypatch):
+    """DM2S2's frozen encoder at random weights: 1024-d states of every token, a 512-token window, the same twice."""
+    from mmsets.extract import backbones
+
+    load = loader(random_roberta_large)
+    monkeypatch.setattr(backbones, "load_text_encoder", load)
+    frame = manifest_of().frame.drop(columns="cat_rating")
+    write_manifest(Manifest(frame, ["crime", "drama", "fantasy", "horror"]), tmp_path / "manifest.parquet")
+    assert tokens_mod.encoder_window(random_roberta_large, None) == 512
+    params = {"modalities": ["text:title", "text:plot"], "model": "roberta-large", "weights": "random",
+              "max_length": 32, "position_ids": "per_modality"}
+    summary, path = twice("tokens", tmp_path / "manifest.parquet", tmp_path, params)
+    assert [(name, kwargs["weights"]) for name, kwargs in load.calls] == [("roberta-large", "random")] * 2
+    assert summary["items"] == len(IDS) and summary["max_length"] == 32
+    with RaggedStore(path) as store:
+        assert store.dim == 1024 and store.attrs["model"] == "roberta-large" and store.params["weights"] == "random"
+        states = store.get(store.ids)
+    assert max(len(s) for s in states) <= 32 and all(np.isfinite(s.astype(np.float32)).all() for s in states)
