@@ -59,6 +59,7 @@ MM_IMDB_SPLITS = (15552, 2608, 7799)  # train, dev, test of MM-IMDb's split.json
 FILES_PER_FOLDER = 1000
 CUE_P = 0.06  # share of a plot's content words taken from its genres' cue words
 HUE_CUE_P = 0.5  # share of posters whose background hue is one of their genres'
+SKIN = [(255, 224, 196), (241, 194, 160), (224, 172, 125), (198, 134, 90), (141, 85, 54), (92, 58, 38)]
 
 NAMES = """Adam Alma Arthur Bella Boris Carmen Cyrus Daisy Dmitri Edith Elias Esther Frank Greta Harvey
     Helen Ivan Iris Jack Julia Karl Laura Leo Lucy Martin Maya Nina Noah Olga Oscar Paul Rita Ruth Sam Sofia
@@ -119,6 +120,14 @@ _CONTENT = "nVA"  # classes a cue word may replace
 _FUNCTION = "CDJPT"  # classes a sentence does not end on
 
 
+def write_rehearsal(out_dir: str | os.PathLike, manifest_path: str | os.PathLike, **kwargs) -> Manifest:
+    """Generate the rehearsal dataset into ``out_dir``, then write its manifest (atomically, and last: a
+    manifest that exists has all its posters)."""
+    manifest = generate_rehearsal(out_dir, **kwargs)
+    write_manifest(manifest, manifest_path)
+    return manifest
+
+
 def generate_rehearsal(
     out_dir: str | os.PathLike,
     *,
@@ -165,13 +174,6 @@ def generate_rehearsal(
     }
     frame = pd.DataFrame(rows, dtype=object)  # keeps None (pandas 3 would turn it into NaN in str columns)
     return Manifest(frame, list(GENRES), task="multilabel", dataset="rehearsal", extra=extra)
-
-
-def write_rehearsal(out_dir: str | os.PathLike, manifest_path: str | os.PathLike, **kwargs) -> Manifest:
-    """Generate the rehearsal dataset into ``out_dir`` and write its manifest (atomically, last)."""
-    manifest = generate_rehearsal(out_dir, **kwargs)
-    write_manifest(manifest, manifest_path)
-    return manifest
 
 
 def _apportion(weights, total: int) -> np.ndarray:
@@ -307,9 +309,6 @@ def _draw_object(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h:
         draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
     else:
         draw.polygon(_star(cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=fill)
-
-
-SKIN = [(255, 224, 196), (241, 194, 160), (224, 172, 125), (198, 134, 90), (141, 85, 54), (92, 58, 38)]
 
 
 def _draw_face(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int) -> None:
