@@ -1,6 +1,6 @@
 """Command-line interface: one subcommand per workflow step; the Snakemake rules call these.
 
-    mmsets prepare demo|mmimdb ...   build results/{dataset}/manifest.parquet
+    mmsets prepare <kind> ...        build results/{dataset}/manifest.parquet (demo, mmimdb, table, ...)
     mmsets download / unpack         fetch and unpack the official MM-IMDb archive
     mmsets extract <extractor> ...   write results/{dataset}/features/<extractor>.h5
     mmsets train ...                 train one run, write its run directory
