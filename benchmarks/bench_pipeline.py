@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
+
+from measure import parse_arguments, peak_in_child, peak_rss_mib
 
 from mmsets.data.demo import generate_demo
 from mmsets.data.manifest import read_manifest, write_manifest
@@ -102,36 +101,25 @@ def end_to_end(name: str, settings: dict, manifest_path: Path, out: Path, runtim
 
 
 def peak_child(name: str, settings: str, manifest_path: str, out: str, runtime: str) -> None:
+    """Run one extraction and print its peak RSS in MiB (run in a fresh process)."""
     run_extractor(name, manifest_path, out, json.loads(settings), Runtime(**json.loads(runtime)))
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            print(int(line.split()[1]) / 1024)
+    print(peak_rss_mib())
 
 
 def peak_rss(name: str, settings: dict, manifest_path: Path, out: Path, runtime: Runtime) -> float:
     runtime_json = json.dumps({k: getattr(runtime, k) for k in ("device", "batch_size", "num_workers", "progress")})
-    proc = subprocess.run([sys.executable, __file__, "--peak-child", name, json.dumps(settings), str(manifest_path),
-                           str(out), runtime_json], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-2000:])
-    return float(proc.stdout.strip().splitlines()[-1])
+    return peak_in_child(__file__, name, json.dumps(settings), str(manifest_path), str(out), runtime_json)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=64)
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--extractors", default="image,text,tokens,objects")
     parser.add_argument("--paper", action="store_true", help="the papers' architectures, random weights")
     parser.add_argument("--memory", action="store_true", help="also peak RSS at N and 10N items")
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--peak-child", nargs=5, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.peak_child:
-        peak_child(*args.peak_child)
-        return
+    args = parse_arguments(parser, peak_child, child_args=5)
     device = resolve_device(args.device)
     runtime = Runtime(device=str(device), batch_size=args.batch_size, num_workers=args.workers, progress=False)
     results: dict = {"device": str(device), "items": args.items, "batch_size": args.batch_size, "extractors": {}}

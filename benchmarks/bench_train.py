@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
+from measure import parse_arguments, peak_in_child, peak_rss_mib
 
 from mmsets.data.manifest import Manifest, read_manifest, write_manifest
 from mmsets.data.sequences import SequenceDataset
@@ -153,31 +152,11 @@ def memory_child(root: str, preload: str) -> None:
     print(peak_rss_mib())
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not inherit the parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def peak_rss(root: Path, preload: bool) -> float:
-    out = subprocess.run([sys.executable, __file__, "--memory-child", str(root), "yes" if preload else "no"],
-                         capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=2000, help="N, the items of the training set")
     parser.add_argument("--tokens", type=int, default=256, help="tokens per item of the DM2S2 states")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.memory_child:
-        memory_child(*args.memory_child)
-        return
+    args = parse_arguments(parser, memory_child, child_args=2)
     device = resolve_device(args.device)
     results: dict = {"device": str(device), "items": args.items}
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +167,7 @@ def main() -> None:
         write_tokens(small, min(args.items, 500), args.tokens)
         results["dm2s2"] = bench_dm2s2(small, device, min(args.items, 500), reencode_items=16)
         write_sets(large, 10 * args.items, seed=1)
-        results["memory_mib"] = {f"{label}_{size}": peak_rss(root, preload)
+        results["memory_mib"] = {f"{label}_{size}": peak_in_child(__file__, str(root), "yes" if preload else "no")
                                  for size, root in (("n", small), ("10n", large))
                                  for label, preload in (("preloaded", True), ("streamed", False))}
     mem = results["memory_mib"]
