@@ -74,6 +74,7 @@ def model_only(name: str, settings: dict, manifest, device: torch.device, batch_
         if name == "tokens":
             texts = [f"{title} {plot}" for title, plot in zip(manifest.text("title").fillna(""), texts)]
         length = settings.get("max_length", 256)
+        texts = sorted(texts, key=len, reverse=True)  # the extractors batch longest first: as little padding
         batches = [encoder.tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=length,
                                      return_tensors="pt").to(device) for i in range(0, n, batch_size)]
 
