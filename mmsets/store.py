@@ -89,7 +89,7 @@ class RaggedWriter:
         self.dim = int(dim)
         self.fields = dict(fields or {})
         self.commit_every = commit_every
-        self._pending = 0
+        self._buffer: list[tuple[str, np.ndarray, dict]] = []
         params_json = json.dumps(dict(params or {}), sort_keys=True, default=str)
         header = {
             "extractor": extractor,
@@ -146,37 +146,52 @@ class RaggedWriter:
         return f
 
     def add(self, item_id: str, data: np.ndarray, **fields: Sequence[Any]) -> None:
-        """Append one item with ``data`` of shape (k, dim); k may be 0."""
+        """Append one item with ``data`` of shape (k, dim); k may be 0. It reaches the file at the next commit."""
         data = np.asarray(data, dtype=np.float32).reshape(-1, self.dim)
         k = data.shape[0]
         if set(fields) != set(self.fields):
             raise StoreError(f"item {item_id!r}: expected fields {sorted(self.fields)}, got {sorted(fields)}")
-        f = self.file
-        f["ids"].resize((self.n_items + 1,))
-        f["ids"][self.n_items] = item_id
-        f["offsets"].resize((self.n_items + 2,))
-        f["offsets"][self.n_items + 1] = self.n_rows + k
-        if k:
-            f["data"].resize((self.n_rows + k, self.dim))
-            f["data"][self.n_rows:] = data
+        checked = {}
         for name, values in fields.items():
             values = list(values) if self.fields[name][1] == "str" else np.asarray(values, dtype=self.fields[name][1])
             if len(values) != k:
                 raise StoreError(f"item {item_id!r}: field {name!r} has {len(values)} values for {k} elements")
-            f[name].resize((self.n_rows + k, *f[name].shape[1:]))
-            if k:
-                f[name][self.n_rows:] = values
+            checked[name] = values
+        self._buffer.append((item_id, data, checked))
         self.n_items += 1
         self.n_rows += k
         self.done_ids.add(item_id)
-        self._pending += 1
-        if self._pending >= self.commit_every:
+        if len(self._buffer) >= self.commit_every:
             self.commit()
 
     def commit(self) -> None:
-        self.file.attrs["n_committed"] = self.n_items
-        self.file.flush()
-        self._pending = 0
+        """Write the buffered items, one resize and write per array (per-item writes cost more than a
+        GPU forward), then mark them committed."""
+        f = self.file
+        if self._buffer:
+            start_item = self.n_items - len(self._buffer)
+            start_row = self.n_rows - sum(len(data) for _, data, _ in self._buffer)
+            counts = np.array([len(data) for _, data, _ in self._buffer], np.int64)
+            f["ids"].resize((self.n_items,))
+            f["ids"][start_item:] = [item_id for item_id, _, _ in self._buffer]
+            f["offsets"].resize((self.n_items + 1,))
+            f["offsets"][start_item + 1:] = start_row + np.cumsum(counts)
+            if self.n_rows > start_row:
+                f["data"].resize((self.n_rows, self.dim))
+                f["data"][start_row:] = np.concatenate([data for _, data, _ in self._buffer])
+                for name, (tail, dtype) in self.fields.items():
+                    values = [fields[name] for _, _, fields in self._buffer]
+                    f[name].resize((self.n_rows, *tail))
+                    f[name][start_row:] = ([v for part in values for v in part] if dtype == "str"
+                                           else np.concatenate(values))
+            self._buffer = []
+        f.attrs["n_committed"] = self.n_items
+        f.flush()
+
+    def counts(self) -> np.ndarray:
+        """Elements per item written so far, buffered ones included."""
+        self.commit()
+        return np.diff(self.file["offsets"][: self.n_items + 1])
 
     def close(self, **summary: Any) -> Path:
         """Seal the file (``summary`` goes into attrs as JSON) and rename it into place."""

@@ -13,6 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.mark.parametrize("script, args", [
     ("bench_pooling.py", ["--batch", "4", "--dim", "8", "--max-set", "3"]),
+    ("bench_store.py", ["--items", "20", "--dim", "8"]),
     ("bench_extract.py", ["--items", "2", "--device", "cpu"]),
     ("bench_train.py", ["--items", "20", "--tokens", "10", "--device", "cpu"]),
     ("bench_pipeline.py", ["--items", "4", "--workers", "0", "--extractors", "image,text", "--device", "cpu"]),

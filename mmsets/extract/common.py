@@ -101,7 +101,7 @@ class RunTally:
 
     def summary(self, writer: RaggedWriter) -> dict[str, Any]:
         seconds = time.perf_counter() - self.start
-        counts = np.diff(writer.file["offsets"][: writer.n_items + 1])
+        counts = writer.counts()
         return {
             "items": int(writer.n_items),
             "with_elements": int((counts > 0).sum()),
@@ -133,7 +133,6 @@ def resumable(writer: RaggedWriter) -> typing.Iterator[None]:
 
 def empty_done_ids(writer: RaggedWriter) -> set[str]:
     """Ids a resumed store already holds with zero elements (their skip reason must be counted again)."""
-    n = writer.n_items
-    counts = np.diff(writer.file["offsets"][: n + 1])
-    ids = writer.file["ids"].asstr()[:n]
+    counts = writer.counts()
+    ids = writer.file["ids"].asstr()[: writer.n_items]
     return {item_id for item_id, k in zip(ids, counts) if k == 0}
