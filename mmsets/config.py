@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from mmsets.models.registry import FAMILIES
 from mmsets.runs.spec import RunSpec, SpecError, expand_runs
 
 
@@ -158,11 +159,29 @@ def dataset_section(config: dict, dataset: str, section: str) -> dict:
     return _merge(config.get(section, {}), config["datasets"][dataset].get(section, {}))
 
 
+def family_training(config: dict, dataset: str, family: str) -> dict:
+    """The training recipe of ``family``'s runs on ``dataset``, the more specific over the more general:
+    top-level keys < the family's paper recipe (the registry) < top-level ``training.families.<family>``
+    < the dataset's own keys < the dataset's ``training.families.<family>``."""
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"datasets.{dataset}: no such dataset in the config")
+    recipe = FAMILIES[family].recipe if family in FAMILIES else {}
+    top, own = config.get("training", {}), config["datasets"][dataset].get("training", {})
+
+    def keys(section: dict) -> dict:
+        return {k: v for k, v in section.items() if k != "families"}
+
+    def of_family(section: dict) -> dict:
+        return section.get("families", {}).get(family, {})
+
+    return {**keys(top), **recipe, **of_family(top), **keys(own), **of_family(own)}
+
+
 def dataset_runs(config: dict, dataset: str) -> dict[str, RunSpec]:
     """The runs of a dataset in a validated config, by name (``mmsets.runs.spec.expand_runs``)."""
     selected = config["datasets"][dataset].get("experiments") or list(config["experiments"])
     try:
-        return expand_runs(config["experiments"], selected, dataset_section(config, dataset, "training"),
+        return expand_runs(config["experiments"], selected, lambda family: family_training(config, dataset, family),
                            dataset_section(config, dataset, "models"), config["datasets"][dataset].get("cv"))
     except (SpecError, TypeError) as err:
         raise ConfigError(f"datasets.{dataset}: {err}") from err

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsets.config import ConfigError, unfold_dotted, validate_config
+from mmsets.config import ConfigError, dataset_runs, unfold_dotted, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -85,4 +85,34 @@ def test_dataset_model_overrides_and_variants_are_checked_against_their_family()
     config = _config()  # a variant that switches family is checked against the family it switches to
     config["experiments"]["baselines"]["variants"]["gmu"] = {"model": "gmu", "intra": True}
     with pytest.raises(ConfigError, match=r"experiments\.baselines\.variants\.gmu: unknown key\(s\) \('intra'"):
+        validate_config(config, SCHEMA)
+
+
+def test_training_is_the_dataset_over_the_family_over_the_top_level():
+    config = _config()
+    config["training"]["families"] = {"gmu": {"lr": 0.01}}
+    config["datasets"]["mmimdb"]["training"] = {"epochs": 7}
+    config["datasets"]["parallel_demo"]["training"]["families"] = {"dmms": {"epochs": 9}}
+    config = validate_config(config, SCHEMA)
+    runs = dataset_runs(config, "mmimdb")
+    by_model = {run.model: run.training for run in runs.values()}
+    assert by_model["dm2s2"].class_weighting == "inv"  # the DM2S2 paper's 1/N_k (the family's recipe)
+    assert by_model["encoder_only"].class_weighting == "inv"
+    assert by_model["dmms"].class_weighting == "inv_sqrt"  # the DMMS paper's
+    assert by_model["gmu"].lr == 0.01 and by_model["dmms"].lr == 0.001
+    assert {t.epochs for t in by_model.values()} == {7}
+    table = {run.model: run.training for run in dataset_runs(config, "parallel_demo").values()}
+    assert table["dmms"].epochs == 9 and table["gmu"].epochs == 60  # its family key over its own epochs: 60
+    assert table["dmms"].class_weighting == "none"  # the dataset's own key wins over every family's
+
+
+@pytest.mark.parametrize("families, key", [
+    ({"dmmz": {"lr": 0.1}}, "training.families"),
+    ({"dm2s2": {"lr": -1}}, "training.families.dm2s2"),
+    ({"dm2s2": {"epochz": 3}}, "training.families.dm2s2"),
+])
+def test_family_training_keys_are_validated(families, key):
+    config = _config()
+    config["training"]["families"] = families
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(config, SCHEMA)

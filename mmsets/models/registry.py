@@ -37,6 +37,9 @@ class Family:
     builder: str  # the config's fields as keywords -> an nn.Module or a FittedModel
     inputs: str  # SETS or SEQUENCE
     resources: Resources = TRAINED
+    # Where the family's paper trains it differently from the shared recipe (mmsets.runs.spec.TrainConfig);
+    # config.yaml's training.families.<name> overrides it, a dataset's own training keys override both.
+    recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def config(self) -> type:
@@ -64,14 +67,16 @@ class Family:
         self.config(n_classes=2, **data, **settings)
 
 
+DM2S2_RECIPE = {"class_weighting": "inv"}  # DM2S2 Sec. IV-C, Eq. 16: w_k = 1 / N_k
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("dmms", "mmsets.models.dmms", "DMMSConfig", "dmms", SETS),
     Family("late_fusion", "mmsets.models.fusion", "LateFusionConfig", "late_fusion", SETS),
     Family("gmu", "mmsets.models.fusion", "GMUConfig", "gmu", SETS),
     Family("lightgbm", "mmsets.models.fitted", "LightGBMConfig", "lightgbm", SETS, FITTED),
     Family("logreg", "mmsets.models.fitted", "LogRegConfig", "logreg", SETS, FITTED),
-    Family("dm2s2", "mmsets.models.dm2s2", "DM2S2Config", "dm2s2", SEQUENCE),
-    Family("encoder_only", "mmsets.models.dm2s2", "EncoderOnlyConfig", "encoder_only", SEQUENCE),
+    Family("dm2s2", "mmsets.models.dm2s2", "DM2S2Config", "dm2s2", SEQUENCE, recipe=DM2S2_RECIPE),
+    Family("encoder_only", "mmsets.models.dm2s2", "EncoderOnlyConfig", "encoder_only", SEQUENCE, recipe=DM2S2_RECIPE),
 )}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 CLASS_WEIGHTINGS = ("inv_sqrt", "inv", "none")  # inv_sqrt: DMMS; inv (1/N_k): DM2S2
 SINGLE_LABEL_LOSSES = ("sigmoid", "softmax")
@@ -145,11 +145,12 @@ def _known(section: Any, cls: type, prefix: str) -> dict[str, Any]:
     return dict(section)
 
 
-def expand_runs(experiments: Mapping[str, Any], groups: list[str], training: Mapping[str, Any],
+def expand_runs(experiments: Mapping[str, Any], groups: list[str], training: Callable[[str], Mapping[str, Any]],
                 models: Mapping[str, Any], cv: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:
-    """The runs of experiment ``groups`` (validated sections of config.yaml; ``training`` and ``models``
-    with a dataset's overrides merged in), by name: each group's feature combinations x pooling types
-    (DMMS only) x variants x seeds. ``mmsets.config.dataset_runs`` calls it for one dataset."""
+    """The runs of experiment ``groups`` (validated sections of config.yaml; ``models`` with a dataset's
+    overrides merged in; ``training(family)`` that family's recipe), by name: each group's feature
+    combinations x pooling types (DMMS only) x variants x seeds. ``mmsets.config.dataset_runs`` calls it
+    for one dataset."""
     runs: dict[str, RunSpec] = {}
     for group in groups:
         if group not in experiments:
@@ -163,7 +164,7 @@ def expand_runs(experiments: Mapping[str, Any], groups: list[str], training: Map
                 for pooling in exp["pooling"] if model == DMMS else [None]:
                     for seed in exp["seeds"]:
                         run = RunSpec(model, list(features), {**({"pooling": pooling} if pooling else {}), **settings},
-                                      TrainConfig(**{**training, "seed": seed}), CVConfig(**cv) if cv else None,
+                                      TrainConfig(**{**training(model), "seed": seed}), CVConfig(**cv) if cv else None,
                                       group, combination, variant)
                         runs[run.name] = run
     return runs

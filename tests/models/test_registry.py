@@ -47,7 +47,8 @@ def test_training_schema_is_the_train_config():
     schema = SCHEMA["properties"]["training"]
     assert schema.get("additionalProperties") is False
     expected = _defaults(TrainConfig, skip=RUNTIME_TRAINING_KEYS)
-    assert {key: prop.get("default") for key, prop in schema["properties"].items()} == expected
+    assert {key: prop.get("default") for key, prop in schema["properties"].items() if key != "families"} == expected
+    assert set(schema["properties"]["families"]["propertyNames"]["enum"]) == set(FAMILIES)
 
 
 def test_registry_builds_each_family_from_its_settings():
