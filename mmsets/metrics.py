@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from sklearn.metrics import f1_score, mean_absolute_error, mean_absolute_percentage_error, roc_auc_score
 
+from mmsets.runs.spec import DECISION_RULES
+
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 
@@ -39,8 +41,8 @@ def f1_micro(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return 2.0 * tp / denominator if denominator else 0.0
 
 
-def binarize(probs: np.ndarray, threshold: float, top1: bool = False) -> np.ndarray:
-    """Labels with probability >= threshold; with ``top1`` each item also keeps its most likely label."""
+def binarize(probs: np.ndarray, threshold: float | np.ndarray, top1: bool = False) -> np.ndarray:
+    """Labels with probability >= threshold (one, or one per class); with ``top1`` each item also keeps its most likely label."""
     pred = (probs >= threshold).astype(np.int64)
     if top1 and probs.shape[0]:
         pred[np.arange(probs.shape[0]), probs.argmax(axis=1)] = 1
@@ -55,33 +57,76 @@ def best_threshold(y_true: np.ndarray, probs: np.ndarray, top1: bool = False,
     return float(grid[k]), float(scores[k])
 
 
+def best_class_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLDS) -> np.ndarray:
+    """One threshold per class on ``grid``, each maximising that class's F1 (lowest on ties): together
+    they maximise F1-macro, the mean of the classes' F1."""
+    y_true = np.asarray(y_true) > 0
+    pred = np.asarray(probs)[None, :, :] >= grid[:, None, None]  # (thresholds, N, C)
+    tp = (pred & y_true[None]).sum(axis=1)
+    denominator = pred.sum(axis=1) + y_true.sum(axis=0)[None]
+    f1 = np.divide(2.0 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
+    return grid[f1.argmax(axis=0)].astype(np.float64)
+
+
+def f1_macro(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(f1_score(np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int), average="macro",
+                          zero_division=0))
+
+
+PAPER_THRESHOLD = 0.5  # the papers' protocol: a label is predicted when its probability is at least 0.5
+
+
 @dataclass
 class Decision:
-    """How probabilities become labels, chosen on dev: a global threshold, and whether top-1 is forced."""
+    """How probabilities become labels (multi-label), chosen on dev by ``rule``:
 
-    threshold: float
+    - ``f1_micro``: one global threshold maximising dev F1-micro;
+    - ``f1_macro``: one threshold per class, each maximising its dev F1 (so F1-macro);
+    - ``paper``: the papers' protocol, 0.5 for every class, nothing tuned.
+
+    With the first two, the at-least-top-1 rule is kept when it raises the rule's dev score.
+    """
+
+    threshold: float | list[float]
     top1: bool
-    dev_f1_micro: float
-    dev_f1_micro_plain: float  # best F1 with the threshold alone
-    dev_f1_micro_top1: float | None  # best F1 with the top-1 rule as well (None when not tried)
+    rule: str = "f1_micro"
+    dev_score: float | None = None  # the rule's dev metric with this decision
+    dev_score_plain: float | None = None  # with the thresholds alone
+    dev_score_top1: float | None = None  # with the top-1 rule as well (None when not tried)
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
-        return binarize(probs, self.threshold, self.top1)
+        return binarize(probs, np.asarray(self.threshold), self.top1)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def choose_decision(y_true: np.ndarray, probs: np.ndarray, try_top1: bool = True,
+def choose_decision(y_true: np.ndarray, probs: np.ndarray, rule: str = "f1_micro", try_top1: bool = True,
                     grid: np.ndarray = THRESHOLDS) -> Decision:
-    """Tune the threshold with and without the at-least-top-1 rule; keep the rule only if it raises dev F1-micro."""
-    t_plain, f_plain = best_threshold(y_true, probs, False, grid)
-    if not try_top1:
-        return Decision(t_plain, False, f_plain, f_plain, None)
-    t_top1, f_top1 = best_threshold(y_true, probs, True, grid)
-    if f_top1 > f_plain:
-        return Decision(t_top1, True, f_top1, f_plain, f_top1)
-    return Decision(t_plain, False, f_plain, f_plain, f_top1)
+    """Tune the decision ``rule`` (see Decision) on dev, with and without the top-1 rule."""
+    if rule not in DECISION_RULES:
+        raise ValueError(f"training.decision: {rule!r} is not one of {list(DECISION_RULES)}")
+    if rule == "paper":
+        score = f1_micro(y_true, binarize(probs, PAPER_THRESHOLD))
+        return Decision(PAPER_THRESHOLD, False, rule, score, score)
+    if rule == "f1_micro":
+        t_plain, f_plain = best_threshold(y_true, probs, False, grid)
+        if not try_top1:
+            return Decision(t_plain, False, rule, f_plain, f_plain)
+        t_top1, f_top1 = best_threshold(y_true, probs, True, grid)
+        if f_top1 > f_plain:
+            return Decision(t_top1, True, rule, f_top1, f_plain, f_top1)
+        return Decision(t_plain, False, rule, f_plain, f_plain, f_top1)
+    thresholds = best_class_thresholds(y_true, probs, grid)
+    f_plain = f1_macro(y_true, binarize(probs, thresholds))
+    f_top1 = f1_macro(y_true, binarize(probs, thresholds, True)) if try_top1 else None
+    top1 = f_top1 is not None and f_top1 > f_plain
+    return Decision(thresholds.tolist(), top1, rule, f_top1 if top1 else f_plain, f_plain, f_top1)
+
+
+def paper_protocol_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """F1 micro / macro / samples at the papers' threshold of 0.5, no top-1 rule: ``<metric>_at_0.5``."""
+    return {f"{k}_at_0.5": v for k, v in multilabel_metrics(y_true, binarize(probs, PAPER_THRESHOLD)).items()}
 
 
 # ------------------------------------------------------------------------------ single-label
@@ -236,8 +281,10 @@ class ValueDecision:
 def decision_from_dict(raw: Mapping[str, Any]) -> Decision | ArgmaxDecision | ValueDecision:
     """The decision rule saved in a checkpoint's config (multi-label ones carry no ``rule`` key)."""
     rule = raw.get("rule")
-    if rule is None:
-        return Decision(**raw)
+    if rule is None or rule in DECISION_RULES:
+        old = {"dev_f1_micro": "dev_score", "dev_f1_micro_plain": "dev_score_plain",
+               "dev_f1_micro_top1": "dev_score_top1"}  # checkpoints written before the decision rules
+        return Decision(**{old.get(k, k): v for k, v in raw.items()})
     rules = {"argmax": ArgmaxDecision, "value": ValueDecision}
     if rule not in rules:
         raise ValueError(f"decision rule {rule!r} is not one of {sorted(rules)}")

@@ -34,7 +34,8 @@ from torch.nn import functional as F
 
 from mmsets.data.manifest import Manifest
 from mmsets.metrics import (ArgmaxDecision, ValueDecision, best_threshold, choose_decision, f1_micro,
-                            multilabel_metrics, regression_metrics, single_label_metrics)
+                            multilabel_metrics, paper_protocol_metrics, regression_metrics,
+                            single_label_metrics)
 from mmsets.runs.spec import SINGLE_LABEL_LOSSES
 
 LOWER_IS_BETTER = frozenset({"loss", "rmse", "mae", "mape"})
@@ -115,7 +116,9 @@ class Task:
         """Flat dev metrics of one epoch, for the history and the choice of the best epoch."""
         raise NotImplementedError
 
-    def decide(self, truth: np.ndarray, outputs: np.ndarray, try_top1: bool = True):
+    def decide(self, truth: np.ndarray, outputs: np.ndarray, rule: str = "f1_micro", try_top1: bool = True):
+        """The decision rule chosen on dev (``rule`` and ``try_top1``: training.decision and top1_rule,
+        multi-label only)."""
         raise NotImplementedError
 
     def metrics(self, truth: np.ndarray, outputs: np.ndarray, decision) -> dict[str, Any]:
@@ -148,16 +151,18 @@ class MultiLabelTask(Task):
         threshold, f1 = best_threshold(truth, outputs)
         return {"f1_micro": f1, "threshold": threshold, "f1_micro_at_0.5": f1_micro(truth, outputs >= 0.5)}
 
-    def decide(self, truth, outputs, try_top1=True):
-        return choose_decision(truth, outputs, try_top1=try_top1)
+    def decide(self, truth, outputs, rule="f1_micro", try_top1=True):
+        return choose_decision(truth, outputs, rule, try_top1)
 
     def metrics(self, truth, outputs, decision):
-        return multilabel_metrics(truth, decision.apply(outputs))
+        """With the decision chosen on dev, and beside them the papers' protocol (``<metric>_at_0.5``)."""
+        return {**multilabel_metrics(truth, decision.apply(outputs)), **paper_protocol_metrics(truth, outputs)}
 
     def pooled_metrics(self, parts):
         truth = np.concatenate([p[0] for p in parts])
         pred = np.concatenate([p[2].apply(p[1]) for p in parts])
-        return multilabel_metrics(truth, pred)
+        return {**multilabel_metrics(truth, pred),
+                **paper_protocol_metrics(truth, np.concatenate([p[1] for p in parts]))}
 
 
 class SingleLabelTask(Task):
@@ -205,7 +210,7 @@ class SingleLabelTask(Task):
         del metrics["per_class_accuracy"]
         return metrics
 
-    def decide(self, truth, outputs, try_top1=True):
+    def decide(self, truth, outputs, rule="f1_micro", try_top1=True):
         return ArgmaxDecision()
 
     def metrics(self, truth, outputs, decision):
@@ -275,7 +280,7 @@ class RegressionTask(Task):
     def epoch_metrics(self, truth, outputs):
         return regression_metrics(truth, outputs, self.auc_threshold)
 
-    def decide(self, truth, outputs, try_top1=True):
+    def decide(self, truth, outputs, rule="f1_micro", try_top1=True):
         return ValueDecision()
 
     def metrics(self, truth, outputs, decision):

@@ -37,10 +37,41 @@ def test_threshold_and_top1_are_chosen_on_the_data():
     probs = np.array([[0.3, 0.1], [0.2, 0.25], [0.9, 0.4]])  # top-1 is always right, thresholds never are
     assert best_threshold(y, probs)[1] < 1.0
     decision = choose_decision(y, probs)
-    assert decision.top1 and decision.dev_f1_micro == 1.0
+    assert decision.top1 and decision.dev_score == 1.0
     np.testing.assert_array_equal(decision.apply(probs), y)
     off = choose_decision(y, probs, try_top1=False)
-    assert not off.top1 and off.dev_f1_micro_top1 is None
+    assert not off.top1 and off.dev_score_top1 is None
+
+
+def test_per_class_thresholds_maximise_each_class_f1_and_so_f1_macro():
+    rng = np.random.default_rng(0)
+    y = rng.random((200, 4)) < [0.5, 0.2, 0.05, 0.3]
+    probs = np.clip(y * rng.uniform(0.1, 0.6, (1, 4)) + rng.random((200, 4)) * 0.5, 0, 1)
+    decision = choose_decision(y, probs, "f1_macro", try_top1=False)
+    assert decision.rule == "f1_macro" and len(decision.threshold) == 4
+    for k, t in enumerate(decision.threshold):  # no grid threshold does better for its class
+        best = max(f1_score(y[:, k], probs[:, k] >= g, zero_division=0) for g in np.round(np.arange(0.05, 0.951, 0.05), 2))
+        assert f1_score(y[:, k], probs[:, k] >= t, zero_division=0) == pytest.approx(best)
+    macro = f1_score(y, decision.apply(probs), average="macro", zero_division=0)
+    assert macro == pytest.approx(decision.dev_score)
+    micro = choose_decision(y, probs, "f1_micro", try_top1=False)
+    assert macro >= f1_score(y, micro.apply(probs), average="macro", zero_division=0)
+
+
+def test_paper_decision_is_half_and_never_tuned():
+    y = np.array([[1, 0], [0, 1]])
+    probs = np.array([[0.45, 0.1], [0.2, 0.7]])
+    decision = choose_decision(y, probs, "paper")
+    assert decision.threshold == 0.5 and not decision.top1
+    np.testing.assert_array_equal(decision.apply(probs), [[0, 0], [0, 1]])
+    with pytest.raises(ValueError, match="training.decision"):
+        choose_decision(y, probs, "f1_weighted")
+
+
+def test_old_checkpoint_decisions_still_read():
+    raw = {"threshold": 0.3, "top1": True, "dev_f1_micro": 0.6, "dev_f1_micro_plain": 0.5, "dev_f1_micro_top1": 0.6}
+    decision = decision_from_dict(raw)
+    assert decision.rule == "f1_micro" and decision.dev_score == 0.6 and decision.top1
 
 
 # ------------------------------------------------------------------- single-label, regression
@@ -104,7 +135,8 @@ def test_aggregate_runs_over_seeds():
 
 
 def test_decisions_round_trip_through_their_dicts():
-    for decision in (ArgmaxDecision(), ValueDecision(), Decision(0.3, True, 0.8, 0.7, 0.8)):
+    for decision in (ArgmaxDecision(), ValueDecision(), Decision(0.3, True, "f1_micro", 0.8, 0.7, 0.8),
+                     Decision([0.2, 0.4], False, "f1_macro", 0.5, 0.5, 0.4), Decision(0.5, False, "paper", 0.6, 0.6)):
         again = decision_from_dict(decision.to_dict())
         assert type(again) is type(decision) and again.to_dict() == decision.to_dict()
     np.testing.assert_array_equal(ArgmaxDecision().apply(np.array([[0.2, 0.8], [0.6, 0.4]])), [1, 0])

@@ -187,3 +187,14 @@ def test_multilabel_predictions_are_plain_sigmoids(data):
     probs = learner_for(model).predict(ds, 256, MultiLabelTask(ds.label_names))
     assert probs.shape == (len(ds), 2) and np.allclose(probs, 0.01, atol=0.02)  # prior init, not normalised
     assert json.dumps(make_task("binary", ["n", "p"]).to_dict()) == '{"name": "binary", "loss": "sigmoid"}'
+
+
+def test_multilabel_metrics_report_the_papers_protocol_beside_the_tuned_decision():
+    task = make_task("multilabel", ["a", "b", "c"])
+    truth = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    probs = np.array([[0.4, 0.1, 0.1], [0.1, 0.3, 0.1], [0.2, 0.1, 0.35], [0.45, 0.3, 0.1]])
+    decision = task.decide(truth, probs)
+    metrics = task.metrics(truth, probs, decision)
+    assert metrics["f1_micro"] == 1.0  # a threshold of 0.3 separates them
+    assert metrics["f1_micro_at_0.5"] == 0.0 and metrics["f1_macro_at_0.5"] == 0.0  # nothing reaches 0.5
+    assert task.decide(truth, probs, "paper").apply(probs).sum() == 0

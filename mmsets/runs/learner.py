@@ -108,7 +108,7 @@ class FittedLearner:
                   sample_weight, score=score)
         train_seconds = time.perf_counter() - start
         dev_outputs = task.from_model_scale(model.predict(X_dev))
-        decision = task.decide(dev_truth, dev_outputs, try_top1=cfg.top1_rule)
+        decision = task.decide(dev_truth, dev_outputs, cfg.decision, cfg.top1_rule)
         dev = {**task.metrics(dev_truth, dev_outputs, decision), "loss": None}
         log.info("fitted in %.1f s: dev %s", train_seconds, format_metrics(dev))
         selection = getattr(model, "selection", None)

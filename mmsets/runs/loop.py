@@ -175,12 +175,13 @@ def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, 
 
     model.load_state_dict(best_state)
     dev_outputs, dev_loss, _ = score_dev()
-    decision = task.decide(dev_truth, dev_outputs, try_top1=cfg.top1_rule)
+    decision = task.decide(dev_truth, dev_outputs, cfg.decision, cfg.top1_rule)
     dev = {**task.metrics(dev_truth, dev_outputs, decision), "loss": dev_loss}
     log.info("best epoch %d: dev %s", best_epoch, format_metrics(dev))
     if isinstance(decision, Decision):
-        log.info("decision: threshold %.2f, top-1 rule %s (without %.4f, with %s)", decision.threshold,
-                 "on" if decision.top1 else "off", decision.dev_f1_micro_plain, decision.dev_f1_micro_top1)
+        log.info("decision %s: threshold %s, top-1 rule %s (dev %s without %.4f, with %s)", decision.rule,
+                 decision.threshold, "on" if decision.top1 else "off", decision.rule, decision.dev_score_plain,
+                 decision.dev_score_top1)
     return TrainResult(best_epoch, history, decision, dev, dev_outputs, train_seconds,
                        {k: v.cpu() for k, v in best_state.items()}, select)
 

@@ -89,7 +89,7 @@ class RunRecord:
     training: dict = field(default_factory=dict)
     epochs: int | None = None
     best_epoch: float | None = None
-    threshold: Any = None  # multi-label: the global threshold chosen on dev
+    threshold: Any = None  # multi-label: the threshold chosen on dev (a list: one per class)
     train_seconds: float | None = None
     n_items: dict = field(default_factory=dict)
     dev: dict = field(default_factory=dict)

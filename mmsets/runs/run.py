@@ -191,9 +191,10 @@ def _part_metrics(part: _Part) -> dict:
         "extras": part.extras,
     }
     if isinstance(result.decision, Decision):
-        out["top1_rule"] = {"tried": result.decision.dev_f1_micro_top1 is not None, "applied": result.decision.top1,
-                            "dev_f1_micro_without": result.decision.dev_f1_micro_plain,
-                            "dev_f1_micro_with": result.decision.dev_f1_micro_top1}
+        decision = result.decision
+        out["top1_rule"] = {"tried": decision.dev_score_top1 is not None, "applied": decision.top1,
+                            "dev_score": decision.rule, "dev_score_without": decision.dev_score_plain,
+                            "dev_score_with": decision.dev_score_top1}
     return out
 
 

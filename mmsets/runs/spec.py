@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
 CLASS_WEIGHTINGS = ("inv_sqrt", "inv", "none")  # inv_sqrt: DMMS; inv (1/N_k): DM2S2
+DECISION_RULES = ("f1_micro", "f1_macro", "paper")  # mmsets.metrics.Decision
 SINGLE_LABEL_LOSSES = ("sigmoid", "softmax")
 DMMS = "dmms"  # the family whose runs are also expanded over pooling types
 
@@ -39,6 +40,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     patience: int | None = None  # stop after this many epochs without a better dev selection metric
+    decision: str = "f1_micro"  # multi-label: thresholds tuned on dev for f1_micro (one) or f1_macro (per class), or paper (0.5)
     top1_rule: bool = True  # multi-label: try "every item gets at least its top-1 label"; kept only if it helps on dev
     select: str = "auto"  # dev metric choosing the epoch; auto: f1_micro, accuracy or rmse by task (mmsets.tasks)
     single_label_loss: str = "sigmoid"  # binary/multiclass: sigmoid (both papers) or softmax cross-entropy
@@ -47,6 +49,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise SpecError(f"training.class_weighting: {self.class_weighting!r} is not one of {CLASS_WEIGHTINGS}")
+        if self.decision not in DECISION_RULES:
+            raise SpecError(f"training.decision: {self.decision!r} is not one of {DECISION_RULES}")
         if self.single_label_loss not in SINGLE_LABEL_LOSSES:
             raise SpecError(f"training.single_label_loss: {self.single_label_loss!r} is not one of "
                             f"{SINGLE_LABEL_LOSSES}")

@@ -102,8 +102,9 @@ def test_train_run_writes_the_run_directory(synthetic, tmp_path):
                 "train_seconds", "dev", "test", "history"):
         assert key in on_disk, key
     assert on_disk["run"] == "dmms-max-s0" and on_disk["features"] == ["signal", "noise"]
-    assert set(on_disk["dev"]) == {"f1_micro", "f1_macro", "f1_samples", "loss"}
-    assert set(on_disk["test"]) == {"f1_micro", "f1_macro", "f1_samples"}
+    assert set(on_disk["dev"]) == {"f1_micro", "f1_macro", "f1_samples", "loss", "f1_micro_at_0.5", "f1_macro_at_0.5",
+                                   "f1_samples_at_0.5"}
+    assert set(on_disk["test"]) == set(on_disk["dev"]) - {"loss"}
     assert {"epoch", "train_loss", "dev_f1_micro"} <= set(on_disk["history"][0])
     assert on_disk["top1_rule"]["tried"] is True
 
