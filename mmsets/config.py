@@ -93,6 +93,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
                 _fill_defaults(merged, section_schema)
                 _raise_errors(jsonschema.Draft202012Validator(section_schema), merged, f"datasets.{name}.{section}.")
     _check_variants(config, schema)
+    _check_extractor_variants(config, schema)
     _check_runs(config)
     return config
 
@@ -113,9 +114,15 @@ def _check_variants(config: dict, schema: dict) -> None:
 
 
 def _check_runs(config: dict) -> None:
-    """Every dataset's runs expand (a wrong group name or cv setting fails here, before any job)."""
+    """Every dataset's runs expand (a wrong group name or cv setting fails here, before any job), and
+    read stores the dataset configures (an extractor variant must be named under extractors)."""
     for dataset in config["datasets"]:
-        dataset_runs(config, dataset)
+        configured = configured_extractors(config, dataset)
+        for run in dataset_runs(config, dataset).values():
+            missing = [f for f in run.features if f not in configured]
+            if missing:
+                raise ConfigError(f"invalid configuration:\n  experiments.{run.group}.features.{run.combination}: "
+                                  f"{missing} not configured for dataset {dataset!r} (extractors: {configured})")
 
 
 def _raise_errors(validator: jsonschema.Draft202012Validator, instance: dict, prefix: str = "") -> None:
@@ -150,6 +157,51 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {error.validator_value}"
     return error.message
+
+
+def _check_extractor_variants(config: dict, schema: dict) -> None:
+    """A variant ("ocr@easyocr") is its extractor's settings with its own over them: checked merged."""
+    from mmsets.extract.registry import ParamsError, split_variant
+
+    known = schema["properties"]["extractors"]["properties"]
+    places = [("extractors.", config["extractors"])] + [
+        (f"datasets.{name}.extractors.", d.get("extractors") or {}) for name, d in config["datasets"].items()]
+    for prefix, section in places:
+        for name in section:
+            try:
+                base, variant = split_variant(name)
+            except ParamsError as err:
+                raise ConfigError(f"invalid configuration:\n  {prefix}{name}: {err}") from None
+            if variant is None:
+                continue
+            if base not in known:
+                raise ConfigError(f"invalid configuration:\n  {prefix}{name}: {base!r} is not an extractor "
+                                  f"(one of {sorted(known)})")
+    for dataset in config["datasets"]:
+        section = dataset_section(config, dataset, "extractors")
+        for name in section:
+            base, variant = split_variant(name)
+            if variant is not None:
+                merged = extractor_settings(config, dataset, name)
+                where = "extractors." if name in config["extractors"] else f"datasets.{dataset}.extractors."
+                _raise_errors(jsonschema.Draft202012Validator({**known[base], "$defs": schema.get("$defs", {})}),
+                              merged, f"{where}{name}.")
+
+
+def extractor_settings(config: dict, dataset: str, name: str) -> dict:
+    """Extractor ``name``'s settings for ``dataset``; a variant's are its extractor's with its own over them."""
+    from mmsets.extract.registry import split_variant
+
+    section = dataset_section(config, dataset, "extractors")
+    if name not in section:
+        raise ConfigError(f"extractors.{name}: no such extractor in the config")
+    base, variant = split_variant(name)
+    return section[name] if variant is None else _merge(section[base], section[name])
+
+
+def configured_extractors(config: dict, dataset: str) -> list[str]:
+    """Every extractor and extractor variant the dataset's settings name."""
+    return list(dataset_section(config, dataset, "extractors"))
 
 
 def dataset_section(config: dict, dataset: str, section: str) -> dict:

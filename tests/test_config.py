@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsets.config import ConfigError, dataset_runs, unfold_dotted, validate_config
+from mmsets.config import (ConfigError, configured_extractors, dataset_runs, extractor_settings, unfold_dotted,
+                           validate_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -115,4 +116,29 @@ def test_family_training_keys_are_validated(families, key):
     config = _config()
     config["training"]["families"] = families
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(config, SCHEMA)
+
+
+def test_extractor_variants_take_their_extractors_settings_under_their_own():
+    config = _config()
+    config["extractors"]["ocr@easyocr"] = {"backend": "easyocr"}
+    config["extractors"]["ocr_text@easyocr"] = {}
+    config["datasets"]["mmimdb"]["extractors"] = {"ocr": {"min_conf": 0.7}}
+    config = validate_config(config, SCHEMA)
+    settings = extractor_settings(config, "mmimdb", "ocr@easyocr")
+    assert settings["backend"] == "easyocr" and settings["min_conf"] == 0.7  # the dataset's ocr settings too
+    assert extractor_settings(config, "mmimdb", "ocr")["backend"] == "tesseract"
+    assert "ocr@easyocr" in configured_extractors(config, "mmimdb")
+
+
+@pytest.mark.parametrize("name, settings, message", [
+    ("ocr@easyocr", {"backend": "paddle"}, r"extractors\.ocr@easyocr\.backend"),
+    ("ocr@easyocr", {"backendd": "easyocr"}, r"extractors\.ocr@easyocr: unknown key"),
+    ("orc@easyocr", {}, r"extractors\.orc@easyocr: 'orc' is not an extractor"),
+    ("ocr@easy-ocr", {}, r"extractors: .ocr@easy-ocr. does not match"),
+])
+def test_bad_extractor_variants_are_named(name, settings, message):
+    config = _config()
+    config["extractors"][name] = settings
+    with pytest.raises(ConfigError, match=message):
         validate_config(config, SCHEMA)

@@ -120,3 +120,29 @@ def test_binary_cross_validation_and_regression_tables_end_to_end(tmp_path):
     assert regression["task"] == "regression" and {"rmse", "mape"} <= set(regression["test"])
     for dataset in ("parallel_demo", "appeal_demo"):
         assert "table-image_text-sum-dmms" in (tmp_path / f"results/{dataset}/report.html").read_text()
+
+
+def test_extractor_variants_get_their_own_stores_and_read_their_upstream_variant(tmp_path):
+    """OCR backends side by side (DM2S2 Tables 1-2): ocr@easyocr feeds ocr_text@easyocr and tokens@easyocr."""
+    config = yaml.safe_load(SMALL.read_text())
+    config["extractors"].update({"ocr": {"backend": "tesseract"}, "ocr@easyocr": {"backend": "easyocr"},
+                                 "ocr_text@easyocr": {}, "tokens": {"modalities": ["text:plot", "ocr"]},
+                                 "tokens@easyocr": {}})
+    config["experiments"] = {"ocr": {"model": "dm2s2", "features": {"tesseract": ["tokens"],
+                                                                    "easyocr": ["tokens@easyocr"]}, "seeds": [0]},
+                             "ocr_sets": {"model": "dmms", "features": {"easyocr": ["image", "ocr_text@easyocr"]},
+                                          "pooling": ["max"], "seeds": [0]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "-p", "results/demo/report.html")
+    jobs = planned_jobs(proc)
+    for name in ("ocr", "ocr@easyocr", "tokens", "tokens@easyocr", "ocr_text@easyocr", "image"):
+        assert f"extract[dataset=demo, extractor={name}]" in jobs
+    assert "extract[dataset=demo, extractor=ocr_text]" not in jobs
+    commands = proc.stdout + proc.stderr
+    easy_tokens = next(line for line in commands.splitlines() if "extract tokens@easyocr" in line)
+    assert "features/ocr@easyocr.h5" in easy_tokens and '\\"backend\\"' not in easy_tokens
+    assert "features/ocr@easyocr.h5" in next(line for line in commands.splitlines() if "extract ocr_text@easyocr" in line)
+    assert '"backend": "easyocr"' in next(line for line in commands.splitlines() if "extract ocr@easyocr" in line)
+    assert sorted(j for j in jobs if j.startswith("train[")) == [
+        "train[dataset=demo, run=ocr-easyocr-s0]", "train[dataset=demo, run=ocr-tesseract-s0]",
+        "train[dataset=demo, run=ocr_sets-easyocr-max-s0]"]

@@ -7,8 +7,9 @@ runs Snakemake (under ``--use-conda`` the extractors' own packages live only in 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from mmsets.runtime import Resources
 
@@ -73,20 +74,43 @@ EXTRACTORS: dict[str, Extractor] = _table(
 )
 
 
+VARIANT = "@"  # a named variant of an extractor: "ocr@easyocr" is the ocr extractor with its own settings
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """``"ocr@easyocr"`` -> ("ocr", "easyocr"); ``"ocr"`` -> ("ocr", None)."""
+    base, sep, variant = name.partition(VARIANT)
+    if sep and not VARIANT_NAME.fullmatch(variant):
+        raise ParamsError(f"extractor {name!r}: a variant name is letters, digits and _ after {VARIANT!r}")
+    return base, (variant if sep else None)
+
+
 def extractor(name: str) -> Extractor:
-    """The entry of extractor ``name``, or a ParamsError listing the known ones."""
-    if name not in EXTRACTORS:
+    """The entry of extractor ``name`` (a variant's is its extractor's), or a ParamsError listing the known ones."""
+    base, _ = split_variant(name)
+    if base not in EXTRACTORS:
         raise ParamsError(f"extractor {name!r} is unknown; known: {sorted(EXTRACTORS)}")
-    return EXTRACTORS[name]
+    return EXTRACTORS[base]
 
 
 def check_extractor(name: str) -> None:
     extractor(name)
 
 
-def upstream(name: str, settings: Mapping[str, Any]) -> dict[str, str]:
-    """The stores extractor ``name`` reads with ``settings``: ``{its param key (dotted when nested): extractor}``."""
-    return extractor(name).upstream_of(settings)
+def upstream(name: str, settings: Mapping[str, Any], configured: Iterable[str] = ()) -> dict[str, str]:
+    """The stores extractor ``name`` reads with ``settings``: ``{its param key (dotted when nested): extractor}``.
+
+    A variant reads the same variant of an upstream extractor when one is ``configured`` ("tokens@easyocr"
+    reads "ocr@easyocr"), else the upstream extractor itself.
+    """
+    _, variant = split_variant(name)
+    found = extractor(name).upstream_of(settings)
+    if variant is None:
+        return found
+    configured = set(configured)
+    return {key: f"{up}{VARIANT}{variant}" if f"{up}{VARIANT}{variant}" in configured else up
+            for key, up in found.items()}
 
 
 def environment(name: str) -> str:

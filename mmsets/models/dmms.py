@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmsets.data.sets import INDEX, SetBatch
-from mmsets.models.parts import ENCODERS, SetPooling, SetPredictor, check_inputs
+from mmsets.models.parts import ENCODERS, INDEX_ENCODERS, SetPooling, SetPredictor, check_inputs
 
 
 @dataclass
@@ -29,9 +29,12 @@ class DMMSConfig:
     head_dropout: float = 0.25  # the paper gives none for rho; we reuse phi's rate
     prior: float = 0.01  # pi in the last bias -log((1 - pi) / pi)
     input_kinds: dict[str, str] | None = None  # modality -> "float" | "index" (SetDataset.input_kinds); None: float
+    index_encoder: str = "lookup"  # index modalities: each id an element (lookup), or one from all (text_cnn: IE)
 
     def __post_init__(self) -> None:
         check_inputs(self, "DMMSConfig")
+        if self.index_encoder not in INDEX_ENCODERS:
+            raise ValueError(f"DMMSConfig.index_encoder: {self.index_encoder!r} is not one of {list(INDEX_ENCODERS)}")
         self.head_hidden = tuple(int(h) for h in self.head_hidden)
 
 
@@ -44,8 +47,9 @@ class DeepMultiModalSets(nn.Module):
         super().__init__()
         self.config = config
         self.modalities = list(config.input_dims)
+        encoders = {**ENCODERS, INDEX: INDEX_ENCODERS[config.index_encoder]}
         self.encoders = nn.ModuleDict({
-            name: ENCODERS[config.input_kinds[name]](dim, config.d_model, nn.ELU, config.dropout)
+            name: encoders[config.input_kinds[name]](dim, config.d_model, nn.ELU, config.dropout)
             for name, dim in config.input_dims.items()
         })
         self.pool = SetPooling(config.pooling)
@@ -64,9 +68,14 @@ class DeepMultiModalSets(nn.Module):
                 raise TypeError(f"modality {name!r}: the batch holds {'ids' if x.dtype == torch.long else 'vectors'} "
                                 f"but the model was built with input_kinds[{name!r}] = "
                                 f"{self.config.input_kinds[name]!r}; pass input_kinds=dataset.input_kinds")
-            elements.append(self.encoders[name](x))
+            encoder = self.encoders[name]
+            if getattr(encoder, "whole_set", False):  # one element per item from all of its ids
+                encoded, mask = encoder(x, mask), mask.any(dim=1, keepdim=True)
+            else:
+                encoded = encoder(x)
+            elements.append(encoded)
             masks.append(mask)
-            modality.append(torch.full((x.shape[1],), i, dtype=torch.long, device=x.device))
+            modality.append(torch.full((encoded.shape[1],), i, dtype=torch.long, device=x.device))
         return torch.cat(elements, dim=1), torch.cat(masks, dim=1), torch.cat(modality)
 
     def forward(self, batch: SetBatch) -> Tensor:

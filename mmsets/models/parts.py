@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mmsets.data.sets import FLOAT, INDEX, KINDS
 
-__all__ = ["ModalityEncoder", "IndexEncoder", "ENCODERS", "POOLINGS", "SetPooling", "SetPredictor", "check_inputs",
+__all__ = ["ModalityEncoder", "IndexEncoder", "IndexCNNEncoder", "ENCODERS", "INDEX_ENCODERS", "POOLINGS", "SetPooling", "SetPredictor", "check_inputs",
            "FLOAT", "INDEX", "KINDS"]
 
 
@@ -47,7 +47,46 @@ class IndexEncoder(nn.Module):
         return self.drop(self.act(self.embed(x)))
 
 
+class IndexCNNEncoder(nn.Module):
+    """phi_i for a modality with several class indices per item, as one element: a learned lookup table
+    and a text CNN over the item's ids (Kim 2014; DMMS Sec. 4.2 "IE": "for situations where there are more
+    than one indices for a sample, we use the model architecture in [13] to encode this sequence further
+    into a single embedding"). Convolutions of each width, ReLU, max over positions, then a linear layer,
+    ELU and dropout to D. ``whole_set``: it maps an item's elements (B, S) with their mask to (B, 1, D)."""
+
+    whole_set = True
+
+    def __init__(self, num_embeddings: int, out_features: int, act_layer: type[nn.Module] = nn.ELU, drop: float = 0.0,
+                 embed_dim: int = 128, widths: tuple[int, ...] = (3, 4, 5), filters: int = 100):
+        super().__init__()
+        self.pad = num_embeddings  # one extra row, kept at zero: padding and the positions past an item's ids
+        self.embed = nn.Embedding(num_embeddings + 1, embed_dim, padding_idx=self.pad)
+        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, filters, w) for w in widths)
+        self.width = max(widths)
+        self.fc = nn.Linear(filters * len(widths), out_features)
+        self.act = act_layer()
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        ids = x.masked_fill(~mask, self.pad)
+        if ids.shape[1] < self.width:  # a sequence shorter than the widest filter is padded, as Kim pads
+            ids = nn.functional.pad(ids, (0, self.width - ids.shape[1]), value=self.pad)
+        h = self.embed(ids).transpose(1, 2)  # (B, E, S)
+        n = mask.sum(dim=1, keepdim=True)  # ids per item; they come first, padding after
+        pooled = []
+        for conv in self.convs:
+            out = conv(h)  # (B, F, positions)
+            # Windows past an item's ids would see only padding: left out, so the batch's padding length
+            # does not change an item's embedding (an item shorter than the filter keeps its first window).
+            starts = torch.arange(out.shape[2], device=x.device)[None, :]
+            valid = starts < (n - conv.kernel_size[0] + 1).clamp(min=1)
+            pooled.append(torch.relu(out.masked_fill(~valid[:, None, :], -math.inf).amax(dim=2)))
+        return self.drop(self.act(self.fc(torch.cat(pooled, dim=1)))).unsqueeze(1)
+
+
 ENCODERS: dict[str, type[nn.Module]] = {FLOAT: ModalityEncoder, INDEX: IndexEncoder}
+# How a modality of indices becomes elements: each id its own element, or one element from all of them.
+INDEX_ENCODERS: dict[str, type[nn.Module]] = {"lookup": IndexEncoder, "text_cnn": IndexCNNEncoder}
 
 
 # Each reduction takes elements (B, S, D), mask (B, S) and whether to return the index of the chosen

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsets.extract.registry import EXTRACTORS
+from mmsets.extract.registry import EXTRACTORS, ParamsError
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -60,3 +60,16 @@ def test_schema_defaults_are_the_params_defaults(name, schema_extractors):
         assert "default" in prop, f"extractors.{name}.{f.name}: the schema gives no default"
         assert as_json(prop["default"]) == as_json(default_of(f)), f"extractors.{name}.{f.name}"
 
+
+
+def test_a_variant_is_its_extractor_and_reads_its_upstream_variant_when_configured():
+    from mmsets.extract.registry import extractor, split_variant, upstream
+
+    assert split_variant("ocr@easyocr") == ("ocr", "easyocr") and split_variant("ocr") == ("ocr", None)
+    assert extractor("ocr_text@easyocr") is extractor("ocr_text")
+    assert upstream("ocr_text@easyocr", {}, ["ocr", "ocr@easyocr"]) == {"ocr_store": "ocr@easyocr"}
+    assert upstream("ocr_text@other", {}, ["ocr", "ocr@easyocr"]) == {"ocr_store": "ocr"}
+    assert upstream("tokens@easyocr", {"modalities": ["text:plot", "ocr", "faces"]}, ["ocr@easyocr"]) == {
+        "stores.ocr": "ocr@easyocr", "stores.faces": "faces"}
+    with pytest.raises(ParamsError, match="variant name"):
+        split_variant("ocr@")

@@ -10,7 +10,7 @@ import torch
 from mmsets.data.manifest import Manifest
 from mmsets.data.sets import SetBatch, SetDataset
 from mmsets.models.dmms import DMMSConfig, dmms
-from mmsets.models.parts import IndexEncoder, ModalityEncoder, SetPooling
+from mmsets.models.parts import IndexCNNEncoder, IndexEncoder, ModalityEncoder, SetPooling
 from mmsets.store import RaggedStore, RaggedWriter
 from mmsets.runs.learner import learner_for
 from mmsets.runs.loop import fit
@@ -127,6 +127,24 @@ def test_index_modality_uses_a_lookup_table_and_pools_with_the_rest():
     torch.testing.assert_close(model(wider), logits)
 
 
+def test_text_cnn_index_encoder_gives_one_element_per_item_with_ids():
+    model = mixed_model(index_encoder="text_cnn")
+    assert isinstance(model.encoders["obj"], IndexCNNEncoder)
+    batch = mixed_batch([[3, 5, 3], [], [6], []], [1, 2, 0, 0])
+    x, mask, modality = model.encode(batch)
+    assert (modality == 0).sum() == 1  # all of an item's ids become one element
+    assert mask[:, 0].tolist() == [True, False, True, False]  # an item without ids has none
+    shares = model.explain(batch)
+    assert shares[1, 0] == 0 and shares[2, 1] == 0 and torch.equal(shares[3], torch.zeros(2))
+    ids, id_mask = batch.modalities["obj"]
+    wider = SetBatch({**batch.modalities, "obj": (torch.cat([ids, torch.full((4, 4), 2)], 1),  # ids past the mask
+                                                   torch.cat([id_mask, torch.zeros(4, 4, dtype=torch.bool)], 1))},
+                     batch.labels, batch.ids)
+    torch.testing.assert_close(model(wider), model(batch))
+    with pytest.raises(ValueError, match="index_encoder"):
+        mixed_model(index_encoder="bag")
+
+
 def test_index_config_round_trips_through_a_weights_only_checkpoint(tmp_path):
     model = mixed_model(pooling="min")
     torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp_path / "model.pt")
@@ -148,7 +166,8 @@ def test_kind_mismatch_and_bad_kinds_are_named():
         DMMSConfig(input_dims={"obj": 7}, input_kinds={"c": "index"}, n_classes=2)
 
 
-def test_dmms_learns_from_an_index_and_a_float_modality(tmp_path):
+@pytest.mark.parametrize("index_encoder", ["lookup", "text_cnn"])
+def test_dmms_learns_from_an_index_and_a_float_modality(tmp_path, index_encoder):
     """Label p iff object id 3 is in the set (index modality); q iff some float element has x[0] > 1."""
     rng = np.random.default_rng(0)
     ids, splits, labels = [], [], []
@@ -173,7 +192,7 @@ def test_dmms_learns_from_an_index_and_a_float_modality(tmp_path):
         store.close()
     torch.manual_seed(0)
     model = dmms(input_dims=train_ds.input_dims, input_kinds=train_ds.input_kinds, n_classes=2, d_model=32,
-                 head_hidden=(32,))
+                 head_hidden=(32,), index_encoder=index_encoder)
     result = fit(model, train_ds, dev_ds, TrainConfig(epochs=15, batch_size=32, lr=1e-2, warmup_epochs=1,
                                                       top1_rule=False, device="cpu"))
     assert result.dev["f1_micro"] > 0.9

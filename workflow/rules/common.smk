@@ -1,11 +1,13 @@
 # Shared helpers: config validation, dataset/run look-ups, the CLI prefix every rule uses.
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, workflow.basedir)
 # Only modules free of numpy and torch: under --use-conda, the Python that runs Snakemake has Snakemake alone.
-from mmsets.config import dataset_runs, dataset_section, validate_config  # noqa: E402
+from mmsets.config import configured_extractors, dataset_runs, validate_config  # noqa: E402
+from mmsets.config import extractor_settings as _extractor_settings  # noqa: E402
 from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
 from mmsets.layout import feature_path, run_dir  # noqa: E402
 from mmsets.models.registry import family  # noqa: E402
@@ -26,13 +28,20 @@ shell.prefix(
 
 
 def extractor_settings(dataset, extractor):
-    """An extractor's settings for one dataset: the top-level ones with the dataset's overrides."""
-    return dataset_section(config, dataset, "extractors")[extractor]
+    """An extractor's settings for one dataset: the top-level ones with the dataset's overrides (a
+    variant's: its extractor's with its own over them)."""
+    return _extractor_settings(config, dataset, extractor)
+
+
+def extractor_names():
+    """A wildcard pattern of every extractor and variant any dataset configures."""
+    names = {name for dataset in config["datasets"] for name in configured_extractors(config, dataset)}
+    return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
 
 
 def upstream_of(dataset, extractor):
-    """The stores an extractor reads: {its param key (dotted when nested): upstream extractor}."""
-    return upstream(extractor, extractor_settings(dataset, extractor))
+    """The stores an extractor reads: {its param key (dotted when nested): upstream extractor or variant}."""
+    return upstream(extractor, extractor_settings(dataset, extractor), configured_extractors(config, dataset))
 
 
 def extractor_env(wildcards):

@@ -10,7 +10,7 @@ rule extract:
     output:
         "results/{dataset}/features/{extractor}.h5",
     wildcard_constraints:
-        extractor="|".join(config["extractors"]),
+        extractor=extractor_names(),
     params:
         settings=extractor_params,
     threads: extractor_threads
