@@ -146,3 +146,22 @@ def test_extractor_variants_get_their_own_stores_and_read_their_upstream_variant
     assert sorted(j for j in jobs if j.startswith("train[")) == [
         "train[dataset=demo, run=ocr-easyocr-s0]", "train[dataset=demo, run=ocr-tesseract-s0]",
         "train[dataset=demo, run=ocr_sets-easyocr-max-s0]"]
+
+
+def test_paper_config_plans_the_papers_inputs_and_tables(tmp_path):
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "workflow" / "configs" / "paper.yaml"), "--",
+                     "results/mmimdb/report.html")
+    jobs = planned_jobs(proc)
+    extractors = sorted(j.split("extractor=")[1].rstrip("]") for j in jobs if j.startswith("extract["))
+    assert extractors == sorted(["image", "bbox", "objects", "faces", "text", "ocr", "ocr@tesseract", "ocr@easyocr",
+                                 "ocr_text", "labels", "tokens", "tokens@tesseract", "tokens@easyocr"])
+    commands = proc.stdout + proc.stderr
+    text = next(line for line in commands.splitlines() if "extract text " in line)
+    assert '"segment": "none"' in text and '"max_length": 512' in text and '"pooling": "cls"' in text
+    runs = [j for j in jobs if j.startswith("train[")]
+    assert "train[dataset=mmimdb, run=dm2s2_ocr-easyocr-both-s2]" in runs
+    assert "train[dataset=mmimdb, run=dmms_table3-i_t_bbox-min-s0]" in runs
+    train = next(line for line in commands.splitlines() if "train" in line and "--out-dir results/mmimdb/runs/"
+                 "dm2s2_table3-tokens-both-s0" in line)
+    assert '"class_weighting": "inv"' in train  # DM2S2's recipe: 1/N_k
