@@ -98,6 +98,7 @@ class RaggedWriter:
             "dim": self.dim,
             "dtype": dtype,
             "mmsets_version": __version__,
+            "fields": json.dumps(sorted(self.fields)),  # a partial file with other fields is not continued
             **{k: (v if isinstance(v, (int, float, str)) else json.dumps(v, default=str)) for k, v in (attrs or {}).items()},
         }
         self.file = self._open_partial(header, resume) if resume else None

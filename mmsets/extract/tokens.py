@@ -278,6 +278,9 @@ def encode_sequences(encoder: TextEncoder, input_ids: Sequence[np.ndarray], moda
 
 # --------------------------------------------------------------------------------------- extractor
 
+# Per token: its modality (-1 for the specials) and the tokenizer's piece (for the report's attention map)
+TOKEN_FIELDS = {"modality": ((), "int8"), "token": ((), "str")}
+
 def extract_tokens(manifest: Manifest, out_path: str | os.PathLike, params: TokensParams,
                    runtime: Runtime | None = None) -> dict[str, Any]:
     """Write the frozen encoder's per-token states of each item's ``[CLS] m1 [SEP] ... mM [SEP]`` to ``out_path``.
@@ -311,7 +314,7 @@ def extract_tokens(manifest: Manifest, out_path: str | os.PathLike, params: Toke
     full = np.stack([_token_counts(encoder.tokenizer, column) for column in texts], axis=1) if ids else kept
 
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=encoder.dim, dtype="float16", model=params.model,
-                          params=dataclasses.asdict(params), fields={"modality": ((), "int8")},
+                          params=dataclasses.asdict(params), fields=TOKEN_FIELDS,
                           attrs={"modalities": params.modalities, "max_length": max_length,
                                  "position_ids": params.position_ids, "layer": params.layer}, resume=True)
     tally = RunTally(device)
@@ -326,7 +329,8 @@ def extract_tokens(manifest: Manifest, out_path: str | os.PathLike, params: Toke
                                       params.layer, params.position_ids, runtime.batch_size)
             encode_seconds += time.perf_counter() - tic
             for i, hidden in zip(chunk, states):
-                writer.add(ids[i], hidden, modality=segments[i][1])
+                writer.add(ids[i], hidden, modality=segments[i][1],
+                           token=encoder.tokenizer.convert_ids_to_tokens([int(t) for t in segments[i][0]]))
                 encoded_tokens += len(hidden)
                 tally.processed += 1
             bar.update(len(chunk))

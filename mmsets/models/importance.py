@@ -44,6 +44,8 @@ class Importance:
     kind: str
     shares: np.ndarray
     per_item: bool = True
+    # DM2S2 with IntraMRA: per-token weights of the first items, {id: weights over its tokens in store order}
+    token_weights: dict[str, list[float]] | None = None
 
 
 def explain_batches(model: Any, batches: Iterable) -> np.ndarray:
@@ -58,6 +60,33 @@ def explain_batches(model: Any, batches: Iterable) -> np.ndarray:
     with torch.no_grad():
         shares = [explain(batch.to(device)).float().cpu().numpy() for batch in batches]
     return np.concatenate(shares) if shares else np.zeros((0, 0), np.float32)
+
+
+TOKEN_ITEMS = 8  # items whose IntraMRA weights a run keeps for the report's heat map (DM2S2 Fig. 3)
+
+
+def intra_weights(model: Any, batches: Iterable, n_items: int = TOKEN_ITEMS) -> dict[str, list[float]] | None:
+    """IntraMRA's per-token weights of the first ``n_items`` items, each over its tokens (specials
+    included, at 0) in the order the token store holds them; None when the model has no IntraMRA."""
+    import torch
+
+    attention = getattr(model, "attention", None)
+    if attention is None:
+        return None
+    model.eval()
+    device = next(model.parameters()).device
+    out: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for batch in batches:
+            intra = attention(batch.to(device)).get("intra")
+            if intra is None:
+                return None
+            lengths = batch.token_mask.sum(dim=1).tolist()
+            for item_id, weights, t in zip(batch.ids, intra.float().cpu().numpy(), lengths):
+                out[item_id] = weights[: int(t)].round(5).tolist()
+                if len(out) == n_items:
+                    return out
+    return out
 
 
 def mean_share(shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

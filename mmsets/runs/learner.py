@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 
 from mmsets.models.fitted import FittedModel
-from mmsets.models.importance import Importance, explain_batches
+from mmsets.models.importance import Importance, explain_batches, intra_weights
 from mmsets.runs import loop
 from mmsets.runs.loop import TrainResult, format_metrics, seed_everything
 from mmsets.runs.spec import TrainConfig
@@ -67,7 +67,8 @@ class TrainedLearner:
             shares = explain_batches(self.model, loop.make_loader(ds, batch_size))
         except NotImplementedError:
             return None
-        return Importance(self.model.explain_kind, shares)
+        return Importance(self.model.explain_kind, shares,
+                          token_weights=intra_weights(self.model, loop.make_loader(ds, batch_size)))
 
     def extras(self):
         return {}

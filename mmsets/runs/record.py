@@ -166,6 +166,7 @@ class ImportanceRecord:
     n_items: int | None = None  # the items with at least one element, over which the mean is taken
     ids: list[str] | None = None
     shares: list[list[float]] | None = None
+    token_weights: dict[str, list[float]] | None = None  # DM2S2 IntraMRA, a few items: {id: per-token weights}
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"modalities": self.modalities, "pooling": self.pooling, "mean_share": self.mean_share}
@@ -175,6 +176,8 @@ class ImportanceRecord:
             out["n_items"] = self.n_items
         if self.ids is not None:
             out["per_item"] = {"ids": self.ids, "shares": self.shares}
+        if self.token_weights is not None:
+            out["intra_attention"] = self.token_weights
         return out
 
     def write(self, run_dir: str | os.PathLike) -> None:
@@ -194,5 +197,9 @@ class ImportanceRecord:
         except (KeyError, TypeError, AttributeError, ValueError) as err:
             raise RecordError(f"{IMPORTANCE} unreadable: {err!r}") from None
         kind = _text(raw.get("kind"))
+        intra = raw.get("intra_attention")
+        token_weights = {str(k): [number(w) or 0.0 for w in v] for k, v in intra.items() if isinstance(v, list)} \
+            if isinstance(intra, dict) else None
         return cls(modalities, _text(raw.get("pooling")), kind, mean_share, number(raw.get("n_items")),
-                   ids if len(ids) == len(shares) else None, shares if len(ids) == len(shares) else None)
+                   ids if len(ids) == len(shares) else None, shares if len(ids) == len(shares) else None,
+                   token_weights)

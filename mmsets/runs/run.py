@@ -262,6 +262,6 @@ def _importance_record(parts: list[_Part], modalities: list[str], pooling: str |
         mean, with_elements = mean_share(shares)
         return ImportanceRecord(modalities, pooling, kind, {name: float(m) for name, m in zip(modalities, mean)},
                                 int(with_elements.sum()), [i for p in parts for i in p.test_ids],
-                                shares.astype(np.float64).round(6).tolist())
+                                shares.astype(np.float64).round(6).tolist(), found[0].token_weights)
     mean = aggregate([dict(zip(modalities, i.shares[0].tolist())) for i in found])[0]
     return ImportanceRecord(modalities, pooling, kind, {name: mean.get(name, 0.0) for name in modalities})

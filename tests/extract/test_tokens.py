@@ -92,6 +92,8 @@ def test_layout_spans_and_states_are_the_encoders(tmp_path, stores, cached_minil
         for m, text in enumerate(EXPECTED[item_id]):  # each source's text is its span; a missing one is empty
             span = tok.decode(input_ids[want_modality == m]).replace(" ", "")  # "rating : pg" reads "rating: pg"
             assert span == ("" if text is None else text.lower().replace(" ", "")), (item_id, m)
+        with RaggedStore(tmp_path / "tokens.h5") as again:  # the tokenizer's pieces, for the report's attention map
+            assert list(again.get([item_id], "token")[0]) == tok.convert_ids_to_tokens([int(t) for t in input_ids])
         # The stored states are the encoder's own, [CLS] included, despite length-sorted padded batches.
         want = direct(cached_minilm, input_ids)
         np.testing.assert_allclose(states[item_id][0].astype(np.float32), want[0], rtol=2e-3, atol=2e-3)

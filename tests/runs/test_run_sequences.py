@@ -47,3 +47,15 @@ def test_dm2s2_and_encoder_only_train_evaluate_and_explain(tmp_path):
     assert abs(sum(importance["mean_share"].values()) - 1) < 1e-6
     assert importance["mean_share"]["text:plot"] > importance["mean_share"]["ocr"]
     assert read_json(tmp_path / "encoder_only" / "feature_importance.json")["mean_share"] is None
+    # IntraMRA per token (DM2S2 Fig. 3) for the first test items, aligned with the store's tokens
+    intra = importance["intra_attention"]
+    assert 0 < len(intra) <= 8
+    from mmsets.store import RaggedStore
+    with RaggedStore(tmp_path / "tokens.h5") as store:
+        for item_id, weights in intra.items():
+            (modality,) = store.get([item_id], field="modality")
+            assert len(weights) == len(modality)
+            weights = np.asarray(weights)
+            assert np.all(weights[modality < 0] == 0)
+            for m in set(modality[modality >= 0].tolist()):  # each present modality's tokens sum to 1
+                assert abs(weights[modality == m].sum() - 1) < 1e-3
