@@ -49,6 +49,7 @@ def report_context(
     labels = collect.label_frequency(manifest) if manifest is not None else None
     dataset = manifest.dataset if manifest is not None and manifest.dataset else Path(manifest_path).parent.name
     example_items = examples(runs, manifest, stores, task, n_examples)
+    feature_map = {name: str(path) for name, path in feature_paths.items()}
     if example_items is not None and example_items["fi_kind"]:
         example_items["fi_kind"] = importance.kind_label(example_items["fi_kind"])
     return {
@@ -67,6 +68,9 @@ def report_context(
         "ablations": ablations,
         "fi": fi,
         "inter": inter,
+        "fi_matrix": importance.item_matrix(runs, manifest, task),
+        "intra_maps": importance.intra_maps(runs, feature_map),
+        "ocr": tables.ocr_comparison(configs, stores, main),
         "manifest_problem": manifest_problem,
         "coverage": collect.coverage(manifest) if manifest is not None else None,
         "labels": labels,

@@ -97,7 +97,7 @@ def _load_fi(run_dir: Path, run: dict) -> dict | None:
         return None
     kind = fi.kind or ("argmax" if fi.pooling in ("max", "min") else "share")  # files from before "kind"
     return {"pooling": fi.pooling, "kind": kind, "modalities": fi.modalities, "mean_share": fi.mean_share,
-            "per_item": dict(zip(fi.ids, fi.shares)) if fi.ids is not None else {}}
+            "per_item": dict(zip(fi.ids, fi.shares)) if fi.ids is not None else {}, "intra": fi.token_weights or {}}
 
 
 # --------------------------------------------------------------------------- manifest
@@ -165,7 +165,7 @@ def load_store(name: str, path: str | os.PathLike, manifest_ids: set[str] | None
     info = {"name": name, "path": str(path), "status": "ok", "problem": None, "extractor": None, "model": None,
             "dim": None, "dtype": None, "n_items": None, "with_elements": None, "elements": None, "mean": None,
             "max": None, "not_in_store": None, "not_in_manifest": None, "params": [], "has_text": False,
-            "summary": None}
+            "summary": None, "ocr_backend": None}
     if not path.exists():
         incomplete = partial_path(path).exists()
         info.update(status="incomplete" if incomplete else "missing",
@@ -180,6 +180,7 @@ def load_store(name: str, path: str | os.PathLike, manifest_ids: set[str] | None
                 with_elements=int((counts > 0).sum()), elements=int(counts.sum()),
                 mean=float(counts.mean()) if len(counts) else None, max=int(counts.max()) if len(counts) else None,
                 params=redact(store.params), has_text="text" in store.fields, summary=_summary(store.summary),
+                ocr_backend=_ocr_backend(store),
             )
             if manifest_ids is not None:
                 ids = set(store.ids)
@@ -187,6 +188,23 @@ def load_store(name: str, path: str | os.PathLike, manifest_ids: set[str] | None
     except (StoreError, OSError, KeyError, ValueError) as err:
         info.update(status="unreadable", problem=str(err))
     return info
+
+
+def _ocr_backend(store: RaggedStore) -> str | None:
+    """The OCR backend whose words a store holds or was made from (ocr, ocr_text, tokens with an ocr span)."""
+    extractor = store.attrs.get("extractor")
+    if extractor == "ocr":
+        return str(store.params.get("backend") or "") or None
+    if extractor == "ocr_text":
+        return str(store.attrs.get("ocr_backend") or "") or None
+    ocr_store = (store.params.get("stores") or {}).get("ocr") if extractor == "tokens" else None
+    if not ocr_store:
+        return None
+    try:
+        with RaggedStore(ocr_store) as ocr:
+            return str(ocr.params.get("backend") or "") or None
+    except (StoreError, OSError, KeyError, ValueError):
+        return None
 
 
 _SUMMARY_KEYS = {"items", "with_elements", "elements", "skipped", "errors", "items_per_s", "seconds", "device"}

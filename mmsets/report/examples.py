@@ -35,21 +35,51 @@ def _threshold_for(threshold: Any, n_labels: int) -> np.ndarray | None:
     return None
 
 
+def test_predictions(run: dict) -> pd.DataFrame | None:
+    """A finished run's test rows of predictions.parquet; None (and a problem noted on the run) when unreadable."""
+    if run["status"] != "ok" or not run["predictions"]:
+        return None
+    try:
+        preds = pd.read_parquet(run["predictions"])
+    except Exception as err:  # a broken parquet file is a finding to show, not a reason to stop
+        run["problems"].append(f"predictions.parquet unreadable: {err}")
+        return None
+    if "id" not in preds.columns:
+        run["problems"].append("predictions.parquet has no id column")
+        return None
+    return preds[preds["split"] == "test"] if "split" in preds.columns else preds
+
+
 def _best_predictions(runs: list[dict]) -> tuple[dict | None, pd.DataFrame | None]:
     """The highest-ranked run whose predictions file reads, with its test rows."""
     for run in runs:
-        if run["status"] != "ok" or not run["predictions"]:
-            continue
-        try:
-            preds = pd.read_parquet(run["predictions"])
-        except Exception as err:  # a broken parquet file is a finding to show, not a reason to stop
-            run["problems"].append(f"predictions.parquet unreadable: {err}")
-            continue
-        if "id" not in preds.columns:
-            run["problems"].append("predictions.parquet has no id column")
-            continue
-        return run, preds[preds["split"] == "test"] if "split" in preds.columns else preds
+        preds = test_predictions(run)
+        if preds is not None:
+            return run, preds
     return None, None
+
+
+def output_columns(preds: pd.DataFrame, manifest: Manifest | None) -> list[str]:
+    """The class-probability columns of predictions.parquet."""
+    known = set(manifest.label_names) if manifest is not None else set()
+    return [c for c in preds.columns if c in known] or [
+        c for c in preds.columns if c not in _NOT_OUTPUTS and pd.api.types.is_float_dtype(preds[c])]
+
+
+def predicted_labels(row: pd.Series, run: dict, label_cols: list[str], task: str) -> list[str]:
+    """The labels a run predicted for one row: its decision (threshold, top-1) for multi-label, else the argmax."""
+    probs = row[label_cols].to_numpy(float) if label_cols else np.zeros(0)
+    if not len(probs) or not np.isfinite(probs).any():
+        return []
+    if task != "multilabel":
+        return [label_cols[int(np.nanargmax(probs))]]
+    thresholds = _threshold_for(run["threshold"], len(label_cols))
+    if thresholds is None:
+        return []
+    above = probs >= thresholds
+    if run["top1"]:
+        above[int(np.nanargmax(probs))] = True
+    return [c for c, a in zip(label_cols, above) if a]
 
 
 def _true_labels(row: pd.Series, has_labels: bool, meta: pd.Series | None) -> list[str]:
@@ -96,9 +126,7 @@ def examples(runs: list[dict], manifest: Manifest | None, stores: list[dict], ta
     if run is None:
         return None
     preds = preds.head(n)
-    known = set(manifest.label_names) if manifest is not None else set()
-    label_cols = [c for c in preds.columns if c in known] or [
-        c for c in preds.columns if c not in _NOT_OUTPUTS and pd.api.types.is_float_dtype(preds[c])]
+    label_cols = output_columns(preds, manifest)
     thresholds = _threshold_for(run["threshold"], len(label_cols))
     fi_run = run if run["fi"] and run["fi"]["per_item"] else next(
         (r for r in runs if r["status"] == "ok" and r["fi"] and r["fi"]["per_item"]), None)

@@ -6,9 +6,18 @@ table; DM2S2's modalities are token-sequence sources such as ``text:plot`` or ``
 
 from __future__ import annotations
 
+import numpy as np
+
+from mmsets.data.manifest import Manifest
 from mmsets.metrics import aggregate
 from mmsets.models.importance import KINDS
+from mmsets.report.examples import output_columns, predicted_labels, test_predictions
 from mmsets.report.tables import ablation_label, cell, family_label
+from mmsets.runs.record import number
+from mmsets.store import RaggedStore, StoreError
+
+MATRIX_ITEMS = 12  # test items in the per-item feature-importance matrix
+TOKEN_MAPS = 3  # items whose IntraMRA weights are drawn over their tokens
 
 NO_ATTRIBUTION = ("late_fusion", "logreg", "encoder_only")
 
@@ -77,3 +86,73 @@ def inter_attention(fi: dict, order: list[str] | None = None) -> dict | None:
         return group
     rank = {name: i for i, name in enumerate(order)}
     return {**group, "rows": sorted(group["rows"], key=lambda r: rank.get(r["config"], len(rank)))}
+
+
+def item_matrix(runs: list[dict], manifest: Manifest | None, task: str, n: int = MATRIX_ITEMS) -> dict | None:
+    """The per-item feature-importance matrix (DMMS Fig. 2-3) of the best run that explains each item:
+    ``n`` test items with elements, each with its shares per modality, true and predicted labels."""
+    for run in runs:  # best first
+        fi = run["fi"]
+        if not fi or not fi["per_item"]:
+            continue
+        preds = test_predictions(run)
+        if preds is None:
+            continue
+        label_cols = output_columns(preds, manifest)
+        truth = manifest.frame.set_index(manifest.frame["id"].astype(str))["labels"] if manifest is not None else None
+        items = []
+        for _, row in preds.iterrows():
+            item_id = str(row["id"])
+            shares = fi["per_item"].get(item_id)
+            if not isinstance(shares, list) or not sum(number(s) or 0 for s in shares):
+                continue
+            true = row["labels"] if "labels" in preds.columns else (truth.get(item_id) if truth is not None else [])
+            items.append({"id": item_id, "shares": [number(s) for s in shares],
+                          "true": [str(t) for t in (true if true is not None else [])],
+                          "predicted": predicted_labels(row, run, label_cols, task)})
+            if len(items) == n:
+                break
+        if items:
+            return {"run": run["name"], "kind": kind_label(fi["kind"]), "modalities": fi["modalities"], "items": items}
+    return None
+
+
+def _piece(token: str) -> str:
+    """A tokenizer piece as text: byte-level BPE's space mark and WordPiece's continuation mark removed."""
+    return token.replace("\u0120", " ").replace("\u2581", " ").removeprefix("##")
+
+
+def intra_maps(runs: list[dict], feature_paths: dict, n: int = TOKEN_MAPS) -> dict | None:
+    """IntraMRA's weights over the tokens of ``n`` test items (DM2S2 Fig. 3) from the best DM2S2 run that kept
+    them, read beside the token store's pieces: per item, its modality spans of (piece, weight, shade)."""
+    for run in runs:
+        path = feature_paths.get(run["features"][0]) if run["model"] == "dm2s2" and run["features"] else None
+        weights = run["fi"]["intra"] if path and run["fi"] else None
+        if not weights:
+            continue
+        try:
+            with RaggedStore(path) as store:
+                if "token" not in store.fields:
+                    return {"run": run["name"], "items": [], "problem": f"{run['features'][0]}: the token store "
+                            "has no token pieces (written before they were kept); re-extract it to see them"}
+                modalities = run["fi"]["modalities"] if run["fi"] else []
+                items = []
+                for item_id, w in list(weights.items())[:n]:
+                    if item_id not in store:
+                        continue
+                    pieces = store.get([item_id], "token")[0]
+                    modality = store.get([item_id], "modality")[0]
+                    if len(pieces) != len(w):
+                        continue
+                    spans = []
+                    for m in sorted(set(int(x) for x in modality if x >= 0)):
+                        idx = np.flatnonzero(modality == m)
+                        top = max(max(w[i] for i in idx), 1e-9)
+                        spans.append({"modality": modalities[m] if m < len(modalities) else str(m),
+                                      "tokens": [(_piece(str(pieces[i])), float(w[i]), round(float(w[i]) / top, 3))
+                                                 for i in idx]})
+                    items.append({"id": item_id, "spans": spans})
+        except (StoreError, OSError, KeyError, ValueError) as err:
+            return {"run": run["name"], "items": [], "problem": f"token store unreadable: {err}"}
+        return {"run": run["name"], "items": items, "problem": None}
+    return None

@@ -128,6 +128,23 @@ def family_best(rows: list[dict], main: Metric) -> list[dict]:
     return list(out.values())
 
 
+# --------------------------------------------------------------------------- OCR backends
+
+def ocr_comparison(rows: list[dict], stores: list[dict], main: Metric) -> list[dict] | None:
+    """Configurations that read OCR words (an ocr_text store, or tokens with an OCR span) with the OCR
+    backend behind them, grouped by model (DM2S2 Tables 1-2); None unless two backends are there."""
+    backend = {s["name"]: s["ocr_backend"] for s in stores}
+    out = []
+    for row in rows:
+        found = sorted({backend[f] for f in row["feature_list"] if backend.get(f)})
+        if found and row["test"].get(main.key, {}).get("mean") is not None:
+            label = ablation_label(row) if row["model"] in SEQUENCE_FAMILIES else family_label(row["model"])
+            out.append({**row, "label": label, "ocr": ", ".join(found)})
+    if len({r["ocr"] for r in out}) < 2:
+        return None
+    return sorted(out, key=lambda r: (r["label"], order_key(r["test"][main.key]["mean"], main), r["ocr"]))
+
+
 # --------------------------------------------------------------------------- DM2S2 ablations
 
 def ablation_label(row: dict) -> str:
