@@ -10,7 +10,6 @@ import typing
 from collections import Counter
 from typing import Any, Mapping
 
-import numpy as np
 
 from mmsets.extract.registry import ParamsError
 from mmsets.store import RaggedWriter
