@@ -5,6 +5,7 @@
     mmsets extract <extractor> ...   write results/{dataset}/features/<extractor>.h5
     mmsets train ...                 train one run, write its run directory
     mmsets evaluate ...              re-score a trained run's checkpoint on a split
+    mmsets erase ...                 score a token-sequence run without each modality (DM2S2 Fig. 2)
     mmsets report ...                write the HTML report
 """
 
@@ -101,11 +102,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
+def cmd_erase(args: argparse.Namespace) -> None:
+    from mmsets.runs.erasure import erasure
+
+    result = erasure(args.run_dir, args.manifest, args.store, args.erased, device=args.device)
+    for modality, row in result["erased"].items():
+        log.info("without %s: %s", modality, "  ".join(f"{k} {v:+.4f}" for k, v in row["delta"].items()))
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from mmsets.layout import store_name
     from mmsets.report import build_report
 
-    run_dirs = [str(Path(p).parent) if p.endswith(".json") else p for p in args.runs]
+    run_dirs = list(dict.fromkeys(str(Path(p).parent) if p.endswith(".json") else p for p in args.runs))
     features = {store_name(p): p for p in args.features}
     build_report(args.manifest, run_dirs, features, args.out, title=args.title)
 
@@ -158,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "dev", "test"])
     p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("erase", help="score a token-sequence run on its test items re-encoded without each modality")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--store", required=True, help="the run's token store")
+    p.add_argument("--erased", type=_json_arg, required=True,
+                   help='JSON {modality: token store re-encoded without it}, e.g. {"ocr": "erased/tokens/2.h5"}')
+    p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
+    p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("report", help="write the HTML report")
     p.add_argument("--manifest", required=True)

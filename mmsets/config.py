@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from mmsets.models.registry import FAMILIES
+from mmsets.models.registry import FAMILIES, SEQUENCE
 from mmsets.runs.spec import RunSpec, SpecError, expand_runs
 
 
@@ -119,6 +119,9 @@ def _check_runs(config: dict) -> None:
     for dataset in config["datasets"]:
         configured = configured_extractors(config, dataset)
         for run in dataset_runs(config, dataset).values():
+            if config["experiments"][run.group].get("erasure") and FAMILIES[run.model].inputs != SEQUENCE:
+                raise ConfigError(f"invalid configuration:\n  experiments.{run.group}.erasure: modality erasure "
+                                  f"re-encodes token sequences; {run.model} does not read them")
             missing = [f for f in run.features if f not in configured]
             if missing:
                 raise ConfigError(f"invalid configuration:\n  experiments.{run.group}.features.{run.combination}: "

@@ -2,6 +2,7 @@
 
     results/{dataset}/manifest.parquet
     results/{dataset}/features/{extractor}.h5      a ragged store (mmsets.store)
+    results/{dataset}/features/erased/{store}/{k}.h5   a token store without its k-th modality, test items
     results/{dataset}/runs/{run}/                  a run directory (mmsets.runs.record)
     results/{dataset}/report.html
 
@@ -35,6 +36,11 @@ def store_path(features: str | os.PathLike, name: str) -> str:
 
 def feature_path(dataset: str, extractor: str) -> str:
     return f"{features_dir(dataset)}/{extractor}{STORE_SUFFIX}"
+
+
+def erased_store_path(dataset: str, store: str, k: int) -> str:
+    """Token store ``store`` re-encoded without its k-th modality, test items only (DM2S2 Fig. 2)."""
+    return f"{features_dir(dataset)}/erased/{store}/{k}{STORE_SUFFIX}"
 
 
 def runs_dir(dataset: str) -> str:

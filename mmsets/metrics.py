@@ -42,7 +42,8 @@ def f1_micro(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def binarize(probs: np.ndarray, threshold: float | np.ndarray, top1: bool = False) -> np.ndarray:
-    """Labels with probability >= threshold (one, or one per class); with ``top1`` each item also keeps its most likely label."""
+    """Labels with probability >= threshold (one, or one per class); with ``top1`` each item also keeps its
+    most likely label."""
     pred = (probs >= threshold).astype(np.int64)
     if top1 and probs.shape[0]:
         pred[np.arange(probs.shape[0]), probs.argmax(axis=1)] = 1

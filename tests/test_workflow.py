@@ -141,7 +141,8 @@ def test_extractor_variants_get_their_own_stores_and_read_their_upstream_variant
     commands = proc.stdout + proc.stderr
     easy_tokens = next(line for line in commands.splitlines() if "extract tokens@easyocr" in line)
     assert "features/ocr@easyocr.h5" in easy_tokens and '\\"backend\\"' not in easy_tokens
-    assert "features/ocr@easyocr.h5" in next(line for line in commands.splitlines() if "extract ocr_text@easyocr" in line)
+    easy_text = next(line for line in commands.splitlines() if "extract ocr_text@easyocr" in line)
+    assert "features/ocr@easyocr.h5" in easy_text
     assert '"backend": "easyocr"' in next(line for line in commands.splitlines() if "extract ocr@easyocr" in line)
     assert sorted(j for j in jobs if j.startswith("train[")) == [
         "train[dataset=demo, run=ocr-easyocr-s0]", "train[dataset=demo, run=ocr-tesseract-s0]",
@@ -165,3 +166,26 @@ def test_paper_config_plans_the_papers_inputs_and_tables(tmp_path):
     train = next(line for line in commands.splitlines() if "train" in line and "--out-dir results/mmimdb/runs/"
                  "dm2s2_table3-tokens-both-s0" in line)
     assert '"class_weighting": "inv"' in train  # DM2S2's recipe: 1/N_k
+
+
+def test_erasure_reencodes_the_test_items_without_each_modality(tmp_path):
+    config = yaml.safe_load(SMALL.read_text())
+    config["extractors"]["tokens"] = {"modalities": ["text:title", "text:plot"]}
+    config["experiments"] = {"dm2s2": {"model": "dm2s2", "features": {"tokens": ["tokens"]}, "seeds": [0, 1],
+                                       "erasure": True}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "-p", "results/demo/report.html")
+    jobs = planned_jobs(proc)
+    assert sorted(j for j in jobs if j.startswith(("erase_tokens", "erasure"))) == [
+        "erase_tokens[dataset=demo, store=tokens, k=0]", "erase_tokens[dataset=demo, store=tokens, k=1]",
+        "erasure[dataset=demo, run=dm2s2-tokens-s0]", "erasure[dataset=demo, run=dm2s2-tokens-s1]"]
+    commands = (proc.stdout + proc.stderr).splitlines()
+    without_title = next(line for line in commands if "--out results/demo/features/erased/tokens/0.h5" in line)
+    assert '"modalities": ["text:plot"]' in without_title and '"splits": ["test"]' in without_title
+    erase = next(line for line in commands if "mmsets erase" in line and "dm2s2-tokens-s0" in line)
+    assert '"text:title": "results/demo/features/erased/tokens/0.h5"' in erase
+
+    config["experiments"]["dm2s2"]["model"] = "dmms"  # erasure re-encodes token sequences only
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "results/demo/report.html", check=False)
+    assert proc.returncode != 0 and "experiments.dm2s2.erasure" in proc.stdout + proc.stderr

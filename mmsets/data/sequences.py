@@ -152,6 +152,8 @@ class SequenceDataset(Dataset):
     its own names, ``modalities`` may pick a subset or reorder them: tokens of a modality left
     out are dropped (the "erased modality" of the paper's Fig. 2, though the encoder still saw
     it), the others are renumbered. Without names in the store, ``modalities[i]`` names index i.
+    A name in ``erased`` may be missing from the store: one re-encoded without that modality (the
+    paper's erasure proper, ``mmsets.runs.erasure``); the model then sees no token of it.
 
     An item the store lacks has no tokens (T = 0); it is kept and counted in ``missing``.
     States are read into memory (as stored, float16) when they are small enough
@@ -170,16 +172,17 @@ class SequenceDataset(Dataset):
         modalities: Sequence[str] | None = None,
         *,
         preload: bool | None = None,
+        erased: Sequence[str] = (),
     ) -> None:
         own = not isinstance(store, RaggedStore)
         store = RaggedStore(store) if own else store
         try:
-            self._init(manifest, store, split, label_names, modalities, preload)
+            self._init(manifest, store, split, label_names, modalities, preload, tuple(erased))
         finally:
             if own:
                 store.close()
 
-    def _init(self, manifest, store, split, label_names, modalities, preload) -> None:
+    def _init(self, manifest, store, split, label_names, modalities, preload, erased) -> None:
         if "modality" not in store.fields:
             raise ValueError(f"{store.path}: token store lacks the per-token field 'modality'")
         frame = manifest.frame if split is None else manifest.split(split)
@@ -203,7 +206,7 @@ class SequenceDataset(Dataset):
         if stored is None:
             remap = np.arange(len(self.modalities))
         else:
-            unknown = [m for m in self.modalities if m not in stored]
+            unknown = [m for m in self.modalities if m not in stored and m not in erased]
             if unknown:
                 raise ValueError(f"modalities: {unknown} are not in store {store.path} (it has {stored})")
             remap = np.array([self.modalities.index(m) if m in self.modalities else -2 for m in stored])

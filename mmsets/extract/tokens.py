@@ -69,9 +69,13 @@ class TokensParams:
     position_ids: str = "global"  # "per_modality": restart at each span (see the module docstring)
     stores: dict[str, str] = field(default_factory=dict)  # store source (ocr, objects, labels, faces) -> path
     weights: str = "pretrained"  # "random": the same encoder, seeded random weights (rehearsals, tests)
+    splits: list[str] | None = None  # only these splits' items (the erasure stores: test); None: every item
 
     def __post_init__(self) -> None:
         self.modalities = list(self.modalities)
+        if self.splits is not None:
+            check_names("tokens params.splits", list(self.splits), "name a split, or leave it out for all", "split")
+            self.splits = list(self.splits)
         check_names("tokens params.modalities", self.modalities, "name at least one source", "source")
         if len(self.modalities) > MAX_MODALITIES:
             raise ParamsError(f"tokens params.modalities: at most {MAX_MODALITIES} sources")
@@ -294,6 +298,9 @@ def extract_tokens(manifest: Manifest, out_path: str | os.PathLike, params: Toke
     from mmsets.extract.backbones import load_text_encoder
 
     runtime = runtime or Runtime()
+    if params.splits is not None:
+        manifest = Manifest(manifest.frame[manifest.frame["split"].isin(params.splits)].reset_index(drop=True),
+                            manifest.label_names, manifest.task, manifest.dataset, manifest.extra)
     texts, not_in_store = modality_texts(manifest, params)  # before the model loads: bad params fail fast
     device = resolve_device(runtime.device)
     encoder = load_text_encoder(params.model, device, weights=params.weights)

@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from mmsets.data.sets import FLOAT, INDEX, KINDS
 
-__all__ = ["ModalityEncoder", "IndexEncoder", "IndexCNNEncoder", "ENCODERS", "INDEX_ENCODERS", "POOLINGS", "SetPooling", "SetPredictor", "check_inputs",
+__all__ = ["ModalityEncoder", "IndexEncoder", "IndexCNNEncoder", "ENCODERS", "INDEX_ENCODERS", "POOLINGS", "SetPooling",
+           "SetPredictor", "check_inputs",
            "FLOAT", "INDEX", "KINDS"]
 
 

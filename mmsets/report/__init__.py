@@ -71,6 +71,7 @@ def report_context(
         "fi_matrix": importance.item_matrix(runs, manifest, task),
         "intra_maps": importance.intra_maps(runs, feature_map),
         "ocr": tables.ocr_comparison(configs, stores, main),
+        "erasure": tables.erasure_table(runs, configs, main),
         "manifest_problem": manifest_problem,
         "coverage": collect.coverage(manifest) if manifest is not None else None,
         "labels": labels,

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import SPLITS, Manifest, is_missing, read_manifest
-from mmsets.runs.record import (IMPORTANCE, MODEL, PREDICTIONS, ImportanceRecord, RecordError, RunRecord, number,
-                                 scores)
+from mmsets.runs.record import (ERASURE, IMPORTANCE, MODEL, PREDICTIONS, ImportanceRecord, RecordError, RunRecord,
+                                 number, scores)
 from mmsets.report.scores import main_metric
 from mmsets.store import RaggedStore, StoreError, partial_path
 
@@ -34,6 +34,7 @@ def _empty_run(run_dir: Path) -> dict:
         "epochs": None, "best_epoch": None, "threshold": None, "n_params": None, "train_seconds": None,
         "dev": {}, "test": {}, "dev_std": {}, "test_std": {}, "test_pooled": {}, "folds": [], "cv": None,
         "model_config": {}, "history": [], "top1": False, "fi": None, "predictions": None, "best": False,
+        "erasure": None,
     }
 
 
@@ -79,7 +80,23 @@ def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
     if run["status"] == "ok" and not (run_dir / MODEL).exists():
         run["problems"].append(f"{MODEL} missing")
     run["fi"] = _load_fi(run_dir, run)
+    run["erasure"] = _load_erasure(run_dir, run)
     return run
+
+
+def _load_erasure(run_dir: Path, run: dict) -> dict | None:
+    """erasure.json (DM2S2 Fig. 2), when the run has one: {modality: {metric: erased - full}}."""
+    path = run_dir / ERASURE
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        order = [m for m in raw.get("modalities") or [] if m in raw["erased"]]  # the run's order, not the file's
+        return {str(m): scores(raw["erased"][m].get("delta")) for m in order + sorted(set(raw["erased"]) - set(order))
+                if isinstance(raw["erased"][m], dict)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        run["problems"].append(f"{ERASURE} unreadable: {err!r}")
+        return None
 
 
 def _load_fi(run_dir: Path, run: dict) -> dict | None:

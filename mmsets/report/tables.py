@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsets.metrics import aggregate_runs
+from mmsets.metrics import aggregate, aggregate_runs
 from mmsets.runs.record import number
 from mmsets.report.scores import Metric, order_key
 
@@ -126,6 +126,35 @@ def family_best(rows: list[dict], main: Metric) -> list[dict]:
         if row["test"].get(main.key, {}).get("mean") is not None:
             out.setdefault(row["model"] or "?", row)
     return list(out.values())
+
+
+# --------------------------------------------------------------------------- modality erasure
+
+ERASURE_METRICS = ("f1_micro", "f1_macro")
+
+
+def erasure_table(runs: list[dict], rows: list[dict], main: Metric) -> dict | None:
+    """DM2S2 Fig. 2: per configuration with erasure results, each modality's change in the test metrics when
+    the items are re-encoded without it (mean ± std over seeds); None when no run has them."""
+    found = {k for r in runs for deltas in (r["erasure"] or {}).values() for k in deltas}
+    keys = [k for k in ERASURE_METRICS if k in found]
+    keys = keys or [main.key]
+    out = []
+    for row in rows:
+        members = [r for r in runs if r["config"] == row["name"] and r["status"] == "ok" and r["erasure"]]
+        if not members:
+            continue
+        modalities: list[str] = []
+        for r in members:
+            modalities += [m for m in r["erasure"] if m not in modalities]
+        cells = []
+        for m in modalities:
+            mean, std = aggregate([r["erasure"].get(m, {}) for r in members])
+            cells.append({"modality": m, "deltas": [cell(mean.get(k), std.get(k) if len(members) > 1 else None)
+                                                    for k in keys]})
+        label = ablation_label(row) if row["model"] in SEQUENCE_FAMILIES else family_label(row["model"])
+        out.append({"config": row["name"], "label": label, "n": len(members), "modalities": cells})
+    return {"metrics": keys, "rows": out} if out else None
 
 
 # --------------------------------------------------------------------------- OCR backends

@@ -21,6 +21,7 @@ from mmsets.io import read_json, write_json
 
 METRICS = "metrics.json"
 IMPORTANCE = "feature_importance.json"
+ERASURE = "erasure.json"  # DM2S2 Fig. 2, runs of groups with erasure: true (mmsets.runs.erasure)
 MODEL = "model.pt"
 PREDICTIONS = "predictions.parquet"
 

@@ -40,7 +40,8 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     patience: int | None = None  # stop after this many epochs without a better dev selection metric
-    decision: str = "f1_micro"  # multi-label: thresholds tuned on dev for f1_micro (one) or f1_macro (per class), or paper (0.5)
+    # multi-label: thresholds tuned on dev for f1_micro (one) or f1_macro (one per class), or paper (0.5)
+    decision: str = "f1_micro"
     top1_rule: bool = True  # multi-label: try "every item gets at least its top-1 label"; kept only if it helps on dev
     select: str = "auto"  # dev metric choosing the epoch; auto: f1_micro, accuracy or rmse by task (mmsets.tasks)
     single_label_loss: str = "sigmoid"  # binary/multiclass: sigmoid (both papers) or softmax cross-entropy

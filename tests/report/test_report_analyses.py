@@ -60,6 +60,9 @@ def _run(root, name, features, variant, f1, model="dm2s2"):
           "per_item": {"ids": TEST_IDS, "shares": [[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]}}
     if model == "dm2s2":
         fi["intra_attention"] = {"t0": [0, 0.25, 0.75, 0, 1.0, 0], "t1": [0, 0.5, 0.5, 0, 1.0, 0]}
+        write_json(run / "erasure.json", {"run": name, "modalities": ["text:plot", "ocr"], "erased": {
+            "text:plot": {"delta": {"f1_micro": -0.2, "f1_macro": -0.25}},
+            "ocr": {"delta": {"f1_micro": -0.01, "f1_macro": 0.02}}}})
     write_json(run / "feature_importance.json", fi)
     return run
 
@@ -89,6 +92,13 @@ def test_report_has_the_papers_analyses(tmp_path):
     assert plot["modality"] == "text:plot" and [t[0] for t in plot["tokens"]] == [" space", EVIL_TOKEN]
     assert [t[2] for t in plot["tokens"]] == [round(0.25 / 0.75, 3), 1.0] and ocr["tokens"] == [("ocr", 1.0, 1.0)]
     assert EVIL_TOKEN not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+    # modality erasure (DM2S2 Fig. 2): the change without each modality
+    erasure = {row["config"]: row for row in ctx["erasure"]["rows"]}
+    assert ctx["erasure"]["metrics"] == ["f1_micro", "f1_macro"]
+    plot_row = erasure["g-tokens-both"]["modalities"][0]
+    assert plot_row["modality"] == "text:plot" and plot_row["deltas"][0]["mean"] == -0.2
+    assert "g-tokens-encoder_only" not in erasure and 'id="erasure"' in html
 
     # OCR backends side by side, by the backend behind each token store
     ocr_rows = {(r["label"], r["ocr"]) for r in ctx["ocr"]}

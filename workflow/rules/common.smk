@@ -9,7 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from mmsets.config import configured_extractors, dataset_runs, validate_config  # noqa: E402
 from mmsets.config import extractor_settings as _extractor_settings  # noqa: E402
 from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
-from mmsets.layout import feature_path, run_dir  # noqa: E402
+from mmsets.layout import erased_store_path, feature_path, run_dir  # noqa: E402
 from mmsets.models.registry import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -44,13 +44,18 @@ def upstream_of(dataset, extractor):
     return upstream(extractor, extractor_settings(dataset, extractor), configured_extractors(config, dataset))
 
 
+def _extractor_of(wildcards):
+    """The extractor of an extract job, or of the store an erase_tokens job re-encodes."""
+    return wildcards.extractor if "extractor" in wildcards.keys() else wildcards.store
+
+
 def extractor_env(wildcards):
     """The extractor's conda environment (envs/torch.yaml or envs/ocr.yaml), relative to the rule files."""
-    return f"../../envs/{environment(wildcards.extractor)}.yaml"
+    return f"../../envs/{environment(_extractor_of(wildcards))}.yaml"
 
 
 def extractor_threads(wildcards):
-    return resources(wildcards.extractor).threads
+    return resources(_extractor_of(wildcards)).threads
 
 
 def gpu_slots(needs):
@@ -59,11 +64,11 @@ def gpu_slots(needs):
 
 
 def extractor_gpu(wildcards):
-    return gpu_slots(resources(wildcards.extractor))
+    return gpu_slots(resources(_extractor_of(wildcards)))
 
 
 def extractor_mem_mb(wildcards):
-    return resources(wildcards.extractor).mem_mb
+    return resources(_extractor_of(wildcards)).mem_mb
 
 
 def datasets_of_kind(kind):
@@ -89,16 +94,33 @@ def mmimdb_input(wildcards):
     return [] if root else [f"resources/{wildcards.dataset}/unpacked"]
 
 
-def extractor_params(wildcards):
-    """The extractor's settings, with the paths of the stores it reads filled in."""
-    settings = json.loads(json.dumps(extractor_settings(wildcards.dataset, wildcards.extractor)))
-    for key, upstream in upstream_of(wildcards.dataset, wildcards.extractor).items():
+def store_settings(dataset, extractor):
+    """The extractor's settings with the paths of the stores it reads filled in."""
+    settings = json.loads(json.dumps(extractor_settings(dataset, extractor)))
+    for key, upstream in upstream_of(dataset, extractor).items():
         node = settings
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = feature_path(wildcards.dataset, upstream)
+        node[leaf] = feature_path(dataset, upstream)
+    return settings
+
+
+def extractor_params(wildcards):
+    return json.dumps(store_settings(wildcards.dataset, wildcards.extractor), sort_keys=True)
+
+
+def erase_params(wildcards):
+    """The token store's own settings without its k-th modality, for the test items only."""
+    settings = store_settings(wildcards.dataset, wildcards.store)
+    del settings["modalities"][int(wildcards.k)]
+    settings["stores"] = {s: p for s, p in settings.get("stores", {}).items() if s in settings["modalities"]}
+    settings["splits"] = ["test"]
     return json.dumps(settings, sort_keys=True)
+
+
+def erase_inputs(wildcards):
+    return [feature_path(wildcards.dataset, name) for name in upstream_of(wildcards.dataset, wildcards.store).values()]
 
 
 def extractor_inputs(wildcards):
@@ -151,3 +173,26 @@ def report_features(wildcards):
 
 def report_runs(wildcards):
     return [f"{run_dir(wildcards.dataset, run)}/metrics.json" for run in runs_of(wildcards.dataset)]
+
+
+def erasure_runs(dataset):
+    """The runs of experiment groups with erasure: true."""
+    return [name for name, spec in runs_of(dataset).items() if config["experiments"][spec.group].get("erasure")]
+
+
+def erased_stores(dataset, store):
+    """{modality: the token store re-encoded without it} of one token store."""
+    modalities = extractor_settings(dataset, store)["modalities"]
+    return {m: erased_store_path(dataset, store, k) for k, m in enumerate(modalities)}
+
+
+def run_erased_stores(wildcards):
+    return list(erased_stores(wildcards.dataset, run_spec(wildcards).features[0]).values())
+
+
+def run_erased_json(wildcards):
+    return json.dumps(erased_stores(wildcards.dataset, run_spec(wildcards).features[0]), sort_keys=True)
+
+
+def report_erasure(wildcards):
+    return [f"{run_dir(wildcards.dataset, run)}/erasure.json" for run in erasure_runs(wildcards.dataset)]

@@ -26,3 +26,31 @@ rule extract:
     shell:
         "python -m mmsets extract {wildcards.extractor} --manifest {input.manifest:q} --out {output:q} "
         "--params {params.settings:q} 2> {log:q}"
+
+
+# Modality erasure (DM2S2 Fig. 2): a token store's test items re-encoded without its k-th modality, for the
+# experiment groups with erasure: true. Same extractor, same settings otherwise.
+rule erase_tokens:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        upstream=erase_inputs,
+    output:
+        "results/{dataset}/features/erased/{store}/{k}.h5",
+    wildcard_constraints:
+        store=extractor_names(),
+        k=r"\d+",
+    params:
+        settings=erase_params,
+    threads: extractor_threads
+    resources:
+        gpu=extractor_gpu,
+        mem_mb=extractor_mem_mb,
+    log:
+        "results/{dataset}/logs/extract/erased/{store}/{k}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/extract/erased/{store}/{k}.tsv"
+    conda:
+        extractor_env
+    shell:
+        "python -m mmsets extract {wildcards.store} --manifest {input.manifest:q} --out {output:q} "
+        "--params {params.settings:q} 2> {log:q}"

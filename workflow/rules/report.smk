@@ -6,6 +6,7 @@ rule report:
         manifest="results/{dataset}/manifest.parquet",
         runs=report_runs,
         features=report_features,
+        erasure=report_erasure,  # read from the run directories
     output:
         "results/{dataset}/report.html",
     log:

@@ -26,3 +26,30 @@ rule train:
     shell:
         "python -m mmsets train --manifest {input.manifest:q} --features-dir results/{wildcards.dataset}/features "
         "--out-dir results/{wildcards.dataset}/runs/{wildcards.run} --spec {params.spec:q} 2> {log:q}"
+
+
+# DM2S2 Fig. 2 for the runs of experiment groups with erasure: true: the trained run scored on its test
+# items re-encoded without each modality in turn.
+rule erasure:
+    input:
+        manifest="results/{dataset}/manifest.parquet",
+        model="results/{dataset}/runs/{run}/model.pt",
+        store=run_features,
+        erased=run_erased_stores,
+    output:
+        "results/{dataset}/runs/{run}/erasure.json",
+    params:
+        erased=run_erased_json,
+    threads: run_threads
+    resources:
+        gpu=run_gpu,
+        mem_mb=run_mem_mb,
+    log:
+        "results/{dataset}/logs/erasure/{run}.log",
+    benchmark:
+        "results/{dataset}/benchmarks/erasure/{run}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m mmsets erase --run-dir results/{wildcards.dataset}/runs/{wildcards.run} "
+        "--manifest {input.manifest:q} --store {input.store:q} --erased {params.erased:q} 2> {log:q}"
