@@ -174,6 +174,15 @@ def single_label_metrics(y_true: np.ndarray, probs: np.ndarray, label_names: Seq
     }
 
 
+def grouped_accuracy(y_true: np.ndarray, pred: np.ndarray, groups: Sequence[Any]) -> dict[str, float]:
+    """Accuracy of the predicted classes within each group of items (a table's fine-grained classes:
+    Ads-Parallelity's per-class accuracy over non-parallel, parallel-equivalent, parallel-non-equivalent)."""
+    y_true, pred = np.asarray(y_true), np.asarray(pred)
+    groups = np.asarray([None if g is None else str(g) for g in groups], dtype=object)
+    return {g: float((pred[groups == g] == y_true[groups == g]).mean())
+            for g in sorted({g for g in groups if g is not None})}
+
+
 # -------------------------------------------------------------------------------- regression
 
 

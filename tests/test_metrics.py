@@ -141,3 +141,12 @@ def test_decisions_round_trip_through_their_dicts():
         again = decision_from_dict(decision.to_dict())
         assert type(again) is type(decision) and again.to_dict() == decision.to_dict()
     np.testing.assert_array_equal(ArgmaxDecision().apply(np.array([[0.2, 0.8], [0.6, 0.4]])), [1, 0])
+
+
+def test_grouped_accuracy_is_the_accuracy_within_each_fine_class():
+    from mmsets.metrics import grouped_accuracy
+
+    truth = np.array([0, 1, 1, 1, 0])
+    pred = np.array([0, 1, 0, 1, 1])
+    groups = ["non", "eq", "neq", "eq", None]
+    assert grouped_accuracy(truth, pred, groups) == {"eq": 1.0, "neq": 0.0, "non": 1.0}

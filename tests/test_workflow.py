@@ -113,6 +113,9 @@ def test_binary_cross_validation_and_regression_tables_end_to_end(tmp_path):
     binary = json.loads((tmp_path / "results/parallel_demo/runs/table-image_text-sum-dmms-s0/metrics.json").read_text())
     assert binary["task"] == "binary" and len(binary["folds"]) == 5
     assert {"accuracy", "auc"} <= set(binary["test"]) and {"accuracy", "auc"} <= set(binary["test_std"])
+    fine = binary["test"]["per_fine_class_accuracy"]  # Ads-Parallelity's three classes, mean over folds
+    assert set(fine) == {"non-parallel", "parallel-equivalent", "parallel-non-equivalent"}
+    assert "Per fine-grained class accuracy" in (tmp_path / "results/parallel_demo/report.html").read_text()
     predictions = pd.read_parquet(tmp_path / "results/parallel_demo/runs/table-image_text-sum-dmms-s0/predictions.parquet")
     assert sorted(predictions["fold"].unique()) == [0, 1, 2, 3, 4] and predictions["id"].is_unique
     assert len(predictions) == 100

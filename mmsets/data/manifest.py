@@ -19,6 +19,7 @@ from mmsets.io import atomic_path
 
 TEXT_PREFIX = "text_"
 CAT_PREFIX = "cat_"
+FINE_LABEL = "fine_label"  # optional: a finer class per item, reported on but not trained on (tables)
 SPLITS = ("train", "dev", "test")
 TASKS = ("multilabel", "binary", "multiclass", "regression")
 _META_KEY = b"mmsets"

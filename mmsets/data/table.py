@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from mmsets.data.manifest import CAT_PREFIX, TASKS, TEXT_PREFIX, Manifest, is_missing, write_manifest
+from mmsets.data.manifest import CAT_PREFIX, FINE_LABEL, TASKS, TEXT_PREFIX, Manifest, is_missing, write_manifest
 from mmsets.io import atomic_path
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
@@ -112,6 +112,7 @@ def load_table(
     dataset: str | None = None,
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     split_seed: int = 0,
+    fine_label_column: str | None = None,
 ) -> Manifest:
     """Read a CSV (``.csv``, comma-separated, header row) or JSON Lines (``.jsonl``) table into a manifest.
 
@@ -125,6 +126,9 @@ def load_table(
         split_column: train/dev/test (also val, valid, validation); None: random ``split_fractions``.
         fold_column: integer folds for k-fold runs (the manifest's ``fold`` column).
         label_names: the classes in order (binary: negative, positive); default: sorted as found.
+        fine_label_column: a finer class of each item that is not trained on but reported on (the manifest's
+            ``fine_label``): Ads-Parallelity's per-class accuracy is over non-parallel, parallel-equivalent
+            and parallel-non-equivalent, while the model learns parallel or not.
     """
     path = Path(path)
     if task not in TASKS:
@@ -134,7 +138,7 @@ def load_table(
     label_sep = "|" if label_sep is None else label_sep
     root = Path(image_root) if image_root is not None else path.parent
     named = [c for c in (id_column, image_column, *text_columns, *categorical_columns, label_column, split_column,
-                         fold_column) if c is not None]
+                         fold_column, fine_label_column) if c is not None]
     header, rows = _rows(path)
     if header is not None:
         for column in named:
@@ -178,6 +182,9 @@ def load_table(
             record["split"] = SPLIT_ALIASES[value]
         if fold_column is not None:
             record["fold"] = _fold(row[fold_column], where(fold_column))
+        if fine_label_column is not None:
+            value = row.get(fine_label_column)
+            record[FINE_LABEL] = None if is_missing(value) else _scalar(value)
         records.append(record)
     if not records:
         raise TableError(f"{path}: no rows")
@@ -196,9 +203,10 @@ def load_table(
         frame["fold"] = frame["fold"].astype(np.int64)
     columns = ["id", "split", "image", *(TEXT_PREFIX + c for c in text_columns),
                *(CAT_PREFIX + c for c in categorical_columns), "labels",
-               *(["target"] if task == "regression" else []), *(["fold"] if fold_column else [])]
+               *(["target"] if task == "regression" else []), *(["fold"] if fold_column else []),
+               *([FINE_LABEL] if fine_label_column else [])]
     images = [p for p in frame["image"] if p is not None]
-    extra = {"source": str(path), "label_column": label_column,
+    extra = {"source": str(path), "label_column": label_column, "fine_label_column": fine_label_column,
              "without_image": int(len(frame) - len(images)),
              "missing_image_files": int(sum(not os.path.exists(p) for p in images))}
     return Manifest(frame[columns].reset_index(drop=True), names, task, dataset or path.stem, extra)
@@ -323,11 +331,15 @@ def generate_table_demo(out_dir: str | os.PathLike, n_items: int = 200, seed: in
         rows.append({"id": item_id, "image": "" if i in no_image else relative,
                      "slogan": str(rng.choice(SLOGANS[text_theme])), "naturalness": natural,
                      "concreteness": concrete, "parallel": "parallel" if parallel[i] else "non-parallel",
+                     # Ads-Parallelity's finer classes; here an equivalent pair is one whose slogan is concrete
+                     "parallel_type": ("parallel-equivalent" if concrete >= 3 else "parallel-non-equivalent")
+                     if parallel[i] else "non-parallel",
                      "appeal": round(float(appeal), 4)})
     table = out_dir / "table.csv"
     with atomic_path(table) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
-    return {"path": str(table), **DEMO_COLUMNS, "label_column": DEMO_LABELS[task], "task": task,
+    fine = {"fine_label_column": "parallel_type"} if task == "binary" else {}
+    return {"path": str(table), **DEMO_COLUMNS, **fine, "label_column": DEMO_LABELS[task], "task": task,
             "dataset": f"ads-demo-{task}"}
 
 

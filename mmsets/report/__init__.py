@@ -64,6 +64,7 @@ def report_context(
         "n_ok": sum(r["status"] == "ok" for r in runs),
         "configs": configs,
         "per_class": tables.per_class_classes(configs),
+        "per_fine_class": tables.per_class_classes(configs, "per_fine_class"),
         "families": tables.family_best(configs, main),
         "ablations": ablations,
         "fi": fi,

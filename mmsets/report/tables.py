@@ -92,17 +92,19 @@ def configurations(runs: list[dict], main: Metric) -> list[dict]:
             "variant": first["variant"], "model_config": first["model_config"],
             "n": len(ok), "n_failed": len(members) - len(ok), "cv": any(r["cv"] is not None for r in ok),
             "n_folds": None, "seeds": sorted({int(r["seed"]) for r in ok if r["seed"] is not None}),
-            "runs": [r["name"] for r in members], "test": {}, "dev": cell(None), "per_class": {}, "best": False,
+            "runs": [r["name"] for r in members], "test": {}, "dev": cell(None), "per_class": {}, "per_fine_class": {},
+            "best": False,
         }
         if ok:
             test, test_std, dev, dev_std, n_units = _aggregate(ok)
             row["n_folds"] = n_units if row["cv"] else None
             row["test"] = {k: cell(v, test_std.get(k)) for k, v in test.items() if not isinstance(v, dict)}
             row["dev"] = cell(dev.get(main.key), dev_std.get(main.key))
-            per_class = test.get("per_class_accuracy")
-            if isinstance(per_class, dict):
-                std = test_std.get("per_class_accuracy") if isinstance(test_std.get("per_class_accuracy"), dict) else {}
-                row["per_class"] = {c: cell(v, std.get(c)) for c, v in per_class.items()}
+            for key, name in (("per_class_accuracy", "per_class"), ("per_fine_class_accuracy", "per_fine_class")):
+                per_class = test.get(key)
+                if isinstance(per_class, dict):
+                    std = test_std.get(key) if isinstance(test_std.get(key), dict) else {}
+                    row[name] = {c: cell(v, std.get(c)) for c, v in per_class.items()}
         rows.append(row)
     rows.sort(key=lambda r: (order_key(r["test"].get(main.key, {}).get("mean"), main), r["name"]))
     if rows and rows[0]["test"].get(main.key, {}).get("mean") is not None:
@@ -112,10 +114,10 @@ def configurations(runs: list[dict], main: Metric) -> list[dict]:
     return rows
 
 
-def per_class_classes(rows: list[dict]) -> list[str]:
+def per_class_classes(rows: list[dict], key: str = "per_class") -> list[str]:
     classes: list[str] = []
     for row in rows:
-        classes += [c for c in row["per_class"] if c not in classes]
+        classes += [c for c in row[key] if c not in classes]
     return classes
 
 

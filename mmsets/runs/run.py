@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from mmsets.cv import FOLD_COLUMN, assign_folds, fold_manifest
-from mmsets.data.manifest import Manifest, read_manifest
+from mmsets.data.manifest import FINE_LABEL, Manifest, read_manifest
 from mmsets.data.sequences import SequenceDataset
 from mmsets.data.sets import SetDataset
 from mmsets.io import atomic_path
-from mmsets.metrics import Decision, aggregate
+from mmsets.metrics import Decision, aggregate, grouped_accuracy
 from mmsets.models.importance import Importance, mean_share
 from mmsets.models.registry import SEQUENCE, family
 from mmsets.runs.checkpoint import plain, save_checkpoint
@@ -110,6 +110,10 @@ def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedSto
     test_truth = task.truth(test_ds.labels)
     test_outputs = learner.predict(test_ds, cfg.batch_size, task)
     test = task.metrics(test_truth, test_outputs, result.decision)
+    if FINE_LABEL in manifest.frame.columns and task.name in ("binary", "multiclass"):
+        fine = manifest.frame.set_index(manifest.frame["id"].astype(str))[FINE_LABEL]
+        test["per_fine_class_accuracy"] = grouped_accuracy(test_truth, result.decision.apply(test_outputs),
+                                                           [fine.get(i) for i in test_ds.ids])
     log.info("test %s", format_metrics(test))
     return _Part(asdict(model.config), task, result, learner.n_params, list(test_ds.ids), test_truth, test_outputs, test,
                  {"train": len(train_ds), "dev": len(dev_ds), "test": len(test_ds)}, importance, learner.extras(),

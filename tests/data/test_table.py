@@ -123,6 +123,10 @@ def test_generated_demo_table_loads_for_both_tasks(tmp_path):
     assert len(images) == 38 and m.extra["missing_image_files"] == 0
     assert Image.open(images[0]).size == (32, 32)
     assert set(m.frame["cat_concreteness"]) <= {"1", "2", "3", "4", "5"}
+    # Ads-Parallelity's three finer classes, reported on but not trained on
+    fine = dict(zip(m.frame["fine_label"], m.frame["labels"]))
+    assert fine == {"non-parallel": ["non-parallel"], "parallel-equivalent": ["parallel"],
+                    "parallel-non-equivalent": ["parallel"]}
 
     r = write_table_demo(tmp_path / "demo2", tmp_path / "manifest.parquet", n_items=40, seed=3, task="regression",
                          image_size=32)
@@ -131,3 +135,14 @@ def test_generated_demo_table_loads_for_both_tasks(tmp_path):
     parallel = np.array([labels == ["parallel"] for labels in m.frame["labels"]])
     assert r.frame["target"][parallel].mean() > r.frame["target"][~parallel].mean()
     assert read_manifest(tmp_path / "manifest.parquet").frame["text_slogan"].tolist() == m.frame["text_slogan"].tolist()
+
+
+def test_fine_label_column_is_kept_beside_the_label(tmp_path):
+    text = ADS.replace(",parallel\n", ",parallel,kind\n", 1)
+    lines = text.splitlines()
+    lines = [lines[0]] + [line + "," + ("eq" if line.endswith(",parallel") else "") for line in lines[1:]]
+    path = write(tmp_path, "ads.csv", "\n".join(lines) + "\n")
+    m = load_table(path, **COLUMNS, label_column="parallel", task="binary", fine_label_column="kind")
+    assert m.frame["fine_label"].tolist() == ["eq", None, "eq", None]
+    with pytest.raises(TableError, match="no column 'kinds'"):
+        load_table(path, **COLUMNS, label_column="parallel", task="binary", fine_label_column="kinds")
