@@ -189,6 +189,9 @@ class SequenceDataset(Dataset):
         self.split = split
         self.path = Path(store.path)
         self.hidden_size = store.dim
+        # The encoder and the layer the states come from: a model that fine-tunes the layers above needs both.
+        self.encoder = {"model": str(store.attrs.get("model", "")), "layer": int(store.attrs.get("layer", -1)),
+                        "weights": str(store.params.get("weights", "pretrained"))}
         self.label_names = list(label_names if label_names is not None else manifest.label_names)
         self.ids = [str(i) for i in frame["id"]]
         self.labels = np.stack(

@@ -79,6 +79,9 @@ class DM2S2Config:
     dropout: float = 0.25  # inside rho
     prior: float = 0.01  # pi in the last bias -log((1 - pi) / pi)
     pooling: str = "mean"  # psi: mean (Eq. 5) | max | min | sum, over modality tokens
+    finetune_layers: int = 0  # k: the encoder's last k layers trained too, from states cached below them
+    finetune_lr: float = 2e-5  # their learning rate (the rest trains at training.lr)
+    encoder: dict | None = None  # the token store's encoder: {model, layer, weights} (from the data)
 
     def __post_init__(self) -> None:
         self.head_hidden = tuple(int(h) for h in self.head_hidden)
@@ -97,6 +100,9 @@ class EncoderOnlyConfig:
     dropout: float = 0.25
     prior: float = 0.01
     pooling: str = "mean"
+    finetune_layers: int = 0  # as DM2S2Config's
+    finetune_lr: float = 2e-5
+    encoder: dict | None = None
 
     def __post_init__(self) -> None:
         self.head_hidden = tuple(int(h) for h in self.head_hidden)
@@ -111,6 +117,11 @@ def _check_common(config, name: str) -> None:
     for key in ("hidden_size", "n_classes", "n_modalities"):
         if getattr(config, key) < 1:
             raise ValueError(f"{name}.{key} must be >= 1, got {getattr(config, key)}")
+    if config.finetune_layers < 0 or config.finetune_lr <= 0:
+        raise ValueError(f"{name}: finetune_layers must be >= 0 and finetune_lr > 0")
+    if config.finetune_layers and not (config.encoder or {}).get("model"):
+        raise ValueError(f"{name}.finetune_layers: {config.finetune_layers} needs the token store's encoder "
+                         f"(its model and layer), got {config.encoder!r}")
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -134,6 +145,46 @@ class NoAttention(nn.Module):
 
     def forward(self, x: Tensor, members: Tensor) -> tuple[Tensor, None]:
         return x, None
+
+
+# -------------------------------------------------------------------------------- fine-tuning
+
+class EncoderTop(nn.Module):
+    """The token encoder's last k layers, trained with the model: applied to states the tokens extractor
+    cached at layer L - k (``layer: -(k + 1)``), they give what the whole encoder would from the token ids
+    with its lower L - k layers frozen, without running those again every epoch (DM2S2 fine-tuning)."""
+
+    def __init__(self, encoder: dict, k: int):
+        super().__init__()
+        import copy
+
+        from mmsets.extract.backbones import load_text_encoder
+
+        model = load_text_encoder(encoder["model"], "cpu", weights=encoder.get("weights", "pretrained")).model
+        blocks = getattr(getattr(model, "encoder", None), "layer", None)
+        if model.config.model_type not in ("bert", "roberta") or blocks is None:
+            raise ValueError(f"finetune_layers: {encoder['model']!r} ({model.config.model_type}) is not a BERT or "
+                             f"RoBERTa encoder, whose layers take the cached states alone")
+        n_layers = len(blocks)
+        stored = encoder["layer"] if encoder["layer"] >= 0 else n_layers + 1 + encoder["layer"]
+        if not 0 < k <= n_layers or stored != n_layers - k:
+            raise ValueError(f"finetune_layers: {k} of {encoder['model']}'s {n_layers} layers trains from states "
+                             f"of layer {n_layers - k} (the tokens extractor's layer: {-(k + 1)}), but the token "
+                             f"store holds layer {stored}")
+        self.layers = copy.deepcopy(blocks[n_layers - k:]).train()
+        self.k = k
+
+    def forward(self, hidden: Tensor, token_mask: Tensor) -> Tensor:
+        # An additive mask (B, 1, 1, T): padding gets no attention, as the encoder's own mask does.
+        mask = (~token_mask)[:, None, None, :].to(hidden.dtype) * torch.finfo(hidden.dtype).min
+        for layer in self.layers:
+            out = layer(hidden, attention_mask=mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+
+def encoder_top(config) -> nn.Module | None:
+    return EncoderTop(config.encoder, config.finetune_layers) if config.finetune_layers else None
 
 
 # ------------------------------------------------------------------------------------------ MRA
@@ -211,6 +262,7 @@ class DM2S2(nn.Module):
         def similarity() -> nn.Module:
             return make(config.hidden_size, config.attn_dim, config.attn_bias)
 
+        self.finetuned = encoder_top(config)  # None: the encoder stays frozen, its cached states are H
         self.intra = IntraMRA(config.n_modalities, similarity, config.residual) if config.intra else NoAttention()
         self.inter = InterMRA(similarity, config.residual) if config.inter else NoAttention()
         self.pool = SetPooling(config.pooling)
@@ -222,7 +274,8 @@ class DM2S2(nn.Module):
         """(H_Inter (B, T, d), modality-token mask (B, T), a_Intra (B, T) | None, a_Inter (B, M) | None)."""
         members = modality_members(batch.modality, batch.token_mask, self.config.n_modalities)
         valid = members.any(dim=-1)
-        x = batch.hidden.masked_fill(~valid.unsqueeze(-1), 0.0)  # junk in padding never reaches a sum
+        hidden = batch.hidden if self.finetuned is None else self.finetuned(batch.hidden, batch.token_mask)
+        x = hidden.masked_fill(~valid.unsqueeze(-1), 0.0)  # junk in padding never reaches a sum
         x, intra = self.intra(x, members)
         x, inter = self.inter(x, members)
         return x, valid, intra, inter
@@ -268,6 +321,7 @@ class EncoderOnly(nn.Module):
     def __init__(self, config: EncoderOnlyConfig):
         super().__init__()
         self.config = config
+        self.finetuned = encoder_top(config)
         self.token_type = (nn.Embedding(config.n_modalities, config.hidden_size) if config.modality_embedding
                            else ZeroEmbedding())
         if config.modality_embedding:
@@ -278,7 +332,8 @@ class EncoderOnly(nn.Module):
 
     def forward(self, batch: SequenceBatch) -> Tensor:
         valid = modality_members(batch.modality, batch.token_mask, self.config.n_modalities).any(dim=-1)
-        x = batch.hidden + self.token_type(batch.modality.clamp(min=0))
+        hidden = batch.hidden if self.finetuned is None else self.finetuned(batch.hidden, batch.token_mask)
+        x = hidden + self.token_type(batch.modality.clamp(min=0))
         pooled, _ = self.pool(x.masked_fill(~valid.unsqueeze(-1), 0.0), valid)
         return self.rho(pooled)
 

@@ -21,7 +21,7 @@ SEQUENCE = "sequence"  # one token-state sequence whose spans are the modalities
 # The config fields each kind of input fills in from the data; never set from a run spec.
 DATA_FIELDS: dict[str, tuple[str, ...]] = {
     SETS: ("input_dims", "input_kinds", "n_classes"),
-    SEQUENCE: ("hidden_size", "n_modalities", "n_classes"),
+    SEQUENCE: ("hidden_size", "n_modalities", "n_classes", "encoder"),
 }
 
 
@@ -57,12 +57,14 @@ class Family:
     def data_config(self, ds: Any, n_outputs: int) -> dict[str, Any]:
         """The config fields the data gives: input sizes (and kinds), number of outputs."""
         if self.inputs == SEQUENCE:
-            return {"hidden_size": ds.hidden_size, "n_modalities": ds.n_modalities, "n_classes": n_outputs}
+            return {"hidden_size": ds.hidden_size, "n_modalities": ds.n_modalities, "n_classes": n_outputs,
+                    "encoder": ds.encoder}
         return {"input_dims": ds.input_dims, "input_kinds": ds.input_kinds, "n_classes": n_outputs}
 
     def check(self, settings: dict[str, Any], features: list[str]) -> None:
         """Build the config from ``settings`` and stand-in data fields: a bad setting fails before any data is read."""
-        data = ({"hidden_size": 8, "n_modalities": 1} if self.inputs == SEQUENCE
+        data = ({"hidden_size": 8, "n_modalities": 1, "encoder": {"model": "stand-in", "layer": -1}}
+                if self.inputs == SEQUENCE
                 else {"input_dims": {f: 1 for f in features}})
         self.config(n_classes=2, **data, **settings)
 

@@ -68,12 +68,15 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
 
 def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     # Decay matrices only: decaying biases would pull the prior-initialised last bias back to 0.
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # A pretrained part the model fine-tunes (``model.finetuned``) trains at its config's finetune_lr.
+    finetuned = getattr(model, "finetuned", None)
+    pretrained = {id(p) for p in finetuned.parameters()} if finetuned is not None else set()
+    groups = []
+    for part, lr in ((False, cfg.lr), (True, getattr(getattr(model, "config", None), "finetune_lr", cfg.lr))):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in pretrained) == part]
+        groups += [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr": lr},
+                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": lr}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
 
 
 def output_layer(model: nn.Module, n_outputs: int) -> nn.Linear:
