@@ -119,13 +119,36 @@ def _check_runs(config: dict) -> None:
     for dataset in config["datasets"]:
         configured = configured_extractors(config, dataset)
         for run in dataset_runs(config, dataset).values():
-            if config["experiments"][run.group].get("erasure") and FAMILIES[run.model].inputs != SEQUENCE:
-                raise ConfigError(f"invalid configuration:\n  experiments.{run.group}.erasure: modality erasure "
-                                  f"re-encodes token sequences; {run.model} does not read them")
+            if config["experiments"][run.group].get("erasure"):
+                _check_erasure(config, dataset, run)
+            if run.settings.get("finetune_layers"):
+                _check_finetune(config, dataset, run)
             missing = [f for f in run.features if f not in configured]
             if missing:
                 raise ConfigError(f"invalid configuration:\n  experiments.{run.group}.features.{run.combination}: "
                                   f"{missing} not configured for dataset {dataset!r} (extractors: {configured})")
+
+
+def _check_erasure(config: dict, dataset: str, run: RunSpec) -> None:
+    where = f"invalid configuration:\n  experiments.{run.group}.erasure: "
+    if FAMILIES[run.model].inputs != SEQUENCE:
+        raise ConfigError(f"{where}modality erasure re-encodes token sequences; {run.model} does not read them")
+    if config["datasets"][dataset].get("cv"):
+        raise ConfigError(f"{where}scores the test split; dataset {dataset!r} uses k-fold cross-validation")
+    if run.features[0] in configured_extractors(config, dataset):
+        modalities = extractor_settings(config, dataset, run.features[0]).get("modalities", [])
+        if len(modalities) < 2:
+            raise ConfigError(f"{where}{run.features[0]} has one modality ({modalities}): nothing is left without it")
+
+
+def _check_finetune(config: dict, dataset: str, run: RunSpec) -> None:
+    """finetune_layers k trains from states below the top k layers: the token store's layer must be -(k+1)."""
+    k = run.settings["finetune_layers"]
+    layer = extractor_settings(config, dataset, run.features[0]).get("layer", -1)
+    if layer < 0 and layer != -(k + 1):
+        raise ConfigError(f"invalid configuration:\n  experiments.{run.group}: finetune_layers {k} trains the "
+                          f"encoder's last {k} layers from the states below them: {run.features[0]} needs "
+                          f"layer: {-(k + 1)} (it has {layer})")
 
 
 def _raise_errors(validator: jsonschema.Draft202012Validator, instance: dict, prefix: str = "") -> None:

@@ -20,6 +20,7 @@ from sklearn.metrics import f1_score, mean_absolute_error, mean_absolute_percent
 from mmsets.runs.spec import DECISION_RULES
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+PAPER_THRESHOLD = 0.5  # the papers' protocol: a label is predicted when its probability is at least 0.5
 
 
 def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -66,7 +67,12 @@ def best_class_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: np.ndarra
     tp = (pred & y_true[None]).sum(axis=1)
     denominator = pred.sum(axis=1) + y_true.sum(axis=0)[None]
     f1 = np.divide(2.0 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
-    return grid[f1.argmax(axis=0)].astype(np.float64)
+    best = f1.max(axis=0)
+    thresholds = np.full(f1.shape[1], PAPER_THRESHOLD)  # a class no threshold helps on dev (F1 0) keeps 0.5
+    for c in np.flatnonzero(best > 0):
+        tied = np.flatnonzero(f1[:, c] == best[c])
+        thresholds[c] = grid[tied[len(tied) // 2]]  # the middle of the tied range, not its lowest end
+    return thresholds
 
 
 def f1_macro(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -74,7 +80,6 @@ def f1_macro(y_true: np.ndarray, y_pred: np.ndarray) -> float:
                           zero_division=0))
 
 
-PAPER_THRESHOLD = 0.5  # the papers' protocol: a label is predicted when its probability is at least 0.5
 
 
 @dataclass
@@ -118,6 +123,8 @@ def choose_decision(y_true: np.ndarray, probs: np.ndarray, rule: str = "f1_micro
         if f_top1 > f_plain:
             return Decision(t_top1, True, rule, f_top1, f_plain, f_top1)
         return Decision(t_plain, False, rule, f_plain, f_plain, f_top1)
+    if not len(y_true):
+        raise ValueError("decision f1_macro: no dev items to tune the thresholds on")
     thresholds = best_class_thresholds(y_true, probs, grid)
     f_plain = f1_macro(y_true, binarize(probs, thresholds))
     f_top1 = f1_macro(y_true, binarize(probs, thresholds, True)) if try_top1 else None

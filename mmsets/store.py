@@ -132,29 +132,51 @@ class RaggedWriter:
             f = h5py.File(self.partial, "r+")
         except OSError:  # killed mid-write: the partial file is unreadable, start over
             return None
-        same = all(f.attrs.get(k) == v for k, v in header.items() if k != "mmsets_version")
-        if not same:
+        try:
+            same = all(f.attrs.get(k) == v for k, v in header.items() if k != "mmsets_version")
+            if not same:
+                f.close()
+                return None
+            # What a commit marked written must read back whole; else the kill tore it: start over.
+            n = int(f.attrs["n_committed"])
+            offsets = f["offsets"][: n + 1]
+            rows = int(offsets[-1])
+            if len(offsets) != n + 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any() or rows > len(f["data"]):
+                raise StoreError("offsets disagree with the committed items")
+            f["ids"].asstr()[:n]
+            for name, (_, dtype) in self.fields.items():
+                if len(f[name]) < rows:
+                    raise StoreError(f"field {name!r} is shorter than the committed rows")
+                if dtype == "str" and rows:
+                    f[name].asstr()[max(0, rows - 4096):rows]
+            # Drop anything written after the last commit so every array agrees again.
+            f["ids"].resize((n,))
+            f["offsets"].resize((n + 1,))
+            f["data"].resize((rows, self.dim))
+            for name in self.fields:
+                f[name].resize((rows, *f[name].shape[1:]))
+            return f
+        except Exception:  # noqa: BLE001 - any damage (h5py raises OSError, KeyError, ValueError...) means start over
             f.close()
             return None
-        # Drop anything written after the last commit so every array agrees again.
-        n = int(f.attrs["n_committed"])
-        rows = int(f["offsets"][n])
-        f["ids"].resize((n,))
-        f["offsets"].resize((n + 1,))
-        f["data"].resize((rows, self.dim))
-        for name in self.fields:
-            f[name].resize((rows, *f[name].shape[1:]))
-        return f
 
     def add(self, item_id: str, data: np.ndarray, **fields: Sequence[Any]) -> None:
         """Append one item with ``data`` of shape (k, dim); k may be 0. It reaches the file at the next commit."""
-        data = np.asarray(data, dtype=np.float32).reshape(-1, self.dim)
+        data = np.array(data, dtype=np.float32).reshape(-1, self.dim)  # a copy: the caller may reuse its array
         k = data.shape[0]
         if set(fields) != set(self.fields):
             raise StoreError(f"item {item_id!r}: expected fields {sorted(self.fields)}, got {sorted(fields)}")
         checked = {}
         for name, values in fields.items():
-            values = list(values) if self.fields[name][1] == "str" else np.asarray(values, dtype=self.fields[name][1])
+            tail, dtype = self.fields[name]
+            if dtype == "str":
+                values = [str(v) for v in values]
+            else:
+                try:
+                    values = np.array(values, dtype=dtype).reshape((k, *tail))
+                except ValueError:
+                    raise StoreError(f"item {item_id!r}: field {name!r} has shape {np.shape(values)}, "
+                                     f"expected ({k}, {', '.join(map(str, tail))})") from None
             if len(values) != k:
                 raise StoreError(f"item {item_id!r}: field {name!r} has {len(values)} values for {k} elements")
             checked[name] = values
@@ -186,6 +208,7 @@ class RaggedWriter:
                     f[name][start_row:] = ([v for part in values for v in part] if dtype == "str"
                                            else np.concatenate(values))
             self._buffer = []
+            f.flush()  # the rows reach the file before the count that says they are there
         f.attrs["n_committed"] = self.n_items
         f.flush()
 
@@ -287,3 +310,11 @@ class RaggedStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def store_modalities(store: RaggedStore) -> list[str] | None:
+    """The modality names a token store records in its ``modalities`` attribute, if any."""
+    names = store.attrs.get("modalities")
+    if names is None:
+        return None
+    return [str(n) for n in (json.loads(names) if isinstance(names, str) else names)]

@@ -142,3 +142,18 @@ def test_bad_extractor_variants_are_named(name, settings, message):
     config["extractors"][name] = settings
     with pytest.raises(ConfigError, match=message):
         validate_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["experiments"]["dmms"].update(erasure=True), "re-encodes token sequences"),
+    (lambda c: (c["experiments"]["dm2s2"].update(erasure=True),
+                c["datasets"]["mmimdb"].update(cv={"folds": 5})), "k-fold"),
+    (lambda c: (c["experiments"]["dm2s2"].update(erasure=True),
+                c["extractors"]["tokens"].update(modalities=["text:plot"])), "nothing is left"),
+    (lambda c: c["experiments"]["dm2s2"]["variants"].update(top={"finetune_layers": 2}), "needs layer: -3"),
+])
+def test_analyses_that_cannot_run_fail_validation(change, message):
+    config = _config()
+    change(config)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config, SCHEMA)

@@ -150,3 +150,10 @@ def test_grouped_accuracy_is_the_accuracy_within_each_fine_class():
     pred = np.array([0, 1, 0, 1, 1])
     groups = ["non", "eq", "neq", "eq", None]
     assert grouped_accuracy(truth, pred, groups) == {"eq": 1.0, "neq": 0.0, "non": 1.0}
+
+
+def test_per_class_thresholds_leave_a_class_no_threshold_helps_at_half():
+    y = np.array([[1, 0], [0, 0], [1, 0]])  # class 1 has no dev positive: F1 0 at every threshold
+    probs = np.array([[0.8, 0.1], [0.2, 0.3], [0.7, 0.2]])
+    decision = choose_decision(y, probs, "f1_macro", try_top1=False)
+    assert decision.threshold[1] == 0.5 and 0.2 < decision.threshold[0] <= 0.7  # the middle of the tied range

@@ -13,7 +13,6 @@ and ``collate_sequences`` read the stored states back and pad them into a ``Sequ
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
 from mmsets.data.sets import multi_hot
-from mmsets.store import PRELOAD_BYTES, RaggedStore, StoreReader
+from mmsets.store import PRELOAD_BYTES, RaggedStore, StoreReader, store_modalities
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +134,6 @@ def collate_sequences(items: Sequence[SequenceExample]) -> SequenceBatch:
     labels = np.stack([item.labels for item in items]).astype(np.float32)
     return SequenceBatch(torch.from_numpy(hidden), torch.from_numpy(mask), torch.from_numpy(modality),
                          torch.from_numpy(labels), [item.id for item in items])
-
-
-def store_modalities(store: RaggedStore) -> list[str] | None:
-    """The modality names a token store records in its ``modalities`` attribute, if any."""
-    names = store.attrs.get("modalities")
-    if names is None:
-        return None
-    return [str(n) for n in (json.loads(names) if isinstance(names, str) else names)]
 
 
 class SequenceDataset(Dataset):

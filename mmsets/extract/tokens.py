@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmsets.data.manifest import CAT_PREFIX, Manifest, is_missing
+from mmsets.data.manifest import CAT_PREFIX, SPLITS, Manifest, is_missing
 from mmsets.extract.common import WEIGHTS, ParamsError, RunTally, autocast, check_choice, check_names, resumable
 from mmsets.extract.sources import STORE_FIELDS, STORE_SOURCES, parse_source, upstream_stores
 from mmsets.runtime import Runtime, resolve_device
@@ -75,6 +75,8 @@ class TokensParams:
         self.modalities = list(self.modalities)
         if self.splits is not None:
             check_names("tokens params.splits", list(self.splits), "name a split, or leave it out for all", "split")
+            for split in self.splits:
+                check_choice("tokens params.splits", split, SPLITS)
             self.splits = list(self.splits)
         check_names("tokens params.modalities", self.modalities, "name at least one source", "source")
         if len(self.modalities) > MAX_MODALITIES:

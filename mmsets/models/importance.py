@@ -24,6 +24,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+NO_SHARES = "none"  # an Importance without per-modality shares, kept for its token weights
+
 # kind -> (label, what it measures), for the report
 KINDS: dict[str, tuple[str, str]] = {
     "argmax": ("argmax share", "DMMS max/min pooling: share of the pooled dimensions whose maximum (minimum) "

@@ -34,7 +34,7 @@ def _empty_run(run_dir: Path) -> dict:
         "epochs": None, "best_epoch": None, "threshold": None, "n_params": None, "train_seconds": None,
         "dev": {}, "test": {}, "dev_std": {}, "test_std": {}, "test_pooled": {}, "folds": [], "cv": None,
         "model_config": {}, "history": [], "top1": False, "fi": None, "predictions": None, "best": False,
-        "erasure": None,
+        "erasure": None, "intra": {},
     }
 
 
@@ -110,11 +110,12 @@ def _load_fi(run_dir: Path, run: dict) -> dict | None:
     except RecordError as err:
         run["problems"].append(str(err))
         return None
+    run["intra"] = fi.token_weights or {}
     if fi.mean_share is None:
         return None
     kind = fi.kind or ("argmax" if fi.pooling in ("max", "min") else "share")  # files from before "kind"
     return {"pooling": fi.pooling, "kind": kind, "modalities": fi.modalities, "mean_share": fi.mean_share,
-            "per_item": dict(zip(fi.ids, fi.shares)) if fi.ids is not None else {}, "intra": fi.token_weights or {}}
+            "per_item": dict(zip(fi.ids, fi.shares)) if fi.ids is not None else {}}
 
 
 # --------------------------------------------------------------------------- manifest

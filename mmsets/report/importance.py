@@ -14,7 +14,7 @@ from mmsets.models.importance import KINDS
 from mmsets.report.examples import output_columns, predicted_labels, test_predictions
 from mmsets.report.tables import ablation_label, cell, family_label
 from mmsets.runs.record import number
-from mmsets.store import RaggedStore, StoreError
+from mmsets.store import RaggedStore, StoreError, store_modalities
 
 MATRIX_ITEMS = 12  # test items in the per-item feature-importance matrix
 TOKEN_MAPS = 3  # items whose IntraMRA weights are drawn over their tokens
@@ -109,7 +109,9 @@ def item_matrix(runs: list[dict], manifest: Manifest | None, task: str, n: int =
             true = row["labels"] if "labels" in preds.columns else (truth.get(item_id) if truth is not None else [])
             items.append({"id": item_id, "shares": [number(s) for s in shares],
                           "true": [str(t) for t in (true if true is not None else [])],
-                          "predicted": predicted_labels(row, run, label_cols, task)})
+                          # a k-fold run decides per fold (its threshold is not one number): not shown
+                          "predicted": None if task == "multilabel" and run["cv"] is not None
+                          else predicted_labels(row, run, label_cols, task)})
             if len(items) == n:
                 break
         if items:
@@ -127,7 +129,7 @@ def intra_maps(runs: list[dict], feature_paths: dict, n: int = TOKEN_MAPS) -> di
     them, read beside the token store's pieces: per item, its modality spans of (piece, weight, shade)."""
     for run in runs:
         path = feature_paths.get(run["features"][0]) if run["model"] == "dm2s2" and run["features"] else None
-        weights = run["fi"]["intra"] if path and run["fi"] else None
+        weights = run["intra"] if path else None
         if not weights:
             continue
         try:
@@ -135,7 +137,7 @@ def intra_maps(runs: list[dict], feature_paths: dict, n: int = TOKEN_MAPS) -> di
                 if "token" not in store.fields:
                     return {"run": run["name"], "items": [], "problem": f"{run['features'][0]}: the token store "
                             "has no token pieces (written before they were kept); re-extract it to see them"}
-                modalities = run["fi"]["modalities"] if run["fi"] else []
+                modalities = store_modalities(store) or []
                 items = []
                 for item_id, w in list(weights.items())[:n]:
                     if item_id not in store:

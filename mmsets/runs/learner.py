@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 
 from mmsets.models.fitted import FittedModel
-from mmsets.models.importance import Importance, explain_batches, intra_weights
+from mmsets.models.importance import NO_SHARES, Importance, explain_batches, intra_weights
 from mmsets.runs import loop
 from mmsets.runs.loop import TrainResult, format_metrics, seed_everything
 from mmsets.runs.spec import TrainConfig
@@ -63,12 +63,13 @@ class TrainedLearner:
         return task.outputs(loop.dataset_logits(self.model, ds, batch_size))
 
     def explain(self, ds, batch_size):
+        token_weights = intra_weights(self.model, loop.make_loader(ds, batch_size))
         try:
             shares = explain_batches(self.model, loop.make_loader(ds, batch_size))
-        except NotImplementedError:
-            return None
-        return Importance(self.model.explain_kind, shares,
-                          token_weights=intra_weights(self.model, loop.make_loader(ds, batch_size)))
+        except NotImplementedError:  # no per-modality shares (DM2S2 without InterMRA may still have IntraMRA's)
+            return None if token_weights is None else Importance(NO_SHARES, np.zeros((0, 0)), False,
+                                                                        token_weights)
+        return Importance(self.model.explain_kind, shares, token_weights=token_weights)
 
     def extras(self):
         return {}

@@ -21,7 +21,7 @@ from mmsets.data.sequences import SequenceDataset
 from mmsets.data.sets import SetDataset
 from mmsets.io import atomic_path
 from mmsets.metrics import Decision, aggregate, grouped_accuracy
-from mmsets.models.importance import Importance, mean_share
+from mmsets.models.importance import NO_SHARES, Importance, mean_share
 from mmsets.models.registry import SEQUENCE, family
 from mmsets.runs.checkpoint import plain, save_checkpoint
 from mmsets.runs.learner import learner_for
@@ -197,7 +197,7 @@ def _part_metrics(part: _Part) -> dict:
     if isinstance(result.decision, Decision):
         decision = result.decision
         out["top1_rule"] = {"tried": decision.dev_score_top1 is not None, "applied": decision.top1,
-                            "dev_score": decision.rule, "dev_score_without": decision.dev_score_plain,
+                            "rule": decision.rule, "dev_score_without": decision.dev_score_plain,
                             "dev_score_with": decision.dev_score_top1}
     return out
 
@@ -261,6 +261,8 @@ def _importance_record(parts: list[_Part], modalities: list[str], pooling: str |
     if not all(found) or len({i.kind for i in found}) != 1:
         return ImportanceRecord(modalities, pooling)
     kind = found[0].kind
+    if kind == NO_SHARES:  # IntraMRA's token weights alone (DM2S2 without InterMRA)
+        return ImportanceRecord(modalities, pooling, token_weights=found[0].token_weights)
     if all(i.per_item for i in found):
         shares = np.concatenate([i.shares for i in found])
         mean, with_elements = mean_share(shares)

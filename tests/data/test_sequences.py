@@ -7,9 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmsets.data.manifest import Manifest
-from mmsets.data.sequences import (SequenceDataset, allocate_budget, build_segments, collate_sequences,
-                                   store_modalities)
-from mmsets.store import RaggedStore, RaggedWriter
+from mmsets.data.sequences import SequenceDataset, allocate_budget, build_segments, collate_sequences
+from mmsets.store import RaggedStore, RaggedWriter, store_modalities
 
 NAMES = ["title", "plot", "ocr"]
 H = 6

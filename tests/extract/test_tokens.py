@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.data.sequences import SequenceDataset, build_segments, store_modalities
+from mmsets.data.sequences import SequenceDataset, build_segments
+from mmsets.store import store_modalities
 from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import tokens as tokens_mod
 from mmsets.extract.tokens import (TokensParams, categorical_text, extract_tokens, faces_text, modality_position_ids,

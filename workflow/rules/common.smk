@@ -115,6 +115,8 @@ def erase_params(wildcards):
     settings = store_settings(wildcards.dataset, wildcards.store)
     del settings["modalities"][int(wildcards.k)]
     settings["stores"] = {s: p for s, p in settings.get("stores", {}).items() if s in settings["modalities"]}
+    budgets = {s: n for s, n in (settings.get("budgets") or {}).items() if s in settings["modalities"]}
+    settings["budgets"] = budgets or None
     settings["splits"] = ["test"]
     return json.dumps(settings, sort_keys=True)
 
