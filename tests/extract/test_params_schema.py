@@ -48,6 +48,11 @@ def test_schema_settings_are_the_params_fields(name, schema_extractors):
     assert set(schema_extractors[name]["properties"]) == fields - filled
 
 
+# Settings added later whose default (None) stays out of the rule params, so stores written before them
+# are not re-extracted: the dataclass default applies.
+ABSENT_UNLESS_SET = {("tokens", "splits")}
+
+
 @pytest.mark.parametrize("name", sorted(EXTRACTORS))
 def test_schema_defaults_are_the_params_defaults(name, schema_extractors):
     section = schema_extractors[name]
@@ -57,6 +62,9 @@ def test_schema_defaults_are_the_params_defaults(name, schema_extractors):
         if f.name in filled:
             continue
         prop = section["properties"][f.name]
+        if (name, f.name) in ABSENT_UNLESS_SET:
+            assert "default" not in prop and default_of(f) is None, f"extractors.{name}.{f.name}"
+            continue
         assert "default" in prop, f"extractors.{name}.{f.name}: the schema gives no default"
         assert as_json(prop["default"]) == as_json(default_of(f)), f"extractors.{name}.{f.name}"
 
