@@ -6,6 +6,7 @@
     mmsets train ...                 train one run, write its run directory
     mmsets evaluate ...              re-score a trained run's checkpoint on a split
     mmsets erase ...                 score a token-sequence run without each modality (DM2S2 Fig. 2)
+    mmsets predict ...               score new items with a trained run
     mmsets report ...                write the HTML report
 """
 
@@ -110,6 +111,23 @@ def cmd_erase(args: argparse.Namespace) -> None:
         log.info("without %s: %s", modality, "  ".join(f"{k} {v:+.4f}" for k, v in row["delta"].items()))
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from mmsets.predict import load_run, read_items, write_predictions
+    from mmsets.runtime import Runtime
+
+    run = load_run(args.run_dir, args.features_dir)
+    items, image_root = read_items(args.items)
+    runtime = Runtime.from_env(device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
+                               threads=args.threads)
+    frame = run.predict(items, work_dir=args.work_dir, runtime=runtime, device=runtime.device,
+                        image_root=image_root)
+    for name, summary in run.extraction.items():
+        log.info("%s: %d items, %d with elements, skipped %s", name, summary["items"], summary["with_elements"],
+                 summary["skipped"] or "none")
+    for path in write_predictions(frame, args.out):
+        log.info("wrote %s (%d items)", path, len(frame))
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from mmsets.layout import store_name
     from mmsets.report import build_report
@@ -176,6 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help='JSON {modality: token store re-encoded without it}, e.g. {"ocr": "erased/tokens/2.h5"}')
     p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
     p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("predict", help="score new items with a trained run (extracted as its training items were)")
+    p.add_argument("--run-dir", required=True, help="a trained run directory (its model.pt)")
+    p.add_argument("--items", required=True,
+                   help="a CSV or JSON Lines table (id, image, the run's fields by name) or an MM-IMDb-layout folder")
+    p.add_argument("--out", required=True, help="predictions.parquet to write (and a .csv beside it)")
+    p.add_argument("--work-dir", help="keep the items' manifest and stores here (default: a temporary folder)")
+    p.add_argument("--features-dir", help="the training stores, for runs that do not record how they were made")
+    _add_runtime(p)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("report", help="write the HTML report")
     p.add_argument("--manifest", required=True)

@@ -48,25 +48,34 @@ class MMIMDbError(ValueError):
         self.reason = reason
 
 
-def find_root(root: str | os.PathLike) -> Path:
-    """The folder holding ``split.json`` and ``dataset/``: ``root`` itself or ``root/mmimdb``."""
+def find_root(root: str | os.PathLike, split_file: bool = True) -> Path:
+    """The folder holding ``split.json`` and ``dataset/``: ``root`` itself or ``root/mmimdb``
+    (``split_file=False``: the folder holding ``dataset/``)."""
+    if root is None:
+        raise ValueError("MM-IMDb: no root folder given (--root: the unpacked folder holding split.json)")
     root = Path(root)
+    wanted = "split.json" if split_file else "dataset"
     for cand in (root, root / "mmimdb"):
-        if (cand / "split.json").is_file():
+        if (cand / wanted).exists():
             return cand
-    raise FileNotFoundError(f"no MM-IMDb split.json in {root} or {root / 'mmimdb'}")
+    raise FileNotFoundError(f"no MM-IMDb {wanted} in {root} or {root / 'mmimdb'}")
 
 
-def load_mmimdb(root: str | os.PathLike, strict: bool = False) -> Manifest:
+def load_mmimdb(root: str | os.PathLike, strict: bool = False, labelled: bool = True) -> Manifest:
     """Read MM-IMDb into a manifest (text fields ``plot`` and ``title``, 23 genre labels).
 
     A bad item (missing, invalid or non-UTF-8 JSON, no plot/genres) is skipped, logged and counted in
-    ``extra["skipped"]``; with ``strict=True`` it raises ``MMIMDbError`` instead.
+    ``extra["skipped"]``; with ``strict=True`` it raises ``MMIMDbError`` instead. ``labelled=False`` reads
+    new items in the same layout: ``split.json`` and ``genres`` may be absent (then every ``dataset/<id>.json``
+    is an item of split "test", with the genres it has, if any).
     """
-    root = find_root(root).resolve()
-    splits = json.loads((root / "split.json").read_text(encoding="utf-8"))
+    root = find_root(root, split_file=labelled).resolve()
     data_dir = root / "dataset"
     files = {e.name for e in os.scandir(data_dir)} if data_dir.is_dir() else set()
+    if labelled or (root / "split.json").is_file():
+        splits = _read_splits(root / "split.json")
+    else:
+        splits = {"test": sorted(name.removesuffix(".json") for name in files if name.endswith(".json"))}
     known = set(GENRES)
     rows, seen = [], set()
     skipped, errors, dropped = collections.Counter(), [], collections.Counter()
@@ -79,7 +88,7 @@ def load_mmimdb(root: str | os.PathLike, strict: bool = False) -> Manifest:
                 seen.add(item_id)
                 if f"{item_id}.json" not in files:
                     raise MMIMDbError(f"item {item_id}: no {data_dir / (item_id + '.json')}", "missing_json")
-                item = _read_item(data_dir / f"{item_id}.json", item_id)
+                item = _read_item(data_dir / f"{item_id}.json", item_id, labelled)
             except MMIMDbError as err:
                 if strict:
                     raise
@@ -117,13 +126,26 @@ def load_mmimdb(root: str | os.PathLike, strict: bool = False) -> Manifest:
     return Manifest(frame, list(GENRES), task="multilabel", dataset="mmimdb", extra=extra)
 
 
-def _read_item(path: Path, item_id: str) -> dict:
+def _read_splits(path: Path) -> dict:
+    try:
+        splits = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise MMIMDbError(f"{path}: not valid UTF-8 JSON ({err})", "bad_split") from err
+    if not isinstance(splits, dict) or not all(isinstance(v, list) for v in splits.values()):
+        raise MMIMDbError(f"{path}: expected an object of id lists, {{\"train\": [...], \"dev\": [...], "
+                          f"\"test\": [...]}}", "bad_split")
+    return splits
+
+
+def _read_item(path: Path, item_id: str, labelled: bool = True) -> dict:
     try:
         item = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as err:
         raise MMIMDbError(f"item {item_id}: {path} is not UTF-8 ({err})", "not_utf8") from err
     except json.JSONDecodeError as err:
         raise MMIMDbError(f"item {item_id}: {path} is not valid JSON ({err})", "bad_json") from err
+    if isinstance(item, dict) and not labelled:
+        item.setdefault("genres", [])
     if not isinstance(item, dict) or "plot" not in item or "genres" not in item:
         raise MMIMDbError(f"item {item_id}: {path} lacks 'plot' or 'genres'", "missing_field")
     for key in ("plot", "genres"):

@@ -86,6 +86,18 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield line_no, row
 
 
+def read_rows(path: str | os.PathLike) -> pd.DataFrame:
+    """A CSV or JSON Lines table as it is, one row per item (cells as read; the table line in ``line``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no table at {path}")
+    _, rows = _rows(path)
+    records = [{**row, "line": line} for line, row in rows]
+    if not records:
+        raise TableError(f"{path}: no rows")
+    return pd.DataFrame(records, dtype=object)
+
+
 def _scalar(value: Any) -> str:
     """A cell as text: JSON booleans as true/false, integral floats without ".0"."""
     if isinstance(value, bool):

@@ -35,8 +35,17 @@ FIELDS = {"field": ((), "str"), "value": ((), "str")}
 class CategoricalParams:
     fields: list[str] | None = None  # the manifest's cat_<field> columns to use; None: all of them
     min_count: int = 1  # a value seen fewer times in train maps to the unknown index
+    # A vocabulary given, {field: entries, unknown first}, instead of one built from train: new items
+    # (mmsets predict) get the indices of the store the model was trained on
+    vocab: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
+        if self.vocab is not None:
+            bad = [f for f, entries in self.vocab.items() if not entries or entries[0] != UNKNOWN]
+            if bad:
+                raise ParamsError(f"categorical params.vocab: field {bad[0]!r} must list {UNKNOWN!r} first")
+            if self.fields is None:
+                self.fields = list(self.vocab)
         if self.fields is not None:
             self.fields = list(self.fields)
             check_names("categorical params.fields", self.fields, "name at least one field, or leave it out for all",
@@ -118,10 +127,16 @@ def extract_categorical(manifest: Manifest, out_path: str | os.PathLike, params:
     if unknown_fields:
         raise ParamsError(f"categorical params.fields: {unknown_fields} not in the manifest; it has {available}")
     frame = manifest.frame
-    train = frame[frame["split"] == "train"]
-    if train.empty:
-        raise ParamsError("categorical: the manifest has no train items to build the vocabulary from")
-    vocab = Vocabulary.build({f: train[CAT_PREFIX + f] for f in fields}, params.min_count)
+    if params.vocab is not None:
+        lacking = [f for f in fields if f not in params.vocab]
+        if lacking:
+            raise ParamsError(f"categorical params.vocab: no entries for field(s) {lacking}")
+        vocab = Vocabulary({f: list(params.vocab[f]) for f in fields})
+    else:
+        train = frame[frame["split"] == "train"]
+        if train.empty:
+            raise ParamsError("categorical: the manifest has no train items to build the vocabulary from")
+        vocab = Vocabulary.build({f: train[CAT_PREFIX + f] for f in fields}, params.min_count)
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model="vocabulary",
                           params=dataclasses.asdict(params), fields=FIELDS, resume=False,
                           attrs={"kind": "index", "num_embeddings": vocab.num_embeddings, "vocab": vocab.entries,

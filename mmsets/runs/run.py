@@ -19,6 +19,7 @@ from mmsets.cv import FOLD_COLUMN, assign_folds, fold_manifest
 from mmsets.data.manifest import FINE_LABEL, Manifest, read_manifest
 from mmsets.data.sequences import SequenceDataset
 from mmsets.data.sets import SetDataset
+from mmsets.extract.recipe import store_recipe
 from mmsets.io import atomic_path
 from mmsets.metrics import Decision, aggregate, grouped_accuracy
 from mmsets.models.importance import NO_SHARES, Importance, mean_share
@@ -54,9 +55,9 @@ def parse_spec(spec: RunSpec | Mapping[str, Any], available: list[str]) -> RunSp
 
 def open_datasets(manifest: Manifest, stores: Mapping[str, RaggedStore], splits: Sequence[str],
                   task: Task, fit_on: str | None = "train", label_names: Sequence[str] | None = None,
-                  model: str = "dmms") -> list[SetDataset | SequenceDataset]:
+                  model: str = "dmms", targets: bool = True) -> list[SetDataset | SequenceDataset]:
     """Datasets of ``splits`` in the form the model family reads, with the task's targets attached
-    (the task fitted on ``fit_on`` first)."""
+    (the task fitted on ``fit_on`` first); ``targets=False``: unlabelled items, zero targets."""
     if label_names is None:
         label_names = [] if task.name == "regression" else manifest.label_names
     if family(model).inputs == SEQUENCE:
@@ -69,7 +70,7 @@ def open_datasets(manifest: Manifest, stores: Mapping[str, RaggedStore], splits:
     if fit_on is not None:
         task.fit(manifest, datasets[list(splits).index(fit_on)])
     for ds in datasets:  # what the model learns is the task's: multi-hot labels, one class, a standardised value
-        ds.labels = task.targets(manifest, ds)
+        ds.labels = task.targets(manifest, ds) if targets else np.zeros((len(ds), task.n_outputs), np.float32)
     return datasets
 
 
@@ -143,10 +144,11 @@ def train_run(manifest_path: str | os.PathLike, feature_paths: Mapping[str, str 
     finally:
         for store in stores.values():
             store.close()
-    return _write_run(out_dir, run, manifest, parts).to_dict()
+    recipe = store_recipe({name: feature_paths[name] for name in run.features})
+    return _write_run(out_dir, run, manifest, parts, recipe).to_dict()
 
 
-def _write_run(out_dir: Path, run: RunSpec, manifest: Manifest, parts: list[_Part]) -> RunRecord:
+def _write_run(out_dir: Path, run: RunSpec, manifest: Manifest, parts: list[_Part], recipe: dict) -> RunRecord:
     cfg, first = run.training, parts[0]
     config = plain({
         "model": run.model,
@@ -157,6 +159,7 @@ def _write_run(out_dir: Path, run: RunSpec, manifest: Manifest, parts: list[_Par
         "decision": first.result.decision.to_dict(),
         "task": first.task.to_dict(),
         "dataset": manifest.dataset,
+        "stores": recipe,  # how each store was made: mmsets.predict extracts new items the same way
     })
     folds = None
     if run.cv is not None:

@@ -1,0 +1,109 @@
+"""What made a store: its extractor and settings, and those of every store it read, so that new items can be
+extracted the same way (``mmsets predict``).
+
+A recipe is ``{store name: {"extractor": ..., "params": {...}, "reads": {param key: store name}}}``: the params
+as the store records them, with the paths of the stores it read (at the dotted ``reads`` keys) left out.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from mmsets.extract.registry import extractor
+from mmsets.layout import store_name, store_path
+
+
+def _get(params: Mapping[str, Any], key: str) -> Any:
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(params: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def store_recipe(stores: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
+    """The recipe of the stores ``{name: path}`` and of every store they read, from the stores' own records.
+
+    A store read by another is looked for at the path recorded, else beside the store that read it.
+    """
+    from mmsets.store import RaggedStore
+
+    recipe: dict[str, dict] = {}
+    todo = [(name, Path(path)) for name, path in stores.items()]
+    while todo:
+        name, path = todo.pop()
+        if name in recipe:
+            continue
+        with RaggedStore(path) as store:
+            params = store.params
+            if extractor(name).name == "categorical":  # data-fitted: new items need the training vocabulary
+                vocab = store.attrs["vocab"]
+                params["vocab"] = json.loads(vocab) if isinstance(vocab, str) else vocab
+                params["fields"] = list(params["vocab"])
+        reads = {}
+        for key in extractor(name).upstream_of(params):
+            recorded = _get(params, key)
+            if recorded is None:
+                continue
+            upstream = store_name(recorded)
+            found = Path(recorded)
+            if not found.is_file():
+                found = path.with_name(Path(recorded).name)
+            reads[key] = upstream
+            _set(params, key, None)
+            todo.append((upstream, found))
+        recipe[name] = {"extractor": extractor(name).name, "params": params, "reads": reads}
+    return recipe
+
+
+def recipe_order(recipe: Mapping[str, dict]) -> list[str]:
+    """The recipe's stores, each after the stores it reads."""
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in order:
+            return
+        if name in path:
+            raise ValueError(f"store recipe: {name!r} reads itself through {list(path)}")
+        if name not in recipe:
+            raise ValueError(f"store recipe: {path[-1]!r} reads {name!r}, which the recipe lacks")
+        for upstream in recipe[name]["reads"].values():
+            visit(upstream, (*path, name))
+        order.append(name)
+
+    for name in recipe:
+        visit(name, ())
+    return order
+
+
+def recipe_params(recipe: Mapping[str, dict], name: str, features_dir: str | os.PathLike) -> dict:
+    """Store ``name``'s params with the stores it reads filled in from ``features_dir``."""
+    entry = recipe[name]
+    params = copy.deepcopy(entry["params"])
+    for key, upstream in entry["reads"].items():
+        _set(params, key, store_path(features_dir, upstream))
+    return params
+
+
+def run_recipe(recipe: Mapping[str, dict], manifest_path: str | os.PathLike, features_dir: str | os.PathLike,
+               runtime: Any = None) -> dict[str, dict]:
+    """Extract every store of ``recipe`` for the items of ``manifest_path`` into ``features_dir``; return the
+    summaries by store name."""
+    from mmsets.extract import run_extractor
+
+    return {name: run_extractor(name, manifest_path, store_path(features_dir, name),
+                                recipe_params(recipe, name, features_dir), runtime)
+            for name in recipe_order(recipe)}

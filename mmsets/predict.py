@@ -1,0 +1,261 @@
+"""Score new items with a trained run, from Python or ``mmsets predict``::
+
+    from mmsets import load_run
+
+    run = load_run("results/mmimdb/runs/dmms-image_text-max-s0")
+    frame = run.predict([{"id": "tt01", "image": "posters/tt01.jpg", "plot": "A detective ...", "title": "..."}])
+    frame = run.predict(items_dataframe, work_dir="scratch/")   # keeps the manifest and the stores there
+
+The new items are extracted exactly as the run's training items were: each store the run reads (and each
+store those read) is made again with the extractor and settings it records (``config.stores`` of
+``model.pt``). Items are given with an ``id`` (else numbered), an ``image`` path (or none) and the run's
+text and categorical fields by name (``plot`` or ``text_plot``). The result has one row per item: the
+outputs (a probability per label, or the value), the labels the run's decision rule gives, and each
+modality's share of the prediction (``share_<modality>``) when the model family explains items.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from mmsets.data.manifest import CAT_PREFIX, TEXT_PREFIX, Manifest, is_missing, write_manifest
+from mmsets.layout import store_path
+from mmsets.metrics import Decision, decision_from_dict
+
+log = logging.getLogger(__name__)
+
+SHARE_PREFIX = "share_"
+PREDICTED = "predicted"  # the labels the decision gives (multi-label: a list; single-label: the class)
+
+
+class PredictError(ValueError):
+    pass
+
+
+@dataclass
+class TrainedRun:
+    """A run directory loaded for prediction: one model (a k-fold run: one per fold) and its config."""
+
+    path: Path
+    config: dict
+    folds: list[tuple[Any, dict]]  # (model, config) per fold; one for a plain run
+    extraction: dict = field(default_factory=dict)  # the last predict's store summaries
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.config["label_names"])
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.config["features"])
+
+    @property
+    def recipe(self) -> dict:
+        return self.config["stores"]
+
+    def items_manifest(self, items: pd.DataFrame | Iterable[Mapping[str, Any]],
+                       image_root: str | os.PathLike | None = None) -> Manifest:
+        """New items as a manifest of split "test" without labels; relative image paths against ``image_root``
+        (default: the current folder). A field the run reads must be a column, even an empty one."""
+        frame = items.copy() if isinstance(items, pd.DataFrame) else pd.DataFrame(list(items))
+        if frame.empty:
+            raise PredictError("no items to predict")
+        inputs = recipe_inputs(self.recipe)
+        out = pd.DataFrame(index=frame.index)
+        if "id" in frame.columns:
+            ids = [None if is_missing(v) else str(v).strip() for v in frame["id"]]
+            empty = [k for k, v in enumerate(ids) if v is None]
+            if empty:
+                raise PredictError(f"item {empty[0]}: empty id")
+            out["id"] = ids
+        else:
+            out["id"] = [f"item-{k + 1}" for k in range(len(frame))]
+        out["split"] = "test"
+        root = Path(image_root) if image_root is not None else Path.cwd()
+        images = frame["image"] if "image" in frame.columns else pd.Series(None, index=frame.index, dtype=object)
+        out["image"] = [None if is_missing(p) else str((root / str(p).strip()).absolute()) for p in images]
+        missing = []
+        for prefix, names in ((TEXT_PREFIX, inputs["text"]), (CAT_PREFIX, inputs["categorical"])):
+            for name in names:
+                column = next((c for c in (name, prefix + name) if c in frame.columns), None)
+                if column is None:
+                    missing.append(name)
+                    continue
+                out[prefix + name] = [None if is_missing(v) else str(v) for v in frame[column]]
+        if missing:
+            raise PredictError(f"the items lack the field(s) {missing} that run {self.path.name} was trained on "
+                               f"(columns named so, or {TEXT_PREFIX}<name> / {CAT_PREFIX}<name>; "
+                               f"give an empty column for a field the items do not have)")
+        out["labels"] = [[] for _ in range(len(out))]
+        task = self.config.get("task") or {"name": "multilabel"}
+        if task["name"] == "regression":
+            out["target"] = np.nan
+        return Manifest(out.astype(object).where(out.notna(), None).reset_index(drop=True), self.label_names,
+                        task["name"], self.config.get("dataset", ""), {"source": "predict"})
+
+    def predict(self, items: pd.DataFrame | Iterable[Mapping[str, Any]] | Manifest,
+                work_dir: str | os.PathLike | None = None, runtime: Any = None, device: str = "auto",
+                image_root: str | os.PathLike | None = None) -> pd.DataFrame:
+        """Extract ``items`` as the run's training items were, score and explain them (see the module doc).
+
+        ``work_dir`` keeps the manifest and stores (a rerun resumes an interrupted extraction); without it
+        they go to a temporary folder. ``extraction`` then holds each store's summary (skips counted).
+        """
+        manifest = items if isinstance(items, Manifest) else self.items_manifest(items, image_root)
+        if work_dir is None:
+            with tempfile.TemporaryDirectory(prefix="mmsets-predict-") as tmp:
+                return self._predict(manifest, Path(tmp), runtime, device)
+        return self._predict(manifest, Path(work_dir), runtime, device)
+
+    def _predict(self, manifest: Manifest, work: Path, runtime: Any, device: str) -> pd.DataFrame:
+        from mmsets.extract.recipe import run_recipe
+        from mmsets.runs.learner import learner_for
+        from mmsets.runs.run import open_datasets
+        from mmsets.runtime import resolve_device
+        from mmsets.store import RaggedStore
+        from mmsets.tasks import task_from_dict
+
+        work.mkdir(parents=True, exist_ok=True)
+        write_manifest(manifest, work / "manifest.parquet")
+        self.extraction = run_recipe(self.recipe, work / "manifest.parquet", work / "features", runtime)
+        stores = {name: RaggedStore(store_path(work / "features", name)) for name in self.features}
+        outputs, shares, kind, modalities, decisions = [], [], None, None, []
+        try:
+            for model, config in self.folds:
+                task = task_from_dict(config.get("task"), config["label_names"])
+                (ds,) = open_datasets(manifest, stores, (None,), task, fit_on=None, label_names=config["label_names"],
+                                      model=config["model"], targets=False)
+                model.to(resolve_device(device))
+                learner = learner_for(model)
+                outputs.append(learner.predict(ds, config["training"]["batch_size"], task))
+                importance = learner.explain(ds, config["training"]["batch_size"])
+                if importance is not None and importance.per_item and importance.shares.size:
+                    shares.append(importance.shares)
+                    kind, modalities = importance.kind, list(getattr(ds, "modalities", self.features))
+                decisions.append(decision_from_dict(config["decision"]))
+                ids = list(ds.ids)
+        finally:
+            for store in stores.values():
+                store.close()
+        return self._frame(ids, task, np.mean(outputs, axis=0), _combine(decisions),
+                           np.mean(shares, axis=0) if len(shares) == len(self.folds) else None, kind, modalities)
+
+    def _frame(self, ids: list[str], task: Any, outputs: np.ndarray, decision: Any, shares: np.ndarray | None,
+               kind: str | None, modalities: list[str] | None) -> pd.DataFrame:
+        frame = pd.DataFrame({"id": ids})
+        if task.name == "regression":
+            frame["prediction"] = np.asarray(outputs, np.float64)
+        else:
+            names = task.output_names
+            for j, name in enumerate(names):
+                frame[name] = np.asarray(outputs[:, j], np.float64)
+            chosen = decision.apply(outputs)
+            if task.name == "multilabel":
+                frame[PREDICTED] = [[n for n, on in zip(names, row) if on] for row in chosen]
+            else:
+                frame[PREDICTED] = [names[k] for k in chosen]
+        if shares is not None:
+            for j, name in enumerate(modalities):
+                frame[SHARE_PREFIX + name] = shares[:, j].astype(np.float64)
+        frame.attrs.update(run=self.path.name, explain_kind=kind)
+        return frame
+
+    def explain(self, items: Any, **kwargs: Any) -> pd.DataFrame:
+        """Each item's modality shares alone (``predict``'s ``share_`` columns, without the ``share_``)."""
+        frame = self.predict(items, **kwargs)
+        shares = [c for c in frame.columns if c.startswith(SHARE_PREFIX)]
+        if not shares:
+            raise PredictError(f"run {self.path.name}: its model ({self.config['model']}) gives no per-item shares")
+        return frame[["id", *shares]].rename(columns=lambda c: c.removeprefix(SHARE_PREFIX))
+
+
+def read_items(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
+    """New items from a CSV / JSON Lines table or a folder in MM-IMDb's layout, and the folder their relative
+    image paths are taken from (the table's folder)."""
+    path = Path(path)
+    if path.is_dir():
+        from mmsets.data.mmimdb import load_mmimdb
+
+        manifest = load_mmimdb(path, labelled=False)
+        if not len(manifest):
+            raise PredictError(f"{path}: no readable item in its dataset/ folder ({manifest.extra['skipped']})")
+        return manifest.frame.drop(columns=["split", "labels"]), path
+    from mmsets.data.table import read_rows
+
+    return read_rows(path), path.parent
+
+
+def write_predictions(frame: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
+    """``frame`` as ``out`` (parquet) and beside it as CSV (a list of labels joined by "|"); the paths."""
+    from mmsets.io import atomic_path
+
+    out = Path(out)
+    csv_path = out.with_suffix(".csv")
+    with atomic_path(out) as tmp:
+        frame.to_parquet(tmp, index=False)
+    flat = frame.copy()
+    if PREDICTED in flat.columns and flat[PREDICTED].map(lambda v: isinstance(v, list)).any():
+        flat[PREDICTED] = flat[PREDICTED].map("|".join)
+    with atomic_path(csv_path) as tmp:
+        flat.to_csv(tmp, index=False, float_format="%.6g")
+    return [out, csv_path]
+
+
+def _combine(decisions: list[Any]) -> Any:
+    """The folds' decisions as one: multi-label thresholds averaged, the top-1 rule by majority."""
+    if len(decisions) == 1 or not isinstance(decisions[0], Decision):
+        return decisions[0]
+    thresholds = np.mean([np.broadcast_to(np.asarray(d.threshold, float), np.shape(decisions[0].threshold))
+                          for d in decisions], axis=0)
+    top1 = sum(d.top1 for d in decisions) * 2 > len(decisions)
+    return Decision(thresholds.tolist() if thresholds.ndim else float(thresholds), top1, decisions[0].rule)
+
+
+def load_run(run_dir: str | os.PathLike, features_dir: str | os.PathLike | None = None) -> TrainedRun:
+    """A trained run directory (its ``model.pt``, loaded with ``weights_only=True``) ready to ``predict``.
+
+    Runs trained before runs recorded their stores need ``features_dir``: the training stores, whose own
+    records then give the recipe.
+    """
+    from mmsets.extract.recipe import store_recipe
+    from mmsets.runs.checkpoint import load_checkpoint
+    from mmsets.runs.record import MODEL
+
+    path = Path(run_dir)
+    if not (path / MODEL).is_file():
+        raise FileNotFoundError(f"{path}: no {MODEL}: not a trained run directory")
+    model, config = load_checkpoint(path / MODEL)
+    folds = [(model, config)]
+    if "cv" in config:
+        folds = [load_checkpoint(path / MODEL, fold=k) for k in range(len(config["cv"]["test_ids"]))]
+    if "stores" not in config:
+        if features_dir is None:
+            raise PredictError(f"{path}: the run does not record how its stores were made (trained before "
+                               f"mmsets recorded it): give the folder of its training stores (features_dir)")
+        config["stores"] = store_recipe({name: store_path(features_dir, name) for name in config["features"]})
+    return TrainedRun(path, config, folds)
+
+
+def recipe_inputs(recipe: Mapping[str, dict]) -> dict[str, list[str]]:
+    """The manifest's text and categorical fields that a recipe's extractors read."""
+    from mmsets.extract.sources import parse_source
+
+    found: dict[str, list[str]] = {"text": [], "categorical": []}
+    for entry in recipe.values():
+        params = entry["params"]
+        if entry["extractor"] in ("text", "categorical"):
+            found["categorical" if entry["extractor"] == "categorical" else "text"] += list(params.get("fields") or [])
+        elif entry["extractor"] == "tokens":
+            for source in params.get("modalities", []):
+                kind, name = parse_source(source)
+                if name is not None:
+                    found["categorical" if kind == "cat" else "text"].append(name)
+    return {kind: list(dict.fromkeys(names)) for kind, names in found.items()}
