@@ -108,7 +108,7 @@ def generate_demo(
     """Write ``out_dir/images/<id>.png`` for the items that have an image and return the manifest."""
     if missing_image + missing_text > 1:
         raise ValueError(f"missing_image + missing_text = {missing_image + missing_text} > 1")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()  # the manifest holds absolute image paths: extraction runs from anywhere
     rng = np.random.default_rng(seed)
     width = max(4, len(str(n_items)))
     ids = [f"demo-{i + 1:0{width}d}" for i in range(n_items)]

@@ -145,7 +145,7 @@ def generate_rehearsal(
         raise ValueError(f"missing_image must be in [0, 1], got {missing_image}")
     if len(splits) != 3 or min(splits) < 0 or sum(splits) <= 0:
         raise ValueError(f"splits must be three non-negative weights (train, dev, test), got {splits}")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()  # absolute image paths in the manifest
     rng = np.random.default_rng([seed, 0])
     width = max(5, len(str(n_items)))
     folder_width = max(3, len(str((n_items - 1) // FILES_PER_FOLDER)))

@@ -148,7 +148,7 @@ def load_table(
     if not path.is_file():
         raise FileNotFoundError(f"no table at {path}")
     label_sep = "|" if label_sep is None else label_sep
-    root = Path(image_root) if image_root is not None else path.parent
+    root = (Path(image_root) if image_root is not None else path.parent).absolute()  # paths kept absolute
     named = [c for c in (id_column, image_column, *text_columns, *categorical_columns, label_column, split_column,
                          fold_column, fine_label_column) if c is not None]
     header, rows = _rows(path)

@@ -23,6 +23,10 @@ DTYPES = ("float16", "float32")
 WEIGHTS = ("pretrained", "random")
 
 
+class ExtractError(RuntimeError):
+    """An extraction that cannot give a meaningful store (every image path wrong, say); the message says why."""
+
+
 def params_from_dict(cls: type, params: Mapping[str, Any] | None, *, where: str = "params") -> Any:
     """Build the dataclass ``cls`` from ``params``, naming any unknown key or wrongly typed value."""
     params = dict(params or {})

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import to_rgb
-from mmsets.extract.common import RunTally, empty_done_ids, resumable
+from mmsets.extract.common import ExtractError, RunTally, empty_done_ids, resumable
 from mmsets.runtime import Runtime
 from mmsets.store import RaggedWriter
 
@@ -59,10 +59,20 @@ def open_image(path: Any, max_pixels: int | None = None) -> Image.Image:
 
 
 def image_paths(manifest: Manifest, image_root: str | os.PathLike | None = None) -> list[Any]:
-    """The manifest's image paths, relative ones taken from ``image_root``; a missing one stays as it is."""
-    if image_root is None:
-        return list(manifest.frame["image"])
-    return [p if is_missing(p) else str(Path(image_root) / p) for p in manifest.frame["image"]]  # absolute: kept
+    """The manifest's image paths, relative ones taken from ``image_root``; a missing one stays as it is.
+
+    When not one of the paths names a file, the paths are wrong, not the images: an ExtractError names the
+    first ones rather than a store of items without elements."""
+    paths = list(manifest.frame["image"])
+    if image_root is not None:
+        paths = [p if is_missing(p) else str(Path(image_root) / p) for p in paths]  # absolute: kept
+    given = [p for p in paths if not is_missing(p)]
+    if given and not any(os.path.isfile(p) for p in given):
+        shown = ", ".join(repr(str(p)) for p in given[:3])
+        raise ExtractError(f"none of the manifest's {len(given)} image paths is a file (first: {shown}; "
+                           f"working folder {os.getcwd()!r}): prepare the manifest again where the images are, "
+                           f"or give the folder relative paths start from (runtime image_root)")
+    return paths
 
 
 def keep_image(image: Image.Image) -> Image.Image:

@@ -101,6 +101,12 @@ def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedSto
         raise SpecError(str(err)) from err
     train_ds, dev_ds, test_ds = open_datasets(manifest, stores, ("train", "dev", "test"), task, model=run.model)
     modalities = list(getattr(train_ds, "modalities", run.features))
+    if isinstance(train_ds, SetDataset):
+        empty = [name for name in modalities if not train_ds.counts(name).any()]
+        if empty:
+            raise ValueError(f"feature store(s) {empty}: not one element in any of the {len(train_ds)} training "
+                             f"items (see the store's summary: every image missing or skipped?); a model cannot "
+                             f"learn from a modality it never sees")
 
     seed_everything(cfg.seed)
     fam = family(run.model)

@@ -190,3 +190,21 @@ def test_weights_are_a_choice():
     assert ImageParams().weights == "pretrained"
     with pytest.raises(ParamsError, match=r"image params.weights: 'imagenet' is not one of \['pretrained', 'random'\]"):
         make_params("image", {"weights": "imagenet"})
+
+
+def test_every_image_path_wrong_is_an_error_naming_them(tmp_path, monkeypatch):
+    from mmsets.data.demo import write_demo
+    from mmsets.data.manifest import read_manifest
+
+    monkeypatch.chdir(tmp_path)
+    write_demo("data", "manifest.parquet", n_items=12)  # a relative folder, as the workflow gives it
+    manifest = read_manifest("manifest.parquet")
+    images = [p for p in manifest.frame["image"] if p is not None]
+    assert images and all(p.startswith(str(tmp_path)) for p in images)  # resolved at prepare time
+
+    moved = manifest.frame.copy()
+    moved["image"] = [None if p is None else "elsewhere/" + p.rsplit("/", 1)[1] for p in moved["image"]]
+    write_manifest(Manifest(moved, manifest.label_names), "moved.parquet")
+    with pytest.raises(RuntimeError, match="none of the manifest's .* image paths is a file .*elsewhere/demo-"):
+        run_extractor("image", "moved.parquet", "image.h5", {"model": "efficientnet_lite0"}, QUIET)
+    assert not (tmp_path / "image.h5").exists()

@@ -148,3 +148,21 @@ def test_bad_spec_names_the_key(synthetic, tmp_path, spec, key):
     with pytest.raises(SpecError, match=key):
         run(synthetic, tmp_path / "bad", spec)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_modality_without_any_training_element_is_an_error(tmp_path):
+    from mmsets.data.manifest import Manifest, write_manifest
+    from mmsets.store import RaggedWriter
+
+    rows = [{"id": f"i{k}", "split": ("train", "dev", "test")[k % 3], "image": None, "labels": [["a", "b"][k % 2]]}
+            for k in range(30)]
+    write_manifest(Manifest(pd.DataFrame(rows), ["a", "b"]), tmp_path / "m.parquet")
+    with RaggedWriter(tmp_path / "f.h5", extractor="f", dim=4, dtype="float32") as w:
+        for row in rows:
+            w.add(row["id"], np.ones((1, 4)))
+    with RaggedWriter(tmp_path / "empty.h5", extractor="image", dim=4, dtype="float32") as w:
+        for row in rows:
+            w.add(row["id"], np.zeros((0, 4)))
+    spec = {"model": "dmms", "features": ["f", "empty"], "d_model": 8, "head_hidden": [8], "training": {"epochs": 1}}
+    with pytest.raises(ValueError, match=r"\['empty'\]: not one element in any of the 10 training items"):
+        train_run(tmp_path / "m.parquet", {"f": tmp_path / "f.h5", "empty": tmp_path / "empty.h5"}, tmp_path / "r", spec)
