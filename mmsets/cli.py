@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 log = logging.getLogger("mmsets")
 
@@ -32,8 +33,23 @@ def _json_arg(text: str) -> dict:
     return value
 
 
+# What each dataset kind needs on the command line, and the table settings without a default
+_PREPARE_NEEDS = {"demo": "images", "table_demo": "images", "rehearsal": "images", "table": "table", "mmimdb": "root"}
+_TABLE_KEYS = {"label_column": "the column to learn (to score items without labels: mmsets predict)",
+               "task": "multilabel, binary, multiclass or regression",
+               "id_column": "the column of unique item ids (null: items numbered by line)",
+               "image_column": "the column of image paths (null: no images)"}
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     params = {k: v for k, v in args.params.items() if k not in ("kind", "path")}
+    needed = _PREPARE_NEEDS[args.kind]
+    if getattr(args, needed) is None:
+        raise ValueError(f"prepare {args.kind} needs --{needed}")
+    if args.kind == "table":
+        missing = [k for k in _TABLE_KEYS if k not in params]
+        if missing:
+            raise ValueError("prepare table: --params lacks " + "; ".join(f"{k!r} ({_TABLE_KEYS[k]})" for k in missing))
     if args.kind == "demo":
         from mmsets.data.demo import write_demo
 
@@ -137,9 +153,77 @@ def cmd_report(args: argparse.Namespace) -> None:
     build_report(args.manifest, run_dirs, features, args.out, title=args.title)
 
 
+class _HelpWith(argparse.Action):
+    """-h / --help that adds an epilog computed only then (it imports the extractors or the models)."""
+
+    def __init__(self, option_strings: list[str], dest: str, epilog: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show this help and exit")
+        self.epilog = epilog
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option_string: Any = None) -> None:
+        parser.epilog = self.epilog()
+        parser.print_help()
+        parser.exit()
+
+
+def _fields(cls: type, skip: tuple[str, ...] = ()) -> str:
+    import dataclasses
+
+    def default(f: dataclasses.Field) -> Any:
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else "required"
+
+    return ", ".join(f"{f.name}={json.dumps(default(f), default=str)}" for f in dataclasses.fields(cls)
+                     if f.name not in skip)
+
+
+def _extract_epilog() -> str:
+    import importlib
+    import textwrap
+
+    from mmsets.extract.registry import EXTRACTORS
+
+    lines = ["extractors and their --params keys (defaults; a variant name@x takes its extractor's keys):"]
+    for name, entry in EXTRACTORS.items():
+        cls = getattr(importlib.import_module(entry.module), entry.params)
+        text = _fields(cls, tuple(entry.store_params))
+        lines += textwrap.wrap(f"{name}: {text}", 110, initial_indent="  ", subsequent_indent="      ")
+    lines.append("docs: docs/formats.md (stores), config.yaml and workflow/schemas/config.schema.yaml (meanings)")
+    return "\n".join(lines)
+
+
+def _train_epilog() -> str:
+    import textwrap
+
+    from mmsets.models.registry import FAMILIES
+    from mmsets.runs.spec import RUNTIME_TRAINING_KEYS, CVConfig, TrainConfig
+
+    lines = ["--spec keys: model (one of " + ", ".join(FAMILIES) + "), features (store names in --features-dir),",
+             "the model's settings, training {...}, cv {...}; e.g.",
+             '  {"model": "dmms", "features": ["image", "text"], "pooling": "max", "training": {"epochs": 30}}']
+    lines += textwrap.wrap("training: " + _fields(TrainConfig, RUNTIME_TRAINING_KEYS[1:]), 110,
+                           initial_indent="  ", subsequent_indent="      ")
+    lines += textwrap.wrap("cv: " + _fields(CVConfig), 110, initial_indent="  ", subsequent_indent="      ")
+    lines.append("model settings (the rest of each config comes from the data):")
+    for name, fam in FAMILIES.items():
+        lines += textwrap.wrap(f"{name}: " + _fields(fam.config, tuple(set(_data_fields(fam)))), 110,
+                               initial_indent="  ", subsequent_indent="      ")
+    return "\n".join(lines)
+
+
+def _data_fields(fam: Any) -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(fam.config) if f.name not in fam.settings]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mmsets import __version__
+
     parser = argparse.ArgumentParser(prog="mmsets", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"mmsets {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="build a dataset's manifest")
@@ -162,19 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_unpack)
 
-    p = sub.add_parser("extract", help="run one feature extractor into a ragged HDF5 store")
-    p.add_argument("extractor")
+    p = sub.add_parser("extract", help="run one feature extractor into a ragged HDF5 store", add_help=False,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-h", "--help", action=_HelpWith, epilog=_extract_epilog)
+    p.add_argument("extractor", help="its name (listed below) or name@variant")
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--params", type=_json_arg, default={}, help="extractor settings as JSON")
     _add_runtime(p)
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("train", help="train one run")
+    p = sub.add_parser("train", help="train one run", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-h", "--help", action=_HelpWith, epilog=_train_epilog)
     p.add_argument("--manifest", required=True)
     p.add_argument("--features-dir", required=True)
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--spec", type=_json_arg, required=True, help="run spec as JSON (model, features, pooling, training)")
+    p.add_argument("--spec", type=_json_arg, required=True, help="run spec as JSON (its keys below)")
     p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
     p.set_defaults(func=cmd_train)
 

@@ -182,6 +182,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return error.message.replace("Additional properties are not allowed", "unknown key(s)")
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "pattern" and error.schema.get("description"):
+        return f"{error.instance!r} is not {error.schema['description']}"
     return error.message
 
 

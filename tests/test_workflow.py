@@ -99,6 +99,14 @@ def test_misspelled_model_setting_fails_the_dry_run_naming_the_key(tmp_path):
     assert "models.dm2s2: unknown key(s) ('intra_atention'" in proc.stdout + proc.stderr
 
 
+def test_unknown_image_model_fails_the_dry_run_naming_the_key(tmp_path):
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    proc = snakemake(tmp_path, "-n", "results/demo/report.html", "--config", "extractors={image: {model: resnet50}}",
+                     check=False)
+    assert proc.returncode != 0 and planned_jobs(proc) == []
+    assert "extractors.image.model: 'resnet50' is not efficientnet_lite0" in proc.stdout + proc.stderr
+
+
 def test_lint_is_clean():
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
                            "--directory", str(ROOT)], capture_output=True, text=True)

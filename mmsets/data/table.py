@@ -273,7 +273,12 @@ def _label_names(records: list[dict], task: str, given: Sequence[str] | None, pa
     else:
         names = sorted({label for record in records for label in record["labels"]})
     if task == "binary" and len(names) != 2:
-        raise TableError(f"{path}: column {column!r}: a binary task needs 2 classes, found {names}")
+        first = {}
+        for record in records:
+            for label in record["labels"]:
+                first.setdefault(label, record["line"])
+        found = ", ".join(f"{name!r} (first on line {first[name]})" for name in names)
+        raise TableError(f"{path}: column {column!r}: a binary task needs 2 classes, found {len(names)}: {found}")
     return names
 
 
