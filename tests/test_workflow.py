@@ -11,12 +11,15 @@ import pandas as pd
 import pytest
 import yaml
 
+from workdirs import workdir_config
+
 ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
 SMALL = ROOT / "tests" / "configs" / "small.yaml"
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
            "--cores", "2", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -39,7 +42,7 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> list[str]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("dag")
-    shutil.copy(SMALL, work / "config.yaml")
+    shutil.copy(SMALL, workdir_config(work))
     snakemake(work, "results/demo/report.html")
     return work
 
@@ -85,14 +88,14 @@ def test_runtime_settings_rerun_nothing(workdir):
 def test_bad_config_value_stops_with_the_key(tmp_path):
     config = yaml.safe_load(SMALL.read_text())
     config["extractors"]["image"]["image_size"] = 4
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir_config(tmp_path)).write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0
     assert "extractors.image.image_size" in proc.stdout + proc.stderr
 
 
 def test_misspelled_model_setting_fails_the_dry_run_naming_the_key(tmp_path):
-    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
     proc = snakemake(tmp_path, "-n", "results/mmimdb/report.html", "--config", "models={dm2s2: {intra_atention: false}}",
                      check=False)
     assert proc.returncode != 0 and planned_jobs(proc) == []
@@ -100,7 +103,7 @@ def test_misspelled_model_setting_fails_the_dry_run_naming_the_key(tmp_path):
 
 
 def test_unknown_image_model_fails_the_dry_run_naming_the_key(tmp_path):
-    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
     proc = snakemake(tmp_path, "-n", "results/demo/report.html", "--config", "extractors={image: {model: resnet50}}",
                      check=False)
     assert proc.returncode != 0 and planned_jobs(proc) == []
@@ -108,7 +111,7 @@ def test_unknown_image_model_fails_the_dry_run_naming_the_key(tmp_path):
 
 
 def test_lint_is_clean():
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(ROOT / "Snakefile"),
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--snakefile", str(SNAKEFILE),
                            "--directory", str(ROOT)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations" in proc.stdout + proc.stderr
@@ -116,7 +119,7 @@ def test_lint_is_clean():
 
 @pytest.mark.slow
 def test_binary_cross_validation_and_regression_tables_end_to_end(tmp_path):
-    shutil.copy(ROOT / "tests" / "configs" / "table.yaml", tmp_path / "config.yaml")
+    shutil.copy(ROOT / "tests" / "configs" / "table.yaml", workdir_config(tmp_path))
     snakemake(tmp_path, "results/parallel_demo/report.html", "results/appeal_demo/report.html")
     binary = json.loads((tmp_path / "results/parallel_demo/runs/table-image_text-sum-dmms-s0/metrics.json").read_text())
     assert binary["task"] == "binary" and len(binary["folds"]) == 5
@@ -143,7 +146,7 @@ def test_extractor_variants_get_their_own_stores_and_read_their_upstream_variant
                                                                     "easyocr": ["tokens@easyocr"]}, "seeds": [0]},
                              "ocr_sets": {"model": "dmms", "features": {"easyocr": ["image", "ocr_text@easyocr"]},
                                           "pooling": ["max"], "seeds": [0]}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir_config(tmp_path)).write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "-n", "-p", "results/demo/report.html")
     jobs = planned_jobs(proc)
     for name in ("ocr", "ocr@easyocr", "tokens", "tokens@easyocr", "ocr_text@easyocr", "image"):
@@ -161,7 +164,7 @@ def test_extractor_variants_get_their_own_stores_and_read_their_upstream_variant
 
 
 def test_paper_config_plans_the_papers_inputs_and_tables(tmp_path):
-    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "workflow" / "configs" / "paper.yaml"), "--",
                      "results/mmimdb/report.html")
     jobs = planned_jobs(proc)
@@ -184,7 +187,7 @@ def test_erasure_reencodes_the_test_items_without_each_modality(tmp_path):
     config["extractors"]["tokens"] = {"modalities": ["text:title", "text:plot"]}
     config["experiments"] = {"dm2s2": {"model": "dm2s2", "features": {"tokens": ["tokens"]}, "seeds": [0, 1],
                                        "erasure": True}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir_config(tmp_path)).write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "-n", "-p", "results/demo/report.html")
     jobs = planned_jobs(proc)
     assert sorted(j for j in jobs if j.startswith(("erase_tokens", "erasure"))) == [
@@ -197,6 +200,6 @@ def test_erasure_reencodes_the_test_items_without_each_modality(tmp_path):
     assert '"text:title": "results/demo/features/erased/tokens/0.h5"' in erase
 
     config["experiments"]["dm2s2"]["model"] = "dmms"  # erasure re-encodes token sequences only
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir_config(tmp_path)).write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "-n", "results/demo/report.html", check=False)
     assert proc.returncode != 0 and "experiments.dm2s2.erasure" in proc.stdout + proc.stderr

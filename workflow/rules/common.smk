@@ -2,9 +2,11 @@
 import json
 import os
 import re
+import shlex
 import sys
 
-sys.path.insert(0, workflow.basedir)
+REPOSITORY = os.path.dirname(workflow.basedir)  # the Snakefile lives in workflow/
+sys.path.insert(0, REPOSITORY)
 # Only modules free of numpy and torch: under --use-conda, the Python that runs Snakemake has Snakemake alone.
 from mmsets.config import configured_extractors, dataset_runs, validate_config  # noqa: E402
 from mmsets.config import extractor_settings as _extractor_settings  # noqa: E402
@@ -19,11 +21,19 @@ config.update(_validated)
 # Rules call the library's CLI as `python -m mmsets`. The repository goes on PYTHONPATH, so a conda
 # environment needs only the dependencies; without conda, the Python that runs Snakemake runs the rules.
 # Speed-only settings travel as environment variables, so changing them re-runs nothing.
-_path = "" if workflow.deployment_settings.deployment_method else f"export PATH={os.path.dirname(sys.executable)}:$PATH; "
+# Paths are shell-quoted (a checkout under a folder with a space or a quote) and their braces doubled, since
+# Snakemake formats the prefix.
+
+
+def _shell_word(text):
+    return shlex.quote(str(text)).replace("{", "{{").replace("}", "}}")
+
+
+_path = "" if workflow.deployment_settings.deployment_method else f"export PATH={_shell_word(os.path.dirname(sys.executable))}:\"$PATH\"; "
 _runtime = "export OMP_WAIT_POLICY=PASSIVE MMSETS_DEVICE={device} MMSETS_BATCH_SIZE={batch_size} MMSETS_NUM_WORKERS={num_workers}; "
 shell.prefix(
-    f"set -euo pipefail; {_path}export PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
-    + _runtime.format(**config["runtime"])
+    f"set -euo pipefail; {_path}export PYTHONPATH={_shell_word(REPOSITORY)}\"${{{{PYTHONPATH:+:$PYTHONPATH}}}}\"; "
+    + _runtime.format(**{k: _shell_word(v) for k, v in config["runtime"].items()})
 )
 
 
@@ -171,6 +181,14 @@ def report_features(wildcards):
         names |= more
     names = sorted(names)
     return [feature_path(wildcards.dataset, name) for name in names]
+
+
+def predict_items(wildcards):
+    items = config["predict"].get(wildcards.name)
+    if items is None:
+        raise ValueError(f"predict.{wildcards.name} is not set: name the items (a table or an MM-IMDb-layout "
+                         f"folder) under predict in the config")
+    return items
 
 
 def report_runs(wildcards):

@@ -8,7 +8,12 @@ rule report:
         features=report_features,
         erasure=report_erasure,  # read from the run directories
     output:
-        "results/{dataset}/report.html",
+        report(
+            "results/{dataset}/report.html",
+            caption="../report/report.rst",
+            category="Reports",
+            labels={"dataset": "{dataset}"},
+        ),
     log:
         "results/{dataset}/logs/report.log",
     benchmark:

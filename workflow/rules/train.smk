@@ -7,7 +7,13 @@ rule train:
         manifest="results/{dataset}/manifest.parquet",
         features=run_features,
     output:
-        metrics="results/{dataset}/runs/{run}/metrics.json",
+        metrics=report(
+            "results/{dataset}/runs/{run}/metrics.json",
+            caption="../report/metrics.rst",
+            category="Runs",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "run": "{run}"},
+        ),
         model="results/{dataset}/runs/{run}/model.pt",
         predictions="results/{dataset}/runs/{run}/predictions.parquet",
         importance="results/{dataset}/runs/{run}/feature_importance.json",
