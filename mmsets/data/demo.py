@@ -13,7 +13,10 @@ and the plot beats either alone:
     adventure   bold diagonal earth-tone stripes       quest/treasure/expedition phrases
 
 For horror and adventure each item shows the cue in the image only, the plot only or both, so even
-these are best read from both. Cues are big, coarse shapes and colour fields because the frozen image
+these are best read from both. A plot is one sentence per line, and the text extractor makes each line an
+element of the text set: a genre the plot tells takes two or three of its sentences, while many plots
+also hold a single decoy sentence of a genre they lack. How many sentences of a kind there are, not
+whether there is one, tells the genre: set poolings that count (sum) can read it, a max cannot. Cues are big, coarse shapes and colour fields because the frozen image
 encoder is an ImageNet CNN looking at the whole poster (128-224 px); plots are built from templates
 mixing genre phrases with genre-neutral distractor sentences so a sentence encoder (MiniLM) picks up
 the topic rather than a fixed string. Every poster also carries neutral clutter (rectangles, bars),
@@ -42,6 +45,7 @@ GENRE_WEIGHTS = np.array([1.0, 1.2, 1.1, 1.0, 0.8, 0.9])
 N_GENRES_P = (0.45, 0.4, 0.15)  # 1, 2 or 3 genres per item
 BOTH_P = (0.3, 0.3, 0.4)  # a "both" genre shows in: the image only, the plot only, both
 FALSE_CUE_P = 0.04  # a cue appears although the item lacks the genre
+DECOY_P = 0.3  # a plot holds one sentence of a text genre it lacks (a true one holds two or three)
 
 NAMES = ["Mara", "Tobias", "Ines", "Oskar", "Lena", "Victor", "Nadia", "Hugo", "Clara", "Felix", "Rosa", "Emil"]
 JOBS = ["teacher", "mechanic", "nurse", "baker", "journalist", "farmer", "clerk", "pilot", "student", "painter"]
@@ -122,10 +126,10 @@ def generate_demo(
     rows = []
     for i, item_id in enumerate(ids):
         labels = _sample_labels(rng)
-        show_image, show_text = _sample_cues(rng, labels)
+        show_image, show_text, decoys = _sample_cues(rng, labels)
         title = f"The {rng.choice(ADJ)} {rng.choice(NOUNS)}"
         poster = _draw_poster(rng, show_image, title, image_size)  # drawn even if dropped: same rng stream
-        plot = _write_plot(rng, show_text)
+        plot = _write_plot(rng, show_text, decoys)
         image = None
         if i not in no_image:
             image = str(out_dir / "images" / f"{item_id}.png")
@@ -165,9 +169,11 @@ def _sample_labels(rng: np.random.Generator) -> set[str]:
     return {GENRES[j] for j in picked}
 
 
-def _sample_cues(rng: np.random.Generator, labels: set[str]) -> tuple[set[str], set[str]]:
-    """Which genres the poster shows and which the plot tells, including rare false cues."""
+def _sample_cues(rng: np.random.Generator, labels: set[str]) -> tuple[set[str], set[str], set[str]]:
+    """Which genres the poster shows, which the plot tells (rare false cues included) and which the plot
+    names in one decoy sentence only."""
     show_image, show_text = set(), set()
+    decoys = {g for g in GENRES if CUES[g] != "image" and g not in labels and rng.random() < DECOY_P}
     for g in GENRES:
         where = CUES[g]
         if g in labels and where == "both":
@@ -178,7 +184,7 @@ def _sample_cues(rng: np.random.Generator, labels: set[str]) -> tuple[set[str], 
             show_image.add(g)
         if where in ("text", "both"):
             show_text.add(g)
-    return show_image, show_text
+    return show_image, show_text, decoys - show_text
 
 
 @functools.lru_cache(maxsize=8)
@@ -235,11 +241,13 @@ def _draw_poster(rng: np.random.Generator, cues: set[str], title: str, size: int
     return img
 
 
-def _write_plot(rng: np.random.Generator, cues: set[str]) -> str:
+def _write_plot(rng: np.random.Generator, cues: set[str], decoys: set[str] = frozenset()) -> str:
+    """One sentence per line: two or three of each genre told, one of each decoy, one or two neutral ones."""
     a, b = rng.choice(NAMES, size=2, replace=False)
     fill = {"a": a, "b": b, "p": rng.choice(PLACES)}
-    body = [str(rng.choice(PHRASES[g])) for g in sorted(cues)]
+    body = [str(p) for g in sorted(cues) for p in rng.choice(PHRASES[g], size=rng.integers(2, 4), replace=False)]
+    body += [str(rng.choice(PHRASES[g])) for g in sorted(decoys)]
     body += [str(d) for d in rng.choice(DISTRACTORS, size=rng.integers(1, 3), replace=False)]
     body = [body[j] for j in rng.permutation(len(body))]
     sentences = [f"{a} is a {rng.choice(JOBS)} in {fill['p']}"] + [s.format(**fill) for s in body]
-    return " ".join(s[0].upper() + s[1:] + "." for s in sentences)
+    return "\n".join(s[0].upper() + s[1:] + "." for s in sentences)
