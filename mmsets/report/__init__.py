@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from mmsets import __version__
 from mmsets.io import atomic_path
-from mmsets.report import collect, figures, importance, tables
+from mmsets.report import collect, figures, importance, labels as per_label, tables
 from mmsets.report.examples import MAX_CHARS, examples
 from mmsets.report.html import render
 from mmsets.report.scores import columns, main_metric, task_of
@@ -47,6 +47,9 @@ def report_context(
     ablations = tables.ablations(configs, main)
     inter = importance.inter_attention(fi, [r["name"] for r in ablations["rows"]] if ablations else None)
     labels = collect.label_frequency(manifest) if manifest is not None else None
+    families = tables.family_best(configs, main)
+    label_names = list(manifest.label_names) if manifest is not None else []
+    label_table = per_label.per_label(configs, families, runs, label_names, task)
     dataset = manifest.dataset if manifest is not None and manifest.dataset else Path(manifest_path).parent.name
     example_items = examples(runs, manifest, stores, task, n_examples)
     feature_map = {name: str(path) for name, path in feature_paths.items()}
@@ -65,7 +68,8 @@ def report_context(
         "configs": configs,
         "per_class": tables.per_class_classes(configs),
         "per_fine_class": tables.per_class_classes(configs, "per_fine_class"),
-        "families": tables.family_best(configs, main),
+        "families": families,
+        "per_label": label_table,
         "ablations": ablations,
         "fi": fi,
         "inter": inter,
@@ -81,7 +85,8 @@ def report_context(
         "max_chars": MAX_CHARS,
         "figures": {
             "configs": figures.config_bars(configs, main),
-            "curves": figures.learning_curves(runs, main),
+            "curves": figures.learning_curves(runs, configs, main),
+            "pr": figures.pr_curves(label_table, label_names),
             "fi": {g["kind"]: figures.stacked_shares(g) for g in fi["groups"] if g["kind"] != "inter_attention"},
             "inter": figures.stacked_shares(inter) if inter else None,
             "labels": figures.label_bars(labels) if labels else None,

@@ -7,16 +7,20 @@ value beside the target.
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from mmsets.data.manifest import Manifest
 from mmsets.report.collect import store_texts
 from mmsets.runs.record import number
 
 MAX_CHARS = 300
+THUMBNAIL = 112  # pixels, the longer side
 TOP_K = 3
 _NOT_OUTPUTS = ("id", "split", "labels", "fold", "prediction", "target")
 
@@ -25,6 +29,25 @@ def truncate(text: Any, limit: int = MAX_CHARS) -> str:
     """Untrusted item text, whitespace collapsed and cut; escaping is the template's job."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def thumbnail(path: Any, size: int = THUMBNAIL) -> str | None:
+    """The item's image as a small JPEG data URI, decoded and re-encoded (never the file's own bytes, which
+    could hold anything); None when there is no image or it does not decode."""
+    if not isinstance(path, str) or not path.strip():
+        return None
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (2 * size, 2 * size))  # JPEG: decode at a fraction of the size
+            image.thumbnail((size, size))
+            small = image.convert("RGBA")
+        canvas = Image.new("RGB", small.size, (255, 255, 255))
+        canvas.paste(small, mask=small.getchannel("A"))
+        buf = io.BytesIO()
+        canvas.save(buf, format="JPEG", quality=80)
+    except Exception:  # a broken or missing image: the item is shown without one
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _threshold_for(threshold: Any, n_labels: int) -> np.ndarray | None:
@@ -139,6 +162,7 @@ def examples(runs: list[dict], manifest: Manifest | None, stores: list[dict], ta
         meta = frame.loc[item_id] if frame is not None and item_id in frame.index else None
         labels = _true_labels(row, "labels" in preds.columns, meta)
         item = {"id": item_id, "fold": number(row.get("fold")), "true": labels, "fields": [], "fi": None,
+                "thumbnail": thumbnail(meta["image"]) if meta is not None and "image" in meta.index else None,
                 "predicted": [], "pred_class": None, "pred_p": None, "correct": None,
                 "prediction": None, "target": None, "error": None}
         if task == "regression":

@@ -110,22 +110,81 @@ def label_bars(freq: dict) -> str | None:
     return to_data_uri(fig)
 
 
-def learning_curves(runs: list[dict], main: Metric, limit: int = 10) -> str | None:
-    """The dev main metric per epoch for the ``limit`` best runs that kept a history (fitted models have none)."""
+def learning_curves(runs: list[dict], configs: list[dict], main: Metric, limit: int = 8) -> str | None:
+    """Per configuration (the ``limit`` best that kept a history; fitted models have none), the mean over
+    its seeds of the dev main metric (left) and of the training loss (right) per epoch."""
     key = f"dev_{main.key}"
-    runs = [r for r in runs if r["status"] == "ok" and any(key in h for h in r["history"])][:limit]
-    if not runs:
+    by_config: dict[str, list[dict]] = {}
+    for run in runs:
+        if run["status"] == "ok" and any(key in h for h in run["history"]):
+            by_config.setdefault(run["config"], []).append(run)
+    chosen = [c for c in configs if c["name"] in by_config][:limit]
+    if not chosen:
         return None
     scale = _scale(main)
-    fig = Figure(figsize=(8, 3.6))
-    ax = fig.add_subplot()
-    ax.spines[["top", "right"]].set_visible(False)
+    fig = Figure(figsize=(10, 3.6))
+    dev_ax, loss_ax = fig.subplots(1, 2)
+    for ax in (dev_ax, loss_ax):
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    palette = _palette(len(chosen))
+    for color, config in zip(palette, chosen):
+        for ax, field, factor in ((dev_ax, key, scale), (loss_ax, "train_loss", 1.0)):
+            epochs, means = _mean_curve(by_config[config["name"]], field)
+            if epochs:
+                ax.plot(epochs, [factor * m for m in means], marker=".", color=color,
+                        label=_plain(f"{config['name']} (n={len(by_config[config['name']])})", 34))
+    dev_ax.set_ylabel(f"dev {main.title}")
+    loss_ax.set_ylabel("training loss")
+    loss_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return to_data_uri(fig)
+
+
+def _mean_curve(runs: list[dict], field: str) -> tuple[list[int], list[float]]:
+    """Epochs every run reached and the mean of ``field`` over the runs at each."""
+    values: dict[int, list[float]] = {}
     for run in runs:
-        points = [(h.get("epoch"), h.get(key)) for h in run["history"]]
-        points = [(e, scale * v) for e, v in points if number(e) is not None and number(v) is not None]
-        if points:
-            ax.plot(*zip(*points), marker=".", label=_plain(run["name"], 30))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"dev {main.title}")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        for h in run["history"]:
+            epoch, value = number(h.get("epoch")), number(h.get(field))
+            if epoch is not None and value is not None:
+                values.setdefault(int(epoch), []).append(value)
+    epochs = sorted(e for e, v in values.items() if len(v) == len(runs))
+    return epochs, [sum(values[e]) / len(values[e]) for e in epochs]
+
+
+def pr_curves(table: dict | None, label_names: list[str]) -> str | None:
+    """Precision-recall curves: micro-averaged for each configuration of the per-label table (its seeds
+    pooled), and per label for the first (the best) configuration."""
+    from mmsets.report.labels import pr_curve_points
+
+    if not table:
+        return None
+    n_labels = len(label_names)
+    cols = 6
+    rows = 1 + (n_labels + cols - 1) // cols if n_labels > 1 else 1
+    fig = Figure(figsize=(11, 3.2 + 1.9 * (rows - 1)))
+    grid = fig.add_gridspec(rows, cols, height_ratios=[3.2] + [1.9] * (rows - 1))
+    main_ax = fig.add_subplot(grid[0, :3])
+    palette = _palette(len(table["configs"]))
+    for color, config in zip(palette, table["configs"]):
+        points = pr_curve_points(*table["pooled"][config["name"]])
+        if points is not None:
+            recall, precision, ap = points
+            main_ax.plot(recall, precision, color=color, label=_plain(f"{config['name']} (AP {100 * ap:.1f})", 46))
+    main_ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="micro-averaged")
+    main_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    if rows > 1:
+        truth, probs = table["pooled"][table["configs"][0]["name"]]
+        for k, name in enumerate(label_names):
+            ax = fig.add_subplot(grid[1 + k // cols, k % cols])
+            points = pr_curve_points(truth[:, k:k + 1], probs[:, k:k + 1])
+            if points is not None:
+                ax.plot(points[0], points[1], color=BLUE)
+                ax.set_title(_plain(f"{name} (AP {100 * points[2]:.0f})", 24), fontsize=8)
+            else:
+                ax.set_title(_plain(f"{name} (no positives)", 24), fontsize=8)
+            ax.set(xlim=(0, 1), ylim=(0, 1.02))
+            ax.tick_params(labelsize=6)
+    fig.subplots_adjust(hspace=0.7, wspace=0.35)
     return to_data_uri(fig)

@@ -7,6 +7,7 @@ from typing import Any
 
 import jinja2
 
+from mmsets.report.tables import family_label
 from mmsets.runs.record import number
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -70,7 +71,8 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=pct, num=num, fixed=fixed, threshold=threshold, metric=metric, mstd=mstd, signed=signed)
+    env.filters.update(pct=pct, num=num, fixed=fixed, threshold=threshold, metric=metric, mstd=mstd, signed=signed,
+                       family=family_label)
     return env
 
 

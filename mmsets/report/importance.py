@@ -38,6 +38,20 @@ def _missing_note(runs: list[dict]) -> str:
     return "n/a"  # the runs' problems say why (file missing or unreadable)
 
 
+def modality_order(names: list[str]) -> list[str]:
+    """Modalities in the one order every table shows them: by extractor as the registry lists them
+    (``text:plot`` and ``ocr@easyocr`` under text and ocr), then by name."""
+    from mmsets.extract.registry import EXTRACTORS
+
+    known = list(EXTRACTORS)
+
+    def key(name: str) -> tuple[int, str]:
+        base = name.split(":")[0].split("@")[0]
+        return (known.index(base) if base in known else len(known), name)
+
+    return sorted(dict.fromkeys(names), key=key)
+
+
 def importance_tables(runs: list[dict], configs: list[dict]) -> dict:
     """{"groups": one per kind with its modalities and a row per configuration (mean ± std share over
     seeds), "missing": configurations without feature importance and why}."""
@@ -71,6 +85,7 @@ def importance_tables(runs: list[dict], configs: list[dict]) -> dict:
                 "std": std if len(kind_runs) > 1 else {},
             })
     for group in groups.values():
+        group["modalities"] = modality_order(group["modalities"])
         for row in group["rows"]:
             row["shares"] = [cell(row["mean"].get(m), row["std"].get(m)) for m in group["modalities"]]
     order = list(KINDS)
@@ -115,7 +130,11 @@ def item_matrix(runs: list[dict], manifest: Manifest | None, task: str, n: int =
             if len(items) == n:
                 break
         if items:
-            return {"run": run["name"], "kind": kind_label(fi["kind"]), "modalities": fi["modalities"], "items": items}
+            order = modality_order(fi["modalities"])
+            where = [fi["modalities"].index(m) for m in order]
+            for item in items:
+                item["shares"] = [item["shares"][j] if j < len(item["shares"]) else None for j in where]
+            return {"run": run["name"], "kind": kind_label(fi["kind"]), "modalities": order, "items": items}
     return None
 
 

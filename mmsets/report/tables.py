@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from mmsets.metrics import aggregate, aggregate_runs
 from mmsets.runs.record import number
 from mmsets.report.scores import Metric, order_key
@@ -93,9 +95,10 @@ def configurations(runs: list[dict], main: Metric) -> list[dict]:
             "n": len(ok), "n_failed": len(members) - len(ok), "cv": any(r["cv"] is not None for r in ok),
             "n_folds": None, "seeds": sorted({int(r["seed"]) for r in ok if r["seed"] is not None}),
             "runs": [r["name"] for r in members], "test": {}, "dev": cell(None), "per_class": {}, "per_fine_class": {},
-            "best": False,
+            "best": False, "tied": False, "values": [],
         }
         if ok:
+            row["values"] = [v for run in ok for u in _units(run) if (v := number(u["test"].get(main.key))) is not None]
             test, test_std, dev, dev_std, n_units = _aggregate(ok)
             row["n_folds"] = n_units if row["cv"] else None
             row["test"] = {k: cell(v, test_std.get(k)) for k, v in test.items() if not isinstance(v, dict)}
@@ -111,7 +114,24 @@ def configurations(runs: list[dict], main: Metric) -> list[dict]:
         best = rows[0]["test"][main.key]["mean"]
         for row in rows:
             row["best"] = row["test"].get(main.key, {}).get("mean") == best
+        for row in rows:
+            row["tied"] = not row["best"] and tied(rows[0].get("values", []), row.get("values", []))
     return rows
+
+
+TIE_P = 0.05
+
+
+def tied(best: list[float], other: list[float]) -> bool:
+    """Whether ``other``'s scores over seeds (or folds) cannot be told from the best's: Welch's t-test
+    p >= 0.05. Fewer than two scores on either side cannot tell anything: False."""
+    from scipy.stats import ttest_ind
+
+    if len(best) < 2 or len(other) < 2:
+        return False
+    if np.std(best) == 0 and np.std(other) == 0:
+        return float(np.mean(best)) == float(np.mean(other))
+    return bool(ttest_ind(best, other, equal_var=False).pvalue >= TIE_P)
 
 
 def per_class_classes(rows: list[dict], key: str = "per_class") -> list[str]:
