@@ -29,12 +29,13 @@ $(VENV)/.installed-test: requirements/lock.txt pyproject.toml | $(VENV)/bin/pyth
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@ $(VENV)/.installed-demo
 
-# Programs from the system's packages: Tesseract for OCR. Installed when missing and we are root
-# (CI, containers); elsewhere install them yourself: apt-get install tesseract-ocr tesseract-ocr-eng
+# Programs from the system's packages: Tesseract for OCR, Chromium for the report's browser test. Installed
+# when missing and we are root (CI, containers); elsewhere: apt-get install tesseract-ocr tesseract-ocr-eng chromium
+SYSTEM_PACKAGES := tesseract-ocr tesseract-ocr-eng chromium
 system:
-	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null; } || \
-		echo "tesseract is missing: apt-get install tesseract-ocr tesseract-ocr-eng"
+	@{ command -v tesseract && command -v chromium; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; } || \
+		echo "missing system packages: apt-get install $(SYSTEM_PACKAGES)"
 
 demo: setup-demo
 	$(BIN)/snakemake --cores $(CORES) results/demo/report.html

@@ -129,8 +129,8 @@ def tied(best: list[float], other: list[float]) -> bool:
 
     if len(best) < 2 or len(other) < 2:
         return False
-    if np.std(best) == 0 and np.std(other) == 0:
-        return float(np.mean(best)) == float(np.mean(other))
+    if np.allclose(best, best[0]) and np.allclose(other, other[0]):  # no spread: the t-test is undefined
+        return bool(np.isclose(best[0], other[0]))
     return bool(ttest_ind(best, other, equal_var=False).pvalue >= TIE_P)
 
 
