@@ -62,6 +62,17 @@ def test_small_dag_ends_in_a_report(workdir):
 
 
 @pytest.mark.slow
+def test_snakemakes_own_report_carries_the_report_and_every_runs_metrics(workdir):
+    import zipfile
+
+    snakemake(workdir, "results/demo/report.html", "--report", "snakemake-report.zip")
+    with zipfile.ZipFile(workdir / "snakemake-report.zip") as archive:
+        names = archive.namelist()
+    assert any(n.endswith("results/demo/report.html") for n in names)
+    assert sum(n.endswith("metrics.json") for n in names) == 4
+
+
+@pytest.mark.slow
 def test_nothing_to_do_after_a_finished_run(workdir):
     proc = snakemake(workdir, "-n", "results/demo/report.html")
     assert planned_jobs(proc) == []
