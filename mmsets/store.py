@@ -16,6 +16,7 @@ partial file records how many items it has committed, so an interrupted extracti
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -26,6 +27,9 @@ import numpy as np
 from mmsets import __version__
 
 _STR = h5py.string_dtype("utf-8")
+COPY_ROWS = 1 << 16  # rows per block when a resume copies a partial file
+INPUTS = "inputs"  # per item: a fingerprint of what it was made from (a resume checks it)
+log = logging.getLogger(__name__)
 
 
 class StoreError(RuntimeError):
@@ -65,7 +69,11 @@ class RaggedWriter:
 
     ``fields`` declares optional per-element arrays: ``{"boxes": ((4,), "float32"), "text": ((), "str")}``.
     With ``resume=True`` an existing ``.partial`` file written with the same ``params`` is
-    continued: ``done_ids`` tells the caller which items it may skip.
+    continued: ``done_ids`` tells the caller which items it may skip. ``inputs`` ({id: fingerprint of what
+    the item was made from}, ``mmsets.extract.common.item_inputs``) is kept per item, and a partial file is
+    continued only when every committed item's fingerprint is still the same: else it starts over, and
+    ``restarted`` says why. A continued file is first copied, committed items only, into a fresh one: what a
+    kill tore after the last commit (a half-written string heap) is never written to again.
     """
 
     def __init__(
@@ -82,8 +90,11 @@ class RaggedWriter:
         resume: bool = True,
         chunk_rows: int = 256,
         commit_every: int = 64,
+        inputs: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.inputs = dict(inputs) if inputs is not None else None
+        self.restarted: str | None = None  # why a partial file was not continued
         self.partial = partial_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dim = int(dim)
@@ -99,23 +110,29 @@ class RaggedWriter:
             "dtype": dtype,
             "mmsets_version": __version__,
             "fields": json.dumps(sorted(self.fields)),  # a partial file with other fields is not continued
+            "has_inputs": self.inputs is not None,
             **{k: (v if isinstance(v, (int, float, str)) else json.dumps(v, default=str)) for k, v in (attrs or {}).items()},
         }
+        self.chunk_rows = chunk_rows
         self.file = self._open_partial(header, resume) if resume else None
         if self.file is None:
-            self.file = self._create(header, dtype, chunk_rows)
+            if self.restarted:
+                log.warning("%s: starting over: %s", self.partial, self.restarted)
+            self.file = self._create(self.partial, header, dtype, chunk_rows)
         self.n_items = int(self.file.attrs["n_committed"])
         self.n_rows = int(self.file["offsets"][self.n_items])
         self.done_ids = set(self.file["ids"].asstr()[: self.n_items])
 
-    def _create(self, header: dict, dtype: str, chunk_rows: int) -> h5py.File:
-        if self.partial.exists():
-            self.partial.unlink()
-        f = h5py.File(self.partial, "w")
+    def _create(self, path: Path, header: dict, dtype: str, chunk_rows: int) -> h5py.File:
+        if path.exists():
+            path.unlink()
+        f = h5py.File(path, "w")
         f.attrs.update(header)
         f.attrs["complete"] = False
         f.attrs["n_committed"] = 0
         f.create_dataset("ids", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+        if self.inputs is not None:
+            f.create_dataset(INPUTS, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
         f.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(1024,))
         f.create_dataset("data", shape=(0, self.dim), maxshape=(None, self.dim), dtype=dtype,
                          chunks=(chunk_rows, self.dim))
@@ -126,39 +143,81 @@ class RaggedWriter:
         return f
 
     def _open_partial(self, header: dict, resume: bool) -> h5py.File | None:
+        """The partial file's committed items, copied into a fresh partial file; None (and ``restarted``
+        set) when there is nothing to continue: no file, other settings, changed inputs or damage."""
         if not self.partial.exists():
             return None
         try:
-            f = h5py.File(self.partial, "r+")
-        except OSError:  # killed mid-write: the partial file is unreadable, start over
+            old = h5py.File(self.partial, "r")
+        except OSError as err:  # killed mid-write: the partial file is unreadable, start over
+            self.restarted = f"the partial file does not open ({err})"
             return None
         try:
-            same = all(f.attrs.get(k) == v for k, v in header.items() if k != "mmsets_version")
-            if not same:
-                f.close()
+            changed = [k for k, v in header.items() if k != "mmsets_version" and old.attrs.get(k) != v]
+            if changed:
+                self.restarted = f"it was written with other {', '.join(changed)}"
                 return None
-            # What a commit marked written must read back whole; else the kill tore it: start over.
-            n = int(f.attrs["n_committed"])
-            offsets = f["offsets"][: n + 1]
-            rows = int(offsets[-1])
-            if len(offsets) != n + 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any() or rows > len(f["data"]):
-                raise StoreError("offsets disagree with the committed items")
-            f["ids"].asstr()[:n]
-            for name, (_, dtype) in self.fields.items():
-                if len(f[name]) < rows:
-                    raise StoreError(f"field {name!r} is shorter than the committed rows")
-                if dtype == "str" and rows:
-                    f[name].asstr()[max(0, rows - 4096):rows]
-            # Drop anything written after the last commit so every array agrees again.
-            f["ids"].resize((n,))
-            f["offsets"].resize((n + 1,))
-            f["data"].resize((rows, self.dim))
-            for name in self.fields:
-                f[name].resize((rows, *f[name].shape[1:]))
-            return f
-        except Exception:  # noqa: BLE001 - any damage (h5py raises OSError, KeyError, ValueError...) means start over
-            f.close()
+            committed = self._read_committed(old)
+            if committed is None:
+                return None
+            return self._copy_committed(old, committed, header)
+        except Exception as err:  # noqa: BLE001 - any damage (h5py raises OSError, KeyError, ValueError...)
+            self.restarted = f"its committed items do not read back ({type(err).__name__}: {err})"
             return None
+        finally:
+            old.close()
+
+    def _read_committed(self, f: h5py.File) -> tuple | None:
+        """The committed ids, offsets, string fields and inputs, checked; None (``restarted`` set) when an
+        item's inputs changed. Numeric rows are copied later, in blocks."""
+        n = int(f.attrs["n_committed"])
+        offsets = f["offsets"][: n + 1]
+        rows = int(offsets[-1])
+        if len(offsets) != n + 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any() or rows > len(f["data"]):
+            raise StoreError("offsets disagree with the committed items")
+        ids = list(f["ids"].asstr()[:n])
+        inputs = None
+        if self.inputs is not None:
+            inputs = list(f[INPUTS].asstr()[:n])
+            stale = [i for i, key in zip(ids, inputs) if self.inputs.get(i) != key]
+            if stale:
+                self.restarted = (f"{len(stale)} of its {n} committed items were made from other inputs (the "
+                                  f"manifest row or the image file changed, or the item is gone), first "
+                                  f"{stale[0]!r}")
+                return None
+        fields = {}
+        for name, (_, dtype) in self.fields.items():
+            if len(f[name]) < rows:
+                raise StoreError(f"field {name!r} is shorter than the committed rows")
+            fields[name] = list(f[name].asstr()[:rows]) if dtype == "str" else None
+        return ids, offsets, fields, inputs
+
+    def _copy_committed(self, old: h5py.File, committed: tuple, header: dict) -> h5py.File:
+        """A fresh partial file holding ``old``'s committed items (numeric rows copied in blocks), in its place."""
+        ids, offsets, fields, inputs = committed
+        n, rows = len(ids), int(offsets[-1])
+        fresh = self.partial.with_name(self.partial.name + ".resume")
+        f = self._create(fresh, header, header["dtype"], self.chunk_rows)
+        try:
+            f["ids"].resize((n,))
+            f["ids"][:] = ids
+            if inputs is not None:
+                f[INPUTS].resize((n,))
+                f[INPUTS][:] = inputs
+            f["offsets"].resize((n + 1,))
+            f["offsets"][:] = offsets
+            for name in ["data", *fields]:
+                f[name].resize((rows, *f[name].shape[1:]))
+                if fields.get(name) is not None:  # strings, read and checked already
+                    f[name][:] = fields[name]
+                    continue
+                for start in range(0, rows, COPY_ROWS):
+                    f[name][start:start + COPY_ROWS] = old[name][start:min(rows, start + COPY_ROWS)]
+            f.attrs["n_committed"] = n
+        finally:
+            f.close()
+        os.replace(fresh, self.partial)
+        return h5py.File(self.partial, "r+")
 
     def add(self, item_id: str, data: np.ndarray, **fields: Sequence[Any]) -> None:
         """Append one item with ``data`` of shape (k, dim); k may be 0. It reaches the file at the next commit."""
@@ -197,6 +256,9 @@ class RaggedWriter:
             counts = np.array([len(data) for _, data, _ in self._buffer], np.int64)
             f["ids"].resize((self.n_items,))
             f["ids"][start_item:] = [item_id for item_id, _, _ in self._buffer]
+            if self.inputs is not None:
+                f[INPUTS].resize((self.n_items,))
+                f[INPUTS][start_item:] = [self.inputs.get(item_id, "") for item_id, _, _ in self._buffer]
             f["offsets"].resize((self.n_items + 1,))
             f["offsets"][start_item + 1:] = start_row + np.cumsum(counts)
             if self.n_rows > start_row:
@@ -271,7 +333,7 @@ class RaggedStore:
 
     @property
     def fields(self) -> list[str]:
-        return [k for k in self.file.keys() if k not in ("ids", "offsets", "data")]
+        return [k for k in self.file.keys() if k not in ("ids", "offsets", "data", INPUTS)]
 
     def __len__(self) -> int:
         return len(self.ids)

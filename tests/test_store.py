@@ -92,3 +92,45 @@ def test_field_length_must_match(tmp_path):
     w = RaggedWriter(tmp_path / "s.h5", extractor="unit", dim=8, fields=FIELDS)
     with pytest.raises(StoreError, match="item 'a'"):
         w.add("a", np.zeros((2, 8)), scores=[1.0], label=["x", "y"])
+
+
+def test_a_partial_store_is_continued_only_for_the_same_inputs(tmp_path):
+    path = tmp_path / "s.h5"
+    inputs = {f"i{k}": f"key{k}" for k in range(5)}
+    writer = RaggedWriter(path, extractor="x", dim=2, inputs=inputs, commit_every=1)
+    for k in range(3):
+        writer.add(f"i{k}", np.full((1, 2), k))
+    writer.abort()
+
+    same = RaggedWriter(path, extractor="x", dim=2, inputs=inputs)
+    assert same.done_ids == {"i0", "i1", "i2"} and same.restarted is None
+    same.abort()
+
+    changed = RaggedWriter(path, extractor="x", dim=2, inputs={**inputs, "i1": "other"})
+    assert changed.done_ids == set() and changed.n_items == 0
+    assert "1 of its 3 committed items were made from other inputs" in changed.restarted and "'i1'" in changed.restarted
+    changed.abort()
+
+
+def test_a_resume_copies_the_committed_items_and_drops_a_torn_tail(tmp_path):
+    import h5py
+
+    path = tmp_path / "s.h5"
+    writer = RaggedWriter(path, extractor="x", dim=2, fields={"text": ((), "str")}, commit_every=2)
+    for k in range(4):
+        writer.add(f"i{k}", np.full((k % 2, 2), k), text=["w"] * (k % 2))
+    writer.abort()  # 4 committed
+    with h5py.File(partial_path(path), "r+") as f:  # a kill after writing rows it never committed
+        f["ids"].resize((6,))
+        f["ids"][4:] = ["torn1", "torn2"]
+        f["text"].resize((5,))
+        f["text"][2:] = ["x" * 100] * 3
+
+    resumed = RaggedWriter(path, extractor="x", dim=2, fields={"text": ((), "str")})
+    assert resumed.n_items == 4 and resumed.done_ids == {"i0", "i1", "i2", "i3"}
+    resumed.add("i4", np.ones((1, 2)), text=["fresh"])
+    resumed.close()
+    with RaggedStore(path) as store:
+        assert store.ids == ["i0", "i1", "i2", "i3", "i4"]
+        assert [list(t) for t in store.get(store.ids, "text")] == [[], ["w"], [], ["w"], ["fresh"]]
+        assert "inputs" not in store.fields

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import ParamsError, RunTally
+from mmsets.extract.common import ParamsError, RunTally, item_inputs
 from mmsets.extract.image import check_backbone_params
 from mmsets.extract.per_image import Elements, ImageSkip, image_paths, open_image, retry_input, run_items
 from mmsets.runtime import Runtime, resolve_device
@@ -138,7 +138,8 @@ def extract_bbox(manifest: Manifest, out_path: str | os.PathLike, params: BBoxPa
     backbone = load_image_backbone(params.model, device, image_size=params.image_size,
                                    pretrained=params.weights == "pretrained")
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=backbone.dim, dtype=params.dtype, model=params.model,
-                          params=dataclasses.asdict(params), fields=FIELDS, attrs=source, resume=True)
+                          params=dataclasses.asdict(params), fields=FIELDS, attrs=source, resume=True,
+                          inputs=item_inputs(manifest, EXTRACTOR, params))
     tally = RunTally(device)
     empty = np.zeros((0, 4), np.float32)
     boxes = [found[i][0] if i in found else empty for i in ids]

@@ -23,6 +23,42 @@ DTYPES = ("float16", "float32")
 WEIGHTS = ("pretrained", "random")
 
 
+def item_inputs(manifest: Any, name: str | None = None, params: Any = None) -> dict[str, str]:
+    """Per item, a fingerprint of what extractor ``name`` makes it from: the item's manifest row (image path,
+    text and categorical fields), the image file's size and modification time, and the size and modification
+    time of every store the extractor reads (``params``). A partial store is continued only for items whose
+    fingerprint is unchanged (``mmsets.store.RaggedWriter``)."""
+    import hashlib
+    import json
+    import os
+
+    from mmsets.extract.recipe import get_dotted
+    from mmsets.extract.registry import extractor
+
+    def identity(path: Any) -> list | None:
+        try:
+            stat = os.stat(path)
+        except (OSError, TypeError, ValueError):
+            return None
+        return [stat.st_size, stat.st_mtime_ns]
+
+    stores = []
+    if name is not None and params is not None:
+        settings = dataclasses.asdict(params)
+        stores = [[p, identity(p)] for key in extractor(name).upstream_of(settings)
+                  if (p := get_dotted(settings, key))]
+    frame = manifest.frame
+    columns = [c for c in frame.columns if c == "image" or c.startswith(("text_", "cat_"))]
+    out = {}
+    for item_id, *values in frame[["id", *columns]].itertuples(index=False, name=None):
+        row = dict(zip(columns, values))
+        image = row.get("image")
+        key = json.dumps([row, identity(image) if isinstance(image, str) else None, stores], sort_keys=True,
+                         default=str)
+        out[str(item_id)] = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+    return out
+
+
 class ExtractError(RuntimeError):
     """An extraction that cannot give a meaningful store (every image path wrong, say); the message says why."""
 
@@ -115,6 +151,7 @@ class RunTally:
             "seconds": round(seconds, 3),
             "device": str(self.device),
             "resumed": int(writer.n_items - self.processed),
+            **({"restarted": writer.restarted} if writer.restarted else {}),
         }
 
     def finish(self, writer: RaggedWriter, **extra: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import BackboneError, seeded_init
-from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, autocast, check_choice
+from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, item_inputs, autocast, check_choice
 from mmsets.extract.per_image import Elements, ImageSkip, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
@@ -345,7 +345,8 @@ def extract_faces(manifest: Manifest, out_path: str | os.PathLike, params: Faces
     embedder = load_face_embedder(params.embedder, device, weights_path=params.weights_path, margin=params.margin,
                                   batch_size=runtime.batch_size, weights=params.weights)
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=embedder.dim, dtype=params.dtype, model=embedder.name,
-                          params=dataclasses.asdict(params), fields=FIELDS, attrs={"detector": "mtcnn"}, resume=True)
+                          params=dataclasses.asdict(params), fields=FIELDS, attrs={"detector": "mtcnn"}, resume=True,
+                          inputs=item_inputs(manifest, EXTRACTOR, params))
     tally = RunTally(device)
 
     def embed(images: list[tuple[np.ndarray, np.ndarray | None]]) -> list[Elements]:

@@ -11,7 +11,7 @@ import torch
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, check_choice
+from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, item_inputs, check_choice
 # ImageSkip and open_image lived here first; callers still import them from this module
 from mmsets.extract.per_image import Elements, ImageSkip, open_image, run_per_image  # noqa: F401
 from mmsets.runtime import Runtime, resolve_device
@@ -54,7 +54,8 @@ def extract_image(manifest: Manifest, out_path: str | os.PathLike, params: Image
     backbone: ImageBackbone = load_image_backbone(params.model, device, image_size=params.image_size,
                                                   pretrained=params.weights == "pretrained")
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=backbone.dim, dtype=params.dtype, model=params.model,
-                          params=dataclasses.asdict(params), resume=True)
+                          params=dataclasses.asdict(params), resume=True,
+                          inputs=item_inputs(manifest, EXTRACTOR, params))
     tally = RunTally(device)
 
     def embed(x: torch.Tensor) -> list[Elements]:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import WEIGHTS, ParamsError, RunTally, autocast, check_choice
+from mmsets.extract.common import WEIGHTS, ParamsError, RunTally, item_inputs, autocast, check_choice
 from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
@@ -102,7 +102,8 @@ def extract_labels(manifest: Manifest, out_path: str | os.PathLike, params: Labe
         service = engine or CloudVision()
         writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=service.name,
                               params=dataclasses.asdict(params), fields=fields,
-                              attrs={"backend": service.name, "backend_version": service.version}, resume=True)
+                              attrs={"backend": service.name, "backend_version": service.version}, resume=True,
+                              inputs=item_inputs(manifest, EXTRACTOR, params))
         tally = RunTally(service.device)
 
         def ask(images: list[Image.Image]) -> list[Elements]:
@@ -115,7 +116,8 @@ def extract_labels(manifest: Manifest, out_path: str | os.PathLike, params: Labe
     backbone = engine or load_classifier(params.model, resolve_device(runtime.device),
                                          pretrained=params.weights == "pretrained")
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=params.model,
-                          params=dataclasses.asdict(params), fields=fields, resume=True)
+                          params=dataclasses.asdict(params), fields=fields, resume=True,
+                          inputs=item_inputs(manifest, EXTRACTOR, params))
     tally = RunTally(backbone.device)
 
     def predict(x: torch.Tensor) -> list[Elements]:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import BackboneError
-from mmsets.extract.common import ParamsError, RunTally, autocast, check_choice
+from mmsets.extract.common import ParamsError, RunTally, item_inputs, autocast, check_choice
 from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
@@ -246,7 +246,7 @@ def extract_objects(manifest: Manifest, out_path: str | os.PathLike, params: Obj
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=1, dtype="float32", model=detector.name,
                           params=dataclasses.asdict(params), fields=FIELDS,
                           attrs={"kind": "index", "num_embeddings": len(categories), "categories": categories},
-                          resume=True)
+                          resume=True, inputs=item_inputs(manifest, EXTRACTOR, params))
     tally = RunTally(device)
 
     def detect(images: list[Tensor]) -> list[Elements]:

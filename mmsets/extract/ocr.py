@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from mmsets.data.manifest import Manifest
-from mmsets.extract.common import ParamsError, RunTally, check_choice
+from mmsets.extract.common import ParamsError, RunTally, item_inputs, check_choice
 from mmsets.extract.ocr_backends import BACKENDS, OCRBackend, OCRResult, load_backend
 from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.runtime import Runtime, resolve_device
@@ -86,7 +86,8 @@ def extract_ocr(manifest: Manifest, out_path: str | os.PathLike, params: OCRPara
     backend = engine or load_ocr_backend(params, runtime)
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=DIM, dtype="float32", model=backend.name,
                           params=dataclasses.asdict(params), fields={"text": ((), "str")},
-                          attrs={"backend": backend.name, "backend_version": backend.version}, resume=True)
+                          attrs={"backend": backend.name, "backend_version": backend.version}, resume=True,
+                          inputs=item_inputs(manifest, EXTRACTOR, params))
 
     def read(images: list[Image.Image]) -> list[Elements]:
         images, scales = zip(*(enlarge(im, params.upscale_to) for im in images))

@@ -17,7 +17,7 @@ from mmsets.extract.registry import extractor
 from mmsets.layout import store_name, store_path
 
 
-def _get(params: Mapping[str, Any], key: str) -> Any:
+def get_dotted(params: Mapping[str, Any], key: str) -> Any:
     node: Any = params
     for part in key.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -26,7 +26,7 @@ def _get(params: Mapping[str, Any], key: str) -> Any:
     return node
 
 
-def _set(params: dict, key: str, value: Any) -> None:
+def set_dotted(params: dict, key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     node = params
     for part in parents:
@@ -55,7 +55,7 @@ def store_recipe(stores: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
                 params["fields"] = list(params["vocab"])
         reads = {}
         for key in extractor(name).upstream_of(params):
-            recorded = _get(params, key)
+            recorded = get_dotted(params, key)
             if recorded is None:
                 continue
             upstream = store_name(recorded)
@@ -63,7 +63,7 @@ def store_recipe(stores: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
             if not found.is_file():
                 found = path.with_name(Path(recorded).name)
             reads[key] = upstream
-            _set(params, key, None)
+            set_dotted(params, key, None)
             todo.append((upstream, found))
         recipe[name] = {"extractor": extractor(name).name, "params": params, "reads": reads}
     return recipe
@@ -94,7 +94,7 @@ def recipe_params(recipe: Mapping[str, dict], name: str, features_dir: str | os.
     entry = recipe[name]
     params = copy.deepcopy(entry["params"])
     for key, upstream in entry["reads"].items():
-        _set(params, key, store_path(features_dir, upstream))
+        set_dotted(params, key, store_path(features_dir, upstream))
     return params
 
 

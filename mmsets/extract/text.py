@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
-from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, check_choice, check_names, resumable
+from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, item_inputs, check_choice, check_names, resumable
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter
 
@@ -99,7 +99,8 @@ def extract_text(manifest: Manifest, out_path: str | os.PathLike, params: TextPa
             if not parts:
                 no_text.append(ids[i])
             elements[i].extend((name, p) for p in parts)
-    return embed_elements(out_path, EXTRACTOR, params, ids, elements, no_text, runtime)
+    return embed_elements(out_path, EXTRACTOR, params, ids, elements, no_text, runtime,
+                          inputs=item_inputs(manifest, EXTRACTOR, params))
 
 
 def extract_ocr_text(manifest: Manifest, out_path: str | os.PathLike, params: OCRTextParams,
@@ -125,7 +126,8 @@ def extract_ocr_text(manifest: Manifest, out_path: str | os.PathLike, params: OC
                  "ocr_backend_version": store.attrs.get("backend_version", "")}
     elements = [[("ocr", t)] if t else [] for t in texts]
     no_text = [i for i, t in zip(ids, texts) if not t]
-    return embed_elements(out_path, OCR_EXTRACTOR, params, ids, elements, no_text, runtime, attrs)
+    return embed_elements(out_path, OCR_EXTRACTOR, params, ids, elements, no_text, runtime, attrs,
+                          item_inputs(manifest, OCR_EXTRACTOR, params))
 
 
 def ocr_texts(store: RaggedStore, ids: list[str], min_conf: float = 0.0) -> list[str]:
@@ -143,8 +145,10 @@ def embed_elements(
     no_text: list[str],
     runtime: Runtime | None = None,
     attrs: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Embed each item's (field, text) ``elements`` and store them, resuming a partial store.
+    """Embed each item's (field, text) ``elements`` and store them, resuming a partial store (of the same
+    ``inputs``: ``mmsets.extract.common.item_inputs``).
 
     ``no_text`` lists the item ids to count as ``no_text`` (once per missing field); ``runtime.batch_size``
     texts go through the encoder at once.
@@ -156,7 +160,8 @@ def embed_elements(
         raise ParamsError(f"{extractor} params.max_length: {params.max_length} is over {params.model}'s "
                           f"{encoder.max_length}")
     writer = RaggedWriter(out_path, extractor=extractor, dim=encoder.dim, dtype=params.dtype, model=params.model,
-                          params=dataclasses.asdict(params), fields={"field": ((), "str")}, attrs=attrs, resume=True)
+                          params=dataclasses.asdict(params), fields={"field": ((), "str")}, attrs=attrs, resume=True,
+                          inputs=inputs)
     tally = RunTally(device)
     for item_id in no_text:
         tally.skip(item_id, "no_text")

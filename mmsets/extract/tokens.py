@@ -44,7 +44,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, SPLITS, Manifest, is_missing
-from mmsets.extract.common import WEIGHTS, ParamsError, RunTally, autocast, check_choice, check_names, resumable
+from mmsets.extract.common import (WEIGHTS, ParamsError, RunTally, autocast, check_choice, check_names, item_inputs,
+                                   resumable)
 from mmsets.extract.sources import STORE_FIELDS, STORE_SOURCES, parse_source, upstream_stores
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
@@ -325,7 +326,8 @@ def extract_tokens(manifest: Manifest, out_path: str | os.PathLike, params: Toke
     writer = RaggedWriter(out_path, extractor=EXTRACTOR, dim=encoder.dim, dtype="float16", model=params.model,
                           params=dataclasses.asdict(params), fields=TOKEN_FIELDS,
                           attrs={"modalities": params.modalities, "max_length": max_length,
-                                 "position_ids": params.position_ids, "layer": params.layer}, resume=True)
+                                 "position_ids": params.position_ids, "layer": params.layer}, resume=True,
+                          inputs=item_inputs(manifest, EXTRACTOR, params))
     tally = RunTally(device)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
     encoded_tokens, encode_seconds = 0, 0.0

@@ -4,6 +4,7 @@ import importlib.util
 import urllib.error
 
 import numpy as np
+
 import pandas as pd
 import pytest
 import torch
@@ -15,6 +16,7 @@ from mmsets.data.manifest import Manifest, write_manifest  # noqa: E402
 from mmsets.extract import ParamsError, make_params, run_extractor  # noqa: E402
 from mmsets.extract import faces as faces_mod  # noqa: E402
 from mmsets.extract.backbones import BackboneError  # noqa: E402
+from mmsets.extract.common import item_inputs  # noqa: E402
 from mmsets.extract.faces import FaceDetector, Faces, FacesParams, extract_faces, load_face_embedder  # noqa: E402
 from mmsets.runtime import Runtime  # noqa: E402
 from mmsets.store import RaggedStore, RaggedWriter  # noqa: E402
@@ -198,7 +200,7 @@ def test_resume_counts_no_face_and_skips_again(faces_photos, offline_facenet, tm
     params = FacesParams(**SMALL)
     writer = RaggedWriter(tmp_path / "faces.h5", extractor="faces", dim=512, dtype="float16",
                           model="casia-webface-offline", params=dataclasses.asdict(params), fields=faces_mod.FIELDS,
-                          attrs={"detector": "mtcnn"})
+                          attrs={"detector": "mtcnn"}, inputs=item_inputs(manifest, "faces", params))
     for item_id in manifest.frame["id"][:2]:
         writer.add(item_id, np.zeros((0, 512)), boxes=np.zeros((0, 4)), prob=np.zeros(0))
     writer.abort()

@@ -8,6 +8,7 @@ from PIL import Image
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import image as image_mod
+from mmsets.extract.common import item_inputs
 from mmsets.extract.backbones import embed_images, load_image_backbone, to_rgb
 from mmsets.extract.image import ImageParams, ImageSkip, extract_image, open_image
 from mmsets.runtime import Runtime
@@ -94,7 +95,7 @@ def test_resume_skips_committed_items(photos, small_lite0, tmp_path, monkeypatch
     out = tmp_path / "image.h5"
     sentinel = np.full((1, 1280), 7.0, np.float32)
     writer = RaggedWriter(out, extractor="image", dim=1280, dtype="float16", model=params.model,
-                          params=dataclasses.asdict(params))
+                          params=dataclasses.asdict(params), inputs=item_inputs(manifest, "image", params))
     writer.add(manifest.frame["id"][0], sentinel)
     writer.add(manifest.frame["id"][1], np.zeros((0, 1280)))
     writer.add(manifest.frame["id"][2], sentinel)
@@ -208,3 +209,29 @@ def test_every_image_path_wrong_is_an_error_naming_them(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="none of the manifest's .* image paths is a file .*elsewhere/demo-"):
         run_extractor("image", "moved.parquet", "image.h5", {"model": "efficientnet_lite0"}, QUIET)
     assert not (tmp_path / "image.h5").exists()
+
+
+def test_a_partial_store_of_changed_images_starts_over(photos, small_lite0, tmp_path, monkeypatch):
+    """The stale-partial case: same ids, same settings, but an image file was replaced since."""
+    import shutil
+
+    work = tmp_path / "images"
+    work.mkdir()
+    names = ["cat.jpg", "coffee.png", "gray.png"]
+    for name in names:
+        shutil.copy(photos[name], work / name)
+    manifest = manifest_of({n: work / n for n in names}, names)
+    params = make_params("image", {"image_size": SIZE})
+    out = tmp_path / "image.h5"
+    writer = RaggedWriter(out, extractor="image", dim=1280, dtype="float16", model=params.model,
+                          params=dataclasses.asdict(params), inputs=item_inputs(manifest, "image", params))
+    for item_id in manifest.frame["id"][:2]:
+        writer.add(item_id, np.full((1, 1280), 7.0))
+    writer.abort()
+    Image.open(photos["rgba.png"]).convert("RGB").save(work / "coffee.png")  # a new poster, same path
+
+    monkeypatch.setattr(image_mod, "load_image_backbone", lambda *a, **k: small_lite0)
+    summary = extract_image(manifest, out, params, QUIET.replace(device="cpu"))
+    assert summary["resumed"] == 0 and "first 'item1-coffee.png'" in summary["restarted"]
+    with RaggedStore(out) as store:
+        assert not any((x == 7).all() for x in store.get(store.ids))
