@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -312,13 +313,31 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help="CPU threads; 0: torch's default (default: $OMP_NUM_THREADS, else every core)")
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    # SLURM and Snakemake stop a job with SIGTERM: exit through Python, so an extraction commits what it
+    # holds and leaves its partial store whole for the rerun (mmsets.extract.common.resumable)
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, KeyError, OSError, RuntimeError, ArithmeticError) as err:
         log.debug("traceback", exc_info=True)
         print(f"mmsets {args.command}: error: {err}", file=sys.stderr)
         return 1

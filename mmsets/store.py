@@ -222,6 +222,9 @@ class RaggedWriter:
     def add(self, item_id: str, data: np.ndarray, **fields: Sequence[Any]) -> None:
         """Append one item with ``data`` of shape (k, dim); k may be 0. It reaches the file at the next commit."""
         data = np.array(data, dtype=np.float32).reshape(-1, self.dim)  # a copy: the caller may reuse its array
+        if not np.isfinite(data).all():
+            raise StoreError(f"{self.path.name}: item {item_id!r}: non-finite values (NaN or inf) in its "
+                             f"{data.shape[0]} element(s); nothing of it was stored")
         k = data.shape[0]
         if set(fields) != set(self.fields):
             raise StoreError(f"item {item_id!r}: expected fields {sorted(self.fields)}, got {sorted(fields)}")

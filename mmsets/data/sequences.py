@@ -243,6 +243,9 @@ class SequenceDataset(Dataset):
         if rows is None:
             return np.zeros((0, self.hidden_size), data.dtype)
         values = data[rows]
+        if not np.isfinite(values).all():
+            raise ValueError(f"{self.path}: item {self.ids[i]!r} holds non-finite token states (NaN or inf): "
+                             f"extract it again")
         return values if keep is None else values[keep]
 
     @property

@@ -139,6 +139,8 @@ class StoreColumn(Sequence[np.ndarray]):
     def _convert(self, x: np.ndarray, item_id: str) -> np.ndarray:
         if self.kind == INDEX:
             return _ids(x, self.dim, self.path, item_id)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{self.path}: item {item_id!r} holds non-finite values (NaN or inf): extract it again")
         return x.astype(self.dtype, copy=False)
 
     def _empty(self) -> np.ndarray:

@@ -161,6 +161,9 @@ def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, 
             optimizer.step()
             scheduler.step()
             total += loss.item() * len(batch)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"epoch {epoch}/{cfg.epochs}: the training loss is {total / len(train_ds)} "
+                                     f"(lr {lr:.3g}): training stopped, nothing was written; a lower lr may help")
         _, dev_loss, scores = score_dev()
         history.append({"epoch": epoch, "lr": lr, "train_loss": total / len(train_ds), "dev_loss": dev_loss,
                         **{f"dev_{k}": v for k, v in scores.items() if k != "loss"}})

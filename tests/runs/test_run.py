@@ -166,3 +166,41 @@ def test_a_modality_without_any_training_element_is_an_error(tmp_path):
     spec = {"model": "dmms", "features": ["f", "empty"], "d_model": 8, "head_hidden": [8], "training": {"epochs": 1}}
     with pytest.raises(ValueError, match=r"\['empty'\]: not one element in any of the 10 training items"):
         train_run(tmp_path / "m.parquet", {"f": tmp_path / "f.h5", "empty": tmp_path / "empty.h5"}, tmp_path / "r", spec)
+
+
+def _nan_store(tmp_path, bad):
+    rows = [{"id": f"i{k}", "split": ("train", "dev", "test")[k % 3], "image": None, "labels": [["a", "b"][k % 2]]}
+            for k in range(30)]
+    write_manifest(Manifest(pd.DataFrame(rows), ["a", "b"]), tmp_path / "m.parquet")
+    with RaggedWriter(tmp_path / "f.h5", extractor="f", dim=4, dtype="float32") as w:
+        for row in rows:
+            w.add(row["id"], np.ones((1, 4)))
+    import h5py
+
+    with h5py.File(tmp_path / "f.h5", "r+") as f:  # damage made after the store was sealed
+        f["data"][bad] = np.nan
+    return rows
+
+
+def test_non_finite_features_are_refused_naming_the_store_and_item(tmp_path):
+    _nan_store(tmp_path, [3, 7])
+    spec = {"model": "dmms", "features": ["f"], "d_model": 8, "head_hidden": [8], "training": {"epochs": 1}}
+    with pytest.raises(ValueError, match=r"f\.h5: item 'i3' holds non-finite values"):
+        train_run(tmp_path / "m.parquet", {"f": tmp_path / "f.h5"}, tmp_path / "r", spec)
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_the_writer_refuses_non_finite_features(tmp_path):
+    from mmsets.store import StoreError
+
+    with pytest.raises(StoreError, match="item 'x': non-finite values"):
+        with RaggedWriter(tmp_path / "g.h5", extractor="g", dim=2) as w:
+            w.add("x", np.array([[1.0, np.inf]]))
+
+
+def test_a_non_finite_loss_stops_training_naming_the_epoch(tmp_path):
+    _nan_store(tmp_path, [])
+    spec = {"model": "dmms", "features": ["f"], "d_model": 8, "head_hidden": [8],
+            "training": {"epochs": 3, "warmup_epochs": 0, "lr": 1e30}}
+    with pytest.raises(FloatingPointError, match=r"epoch \d/3: the training loss is (nan|inf)"):
+        train_run(tmp_path / "m.parquet", {"f": tmp_path / "f.h5"}, tmp_path / "r", spec)
