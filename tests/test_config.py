@@ -157,3 +157,20 @@ def test_analyses_that_cannot_run_fail_validation(change, message):
     change(config)
     with pytest.raises(ConfigError, match=message):
         validate_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"training": {"epochs": -1}}, "datasets.demo.training.epochs: -1 is less than the minimum of 1"),
+    ({"training": {"epochz": 3}}, "datasets.demo.training: unknown key(s) ('epochz'"),
+    ({"models": {"dmms": {"d_modle": 3}}}, "datasets.demo.models.dmms: unknown key(s) ('d_modle'"),
+    ({"training": {"lr": "fast"}}, "datasets.demo.training.lr: 'fast' is not of type 'number'"),
+    ({"training": {"epochs": 2.5}}, "datasets.demo.training.epochs: 2.5 is not of type 'integer'"),
+    ({"training": {"families": {"dmms": {"epochs": 0}}}}, "datasets.demo.training.families.dmms.epochs: 0"),
+    ({"extractors": {"image": {"model": "resnet50"}}}, "datasets.demo.extractors.image.model: 'resnet50' is not"),
+])
+def test_a_datasets_overrides_are_validated_naming_the_dataset_key(override, message):
+    config = _config()
+    config["datasets"]["demo"].update(override)
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, SCHEMA)
+    assert message in str(err.value)

@@ -92,7 +92,12 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> None:
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
     path = Path(path)
-    table = pq.read_table(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest at {path}: make it with `mmsets prepare` (or the workflow)")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise ManifestError(f"{path}: not a readable parquet manifest ({err})") from None
     raw = (table.schema.metadata or {}).get(_META_KEY)
     if raw is None:
         raise ManifestError(f"{path}: not an mmsets manifest (no metadata)")

@@ -29,6 +29,7 @@ ignore the split. Every error names the table line and the column.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -46,6 +47,9 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "de
                  "validation": "dev", "test": "test", "testing": "test"}
 
 
+MAX_CELL = 64 << 20  # characters in one CSV cell (the csv module's own limit is 128 KiB)
+
+
 class TableError(ValueError):
     """A bad table: the message names the file, the line and the column."""
 
@@ -57,7 +61,14 @@ def _rows(path: Path) -> tuple[list[str] | None, Iterator[tuple[int, dict[str, A
         return None, _jsonl_rows(path)
     if suffix not in (".csv", ".txt"):
         raise TableError(f"{path}: unknown table format {suffix!r}; expected .csv or .jsonl")
-    handle = path.open(newline="", encoding="utf-8-sig")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise TableError(f"{path}:{line}: not UTF-8 (byte {raw[err.start]:#x}); save the table as UTF-8") from None
+    handle = io.StringIO(text, newline="")
+    csv.field_size_limit(MAX_CELL)
     reader = csv.DictReader(handle)
     header = list(reader.fieldnames or [])
 
@@ -73,8 +84,12 @@ def _rows(path: Path) -> tuple[list[str] | None, Iterator[tuple[int, dict[str, A
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise TableError(f"{path}:{line_no}: not UTF-8 (byte {raw[err.start]:#x})") from None
             if not line.strip():
                 continue
             try:

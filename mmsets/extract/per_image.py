@@ -38,10 +38,12 @@ class ImageSkip(Exception):
 
 
 def open_image(path: Any, max_pixels: int | None = None) -> Image.Image:
-    """Decode one image file or raise ImageSkip with no_image / missing_file / too_large / corrupt."""
+    """Decode one image file or raise ImageSkip with no_image / not_a_file / missing_file / too_large / corrupt."""
     if is_missing(path):
         raise ImageSkip("no_image")
     path = Path(path)
+    if path.is_dir():
+        raise ImageSkip("not_a_file", f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise ImageSkip("missing_file", f"{path}: no such file")
     try:

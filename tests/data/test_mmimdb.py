@@ -311,3 +311,13 @@ def test_download_stale_part_larger_than_file(server, tmp_path, monkeypatch):
     download_mmimdb(dest, url=url, progress=False)  # 416 without a match: start over
     assert dest.read_bytes() == handler.payload
     assert handler.requests == [f"bytes={2 * len(handler.payload)}-", None]
+
+
+@pytest.mark.parametrize("content, match", [("not json", "not valid UTF-8 JSON"), ("[1, 2]", "expected an object")])
+def test_a_bad_split_file_is_named(tmp_path, content, match):
+    from mmsets.data.mmimdb import MMIMDbError, load_mmimdb
+
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "split.json").write_text(content)
+    with pytest.raises(MMIMDbError, match=f"split.json: {match}"):
+        load_mmimdb(tmp_path)

@@ -146,3 +146,25 @@ def test_fine_label_column_is_kept_beside_the_label(tmp_path):
     assert m.frame["fine_label"].tolist() == ["eq", None, "eq", None]
     with pytest.raises(TableError, match="no column 'kinds'"):
         load_table(path, **COLUMNS, label_column="parallel", task="binary", fine_label_column="kinds")
+
+
+def test_a_latin1_table_names_the_line_and_a_huge_cell_is_read(tmp_path):
+    path = tmp_path / "ads.csv"
+    path.write_bytes(ADS.replace("Downtown", "Caf\u00e9 downtown").encode("latin-1"))
+    with pytest.raises(TableError, match=r"ads.csv:3: not UTF-8 \(byte 0xe9\)"):
+        load_table(path, **COLUMNS, label_column="parallel", task="binary")
+    big = "word " * 60_000  # 300 KB in one cell, over the csv module's own 128 KiB limit
+    path = write(tmp_path, "big.csv", ADS.replace("Soak up the summer sun", big.strip()))
+    manifest = load_table(path, **COLUMNS, label_column="parallel", task="binary")
+    assert len(manifest.text("slogan")[0]) == len(big.strip())
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"id": "a", "label": "x"}\n{"id": "b", "label": "caf\xe9"}\n')
+    with pytest.raises(TableError, match=r"t.jsonl:2: not UTF-8"):
+        load_table(path, id_column="id", image_column=None, label_column="label", task="multiclass")
+
+
+def test_a_missing_manifest_is_named(tmp_path):
+    from mmsets.data.manifest import read_manifest
+
+    with pytest.raises(FileNotFoundError, match=r"no manifest at .*nowhere.parquet: make it with `mmsets prepare`"):
+        read_manifest(tmp_path / "nowhere.parquet")

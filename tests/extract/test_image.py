@@ -235,3 +235,9 @@ def test_a_partial_store_of_changed_images_starts_over(photos, small_lite0, tmp_
     assert summary["resumed"] == 0 and "first 'item1-coffee.png'" in summary["restarted"]
     with RaggedStore(out) as store:
         assert not any((x == 7).all() for x in store.get(store.ids))
+
+
+def test_a_folder_given_as_image_is_named_as_such(tmp_path):
+    with pytest.raises(ImageSkip) as skip:
+        open_image(str(tmp_path))
+    assert skip.value.reason == "not_a_file" and "is a folder" in str(skip.value)
