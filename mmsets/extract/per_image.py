@@ -99,6 +99,11 @@ class ImageFiles(Dataset):
             raise ImageSkip("corrupt", f"{self.paths[i]}: {type(err).__name__}: {err}") from None
 
 
+# A service's refusal of one item (Cloud Vision): a failure, not an empty answer. The item is not stored, so
+# the next run asks again, and the store stays partial until every item has an answer.
+RETRY_REASONS = frozenset({"quota_exceeded", "permission_denied", "unauthenticated"})
+
+
 @dataclass
 class Elements:
     """What one item gave: ``data`` (k, dim) and per-element ``fields``, or the ``error`` (reason, detail)
@@ -181,7 +186,9 @@ def run_items(
             for i in rows:
                 out = None if i in skips else next(results)
                 error = (skips[i].reason, skips[i].detail) if out is None else out.error
-                if error is not None:
+                if error is not None and out is not None and error[0] in RETRY_REASONS:
+                    tally.fail(ids[i], *error)  # not stored: the next run asks again
+                elif error is not None:
                     tally.skip(ids[i], *error)
                     writer.add(ids[i], np.zeros((0, writer.dim), np.float32), **nothing)
                 else:

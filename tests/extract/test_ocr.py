@@ -14,7 +14,7 @@ from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract.ocr import OCRParams, extract_ocr, load_ocr_backend
 from mmsets.extract.ocr_backends import OCRBackend, OCRResult, reading_order, split_words
 from mmsets.runtime import Runtime
-from mmsets.store import RaggedStore
+from mmsets.store import RaggedStore, partial_path
 
 WORDS = ["MOVIE", "NIGHT"]
 QUIET = Runtime(num_workers=0, progress=False)
@@ -307,17 +307,24 @@ def fake_adc(tmp_path, monkeypatch) -> dict:
 def test_backend_swap_is_one_param_and_credentials_stay_out(posters, fake_adc, transport_call, tmp_path, caplog,
                                                              capfd, monkeypatch):
     transport_call.side_effect = [gexc.ServiceUnavailable("busy"),
-                                  batch(text_response(WORDS), error(8, "Quota exceeded"))]
+                                  batch(text_response(WORDS), error(8, "Quota exceeded")),
+                                  batch(text_response(WORDS))]
     monkeypatch.setattr("time.sleep", lambda s: None)
     names = ["movie_night", "blank", None, "corrupt"]
     write_manifest(manifest_of(posters, names), tmp_path / "manifest.parquet")
     caplog.set_level(logging.DEBUG)
-    summary = run_extractor("ocr", tmp_path / "manifest.parquet", tmp_path / "ocr.h5", {"backend": "cloud_vision"},
-                            {"device": "cpu", "batch_size": 4, "num_workers": 0, "progress": False})
+    args = ("ocr", tmp_path / "manifest.parquet", tmp_path / "ocr.h5", {"backend": "cloud_vision"},
+            {"device": "cpu", "batch_size": 4, "num_workers": 0, "progress": False})
+    # A quota refusal is a failure, not an empty answer: the item is not stored and the store stays partial
+    with pytest.raises(RuntimeError, match=r"1 item\(s\) failed \(quota_exceeded: 1; first 'tt1'.*run again"):
+        run_extractor(*args)
     assert transport_call.call_count == 2  # one retry, then both readable images in one request
-    assert summary["device"] == "cloud" and summary["elements"] == 2
-    assert summary["skipped"] == {"quota_exceeded": 1, "no_image": 1, "corrupt": 1}
-    assert {e["id"]: e["reason"] for e in summary["errors"]} == {"tt1": "quota_exceeded", "tt3": "corrupt"}
+    assert not (tmp_path / "ocr.h5").exists() and partial_path(tmp_path / "ocr.h5").exists()
+    summary = run_extractor(*args)  # the rerun asks for the refused item alone
+    assert transport_call.call_count == 3
+    assert summary["device"] == "cloud" and summary["elements"] == 2 * len(WORDS) and summary["resumed"] == 3
+    assert summary["skipped"] == {"no_image": 1, "corrupt": 1}
+    assert {e["id"]: e["reason"] for e in summary["errors"]} == {"tt3": "corrupt"}
     assert "ServiceUnavailable; retry 1" in caplog.text
     with RaggedStore(tmp_path / "ocr.h5") as store:
         assert list(store.get(["tt0"], "text")[0]) == WORDS and store.attrs["backend"] == "cloud_vision"
