@@ -1,6 +1,7 @@
 """The Snakemake DAG end to end on a small config, and what a changed setting re-runs."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -119,6 +120,22 @@ def test_unknown_image_model_fails_the_dry_run_naming_the_key(tmp_path):
                      check=False)
     assert proc.returncode != 0 and planned_jobs(proc) == []
     assert "extractors.image.model: 'resnet50' is not efficientnet_lite0" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_checkout_under_a_path_with_a_space_and_a_quote_runs(tmp_path):
+    """Rule shells quote the repository's path: PYTHONPATH and the rules' commands survive `'` and ` `."""
+    checkout = tmp_path / "my projects" / "it's here"
+    shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(".venv*", ".git", "results", ".snakemake",
+                                                                   "__pycache__", "*.egg-info"))
+    work = tmp_path / "work dir"
+    shutil.copy(SMALL, workdir_config(work))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "workflow" / "Snakefile"),
+           "--directory", str(work), "--cores", "2", "results/demo/features/text.h5"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / "results/demo/features/text.h5").is_file()
 
 
 def test_lint_is_clean():
