@@ -93,7 +93,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     from mmsets.runtime import Runtime
 
     runtime = Runtime.from_env(device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                               threads=args.threads)
+                               threads=args.threads, max_pixels=args.max_pixels)
     if args.threads is None and runtime.threads == 0:  # OMP_NUM_THREADS unset too: every core
         runtime = runtime.replace(threads=len(os.sched_getaffinity(0)))
     if runtime.threads > 0:  # --threads 0: torch's own default
@@ -135,7 +135,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     run = load_run(args.run_dir, args.features_dir)
     items, image_root = read_items(args.items)
     runtime = Runtime.from_env(device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                               threads=args.threads)
+                               threads=args.threads, max_pixels=args.max_pixels)
     frame = run.predict(items, work_dir=args.work_dir, runtime=runtime, device=runtime.device,
                         image_root=image_root)
     for name, summary in run.extraction.items():
@@ -311,6 +311,8 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, help="image decoding processes (default: $MMSETS_NUM_WORKERS, else 2)")
     p.add_argument("--threads", type=int,
                    help="CPU threads; 0: torch's default (default: $OMP_NUM_THREADS, else every core)")
+    p.add_argument("--max-pixels", type=int,
+                   help="skip images with more pixels as too_large (default: $MMSETS_MAX_PIXELS, else Pillow's limit)")
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

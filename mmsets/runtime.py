@@ -23,7 +23,9 @@ class Runtime:
     batch_size: int = 32  # items (extractors) or crops per forward pass
     num_workers: int = 2  # data-loading worker processes
     threads: int = 0  # CPU threads for torch; 0: leave torch's default
-    max_pixels: int | None = None  # refuse larger images (a decompression bomb guard below PIL's own)
+    # refuse larger images (skipped as too_large, counted): a memory guard below Pillow's own limit (about 179
+    # megapixels; a 144-megapixel poster takes 2 GB to decode)
+    max_pixels: int | None = None
     image_root: str | None = None  # where relative image paths are taken from
     progress: bool = True  # progress bars on stderr
 
@@ -35,12 +37,13 @@ class Runtime:
 
     @classmethod
     def from_env(cls, **overrides: typing.Any) -> "Runtime":
-        """Defaults from ``MMSETS_DEVICE``, ``MMSETS_BATCH_SIZE``, ``MMSETS_NUM_WORKERS`` and
-        ``OMP_NUM_THREADS`` (which Snakemake sets to a job's threads), then ``overrides``."""
+        """Defaults from ``MMSETS_DEVICE``, ``MMSETS_BATCH_SIZE``, ``MMSETS_NUM_WORKERS``, ``MMSETS_MAX_PIXELS``
+        and ``OMP_NUM_THREADS`` (which Snakemake sets to a job's threads), then ``overrides``."""
         env = os.environ.get
         values = {"device": env("MMSETS_DEVICE", cls.device), "batch_size": int(env("MMSETS_BATCH_SIZE", cls.batch_size)),
                   "num_workers": int(env("MMSETS_NUM_WORKERS", cls.num_workers)),
-                  "threads": int(env("OMP_NUM_THREADS", 0) or 0)}
+                  "threads": int(env("OMP_NUM_THREADS", 0) or 0),
+                  "max_pixels": int(env("MMSETS_MAX_PIXELS") or 0) or None}
         return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
 
     def replace(self, **changes: typing.Any) -> "Runtime":

@@ -241,3 +241,12 @@ def test_a_folder_given_as_image_is_named_as_such(tmp_path):
     with pytest.raises(ImageSkip) as skip:
         open_image(str(tmp_path))
     assert skip.value.reason == "not_a_file" and "is a folder" in str(skip.value)
+
+
+def test_the_pixel_cap_is_a_runtime_setting(photos, small_lite0, tmp_path, monkeypatch):
+    monkeypatch.setenv("MMSETS_MAX_PIXELS", "5000")
+    runtime = Runtime.from_env(num_workers=0, progress=False, device="cpu")
+    assert runtime.max_pixels == 5000
+    monkeypatch.setattr(image_mod, "load_image_backbone", lambda *a, **k: small_lite0)
+    summary = extract_image(manifest_of(photos, ["cat.jpg"]), tmp_path / "i.h5", make_params("image", {}), runtime)
+    assert summary["skipped"] == {"too_large": 1} and "is over 5000" in summary["errors"][0]["detail"]

@@ -30,10 +30,11 @@ def _shell_word(text):
 
 
 _path = "" if workflow.deployment_settings.deployment_method else f"export PATH={_shell_word(os.path.dirname(sys.executable))}:\"$PATH\"; "
-_runtime = "export OMP_WAIT_POLICY=PASSIVE MMSETS_DEVICE={device} MMSETS_BATCH_SIZE={batch_size} MMSETS_NUM_WORKERS={num_workers}; "
+_runtime = ("export OMP_WAIT_POLICY=PASSIVE MMSETS_DEVICE={device} MMSETS_BATCH_SIZE={batch_size} "
+            "MMSETS_NUM_WORKERS={num_workers} MMSETS_MAX_PIXELS={max_pixels}; ")
 shell.prefix(
     f"set -euo pipefail; {_path}export PYTHONPATH={_shell_word(REPOSITORY)}\"${{{{PYTHONPATH:+:$PYTHONPATH}}}}\"; "
-    + _runtime.format(**{k: _shell_word(v) for k, v in config["runtime"].items()})
+    + _runtime.format(**{k: _shell_word("" if v is None else v) for k, v in config["runtime"].items()})
 )
 
 
