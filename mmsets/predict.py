@@ -251,6 +251,8 @@ def recipe_inputs(recipe: Mapping[str, dict]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {"text": [], "categorical": []}
     for entry in recipe.values():
         params = entry["params"]
+        if entry.get("external"):
+            continue
         if entry["extractor"] in ("text", "categorical"):
             found["categorical" if entry["extractor"] == "categorical" else "text"] += list(params.get("fields") or [])
         elif entry["extractor"] == "tokens":

@@ -66,3 +66,11 @@ def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def worker_init(worker_id: int) -> None:
+    """A DataLoader worker dies on SIGTERM instead of inheriting the CLI's handler (``mmsets.cli``): a worker
+    raising SystemExit would wait on its queue's feeder thread, which nobody reads once the job stops."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

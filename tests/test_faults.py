@@ -29,8 +29,9 @@ def start(root, name, out):
     cmd = [sys.executable, "-m", "mmsets", "extract", name, "--manifest", str(root / "manifest.parquet"),
            "--out", str(out), "--params", json.dumps(EXTRACTORS[name]), "--threads", "1", "--num-workers", "1",
            "--batch-size", "8"]
+    # its own process group: a scheduler stops the whole job (workers, tesseract processes), as killpg does here
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
 
 
 def finish(proc):
@@ -77,8 +78,13 @@ def test_an_interrupted_extraction_resumes_on_the_first_rerun(dataset, name, sto
         proc = start(root, name, out)
         time.sleep(moment * seconds)
         if proc.poll() is None:
-            proc.send_signal(stop)
-        proc.communicate(timeout=600)
+            os.killpg(proc.pid, stop)
+        try:
+            proc.communicate(timeout=120)  # a stopped job exits: it must not hang on its workers
+        except subprocess.TimeoutExpired:
+            tree = subprocess.run(["ps", "-o", "pid,stat,cmd", "-g", str(proc.pid)], capture_output=True, text=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"{name} still running 120 s after {stop.name} at {moment:.0%}:\n{tree.stdout}")
         if out.exists():  # stopped after it sealed the store (while exiting): the store must be whole
             RaggedStore(out).close()
 

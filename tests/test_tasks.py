@@ -9,6 +9,7 @@ from mmsets.data.manifest import Manifest, read_manifest, write_manifest
 from mmsets.data.synthetic import write_synthetic_sets
 from mmsets.runs.evaluate import evaluate_run
 from mmsets.models.dmms import dmms
+from mmsets.predict import load_run
 from mmsets.store import RaggedStore
 from mmsets.tasks import MultiLabelTask, RegressionTask, SingleLabelTask, make_task, task_from_dict
 from mmsets.runs.checkpoint import load_checkpoint
@@ -63,6 +64,12 @@ def test_binary_task_learns_and_reports_accuracy_auc_and_per_class_accuracy(data
     again = evaluate_run(tmp_path / "run", root / "manifest.parquet", root, device="cpu")
     for key in ("accuracy", "auc", "balanced_accuracy"):
         assert again[key] == pytest.approx(test[key], abs=1e-9)
+
+    # the stores came from the user's own code: the run loads, but new items cannot be extracted the same way
+    trained = load_run(tmp_path / "run")
+    assert {trained.recipe[n]["external"] for n in FEATURES} == {True}
+    with pytest.raises(ValueError, match="'noise'.*not written by an mmsets extractor"):
+        trained.predict([{"id": "new"}], work_dir=tmp_path / "new")
 
 
 def test_multiclass_softmax_learns_and_selects_on_auc(data, tmp_path):

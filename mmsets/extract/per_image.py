@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import to_rgb
 from mmsets.extract.common import ExtractError, RunTally, empty_done_ids, resumable
-from mmsets.runtime import Runtime
+from mmsets.runtime import Runtime, worker_init
 from mmsets.store import RaggedWriter
 
 
@@ -178,7 +178,8 @@ def run_items(
             tally.skip(item_id, reason, detail)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
     loader = DataLoader(_Todo(inputs, todo), batch_size=runtime.batch_size, num_workers=runtime.num_workers,
-                        collate_fn=functools.partial(_collate, stack=stack), pin_memory=pin_memory)
+                        collate_fn=functools.partial(_collate, stack=stack), pin_memory=pin_memory,
+                        worker_init_fn=worker_init)
     nothing = {name: np.zeros((0, *tail)) for name, (tail, _) in writer.fields.items()}
     with resumable(writer), tqdm(total=len(todo), unit=unit, desc=desc, disable=not runtime.progress) as bar:
         for rows, batch, skips in loader:

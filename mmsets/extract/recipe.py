@@ -2,7 +2,9 @@
 extracted the same way (``mmsets predict``).
 
 A recipe is ``{store name: {"extractor": ..., "params": {...}, "reads": {param key: store name}}}``: the params
-as the store records them, with the paths of the stores it read (at the dotted ``reads`` keys) left out.
+as the store records them, with the paths of the stores it read (at the dotted ``reads`` keys) left out. A
+store that the user's own code wrote (its name is no extractor's) is recorded with ``"external": true``: a run
+trained on it still loads, but new items cannot be extracted for it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from mmsets.extract.registry import extractor
+from mmsets.extract.registry import EXTRACTORS, extractor, split_variant
 from mmsets.layout import store_name, store_path
 
 
@@ -49,6 +51,10 @@ def store_recipe(stores: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
             continue
         with RaggedStore(path) as store:
             params = store.params
+            if split_variant(name)[0] not in EXTRACTORS:  # written by the user's own code: nothing to re-run
+                recipe[name] = {"extractor": str(store.attrs.get("extractor", "")), "params": params, "reads": {},
+                                "external": True}
+                continue
             if extractor(name).name == "categorical":  # data-fitted: new items need the training vocabulary
                 vocab = store.attrs["vocab"]
                 params["vocab"] = json.loads(vocab) if isinstance(vocab, str) else vocab
@@ -104,6 +110,11 @@ def run_recipe(recipe: Mapping[str, dict], manifest_path: str | os.PathLike, fea
     summaries by store name."""
     from mmsets.extract import run_extractor
 
+    external = [name for name in recipe if recipe[name].get("external")]
+    if external:
+        raise ValueError(f"store(s) {external} were not written by an mmsets extractor (recorded extractor: "
+                         f"{[recipe[n]['extractor'] for n in external]}), so new items cannot be extracted "
+                         f"for them the same way")
     return {name: run_extractor(name, manifest_path, store_path(features_dir, name),
                                 recipe_params(recipe, name, features_dir), runtime)
             for name in recipe_order(recipe)}

@@ -95,7 +95,7 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, num_workers
                 generator: torch.Generator | None = None) -> DataLoader:
     collate = getattr(ds, "collate", collate_sets)  # SequenceDataset brings its own
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers,
-                      generator=generator)
+                      generator=generator, worker_init_fn=worker_init)
 
 
 def _device_of(model: nn.Module) -> torch.device:

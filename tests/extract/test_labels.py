@@ -7,10 +7,11 @@ import pytest
 
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.extract import ParamsError, make_params, run_extractor
+from mmsets.extract.common import ExtractError
 from mmsets.extract import labels as labels_mod
 from mmsets.extract.labels import LabelsParams, extract_labels, imagenet_class_names
 from mmsets.runtime import Runtime
-from mmsets.store import RaggedStore
+from mmsets.store import RaggedStore, partial_path
 
 CATS = {"tabby, tabby cat", "tiger cat", "Persian cat", "Siamese cat, Siamese", "Egyptian cat"}
 QUIET = Runtime(num_workers=0, progress=False)
@@ -73,17 +74,27 @@ def test_cloud_vision_label_detection(photos, tmp_path):
     client = vision.ImageAnnotatorClient(credentials=AnonymousCredentials())
     labels = [vision.EntityAnnotation(description=d, score=s) for d, s in [("Cat", 0.97), ("Whiskers", 0.9),
                                                                           ("Carnivore", 0.4)]]
-    response = vision.BatchAnnotateImagesResponse(responses=[
-        vision.AnnotateImageResponse(label_annotations=labels),
-        vision.AnnotateImageResponse(error=status_pb2.Status(code=7, message="Permission denied on billing"))])
+
+    def answer(code, message):
+        return vision.BatchAnnotateImagesResponse(responses=[
+            vision.AnnotateImageResponse(label_annotations=labels),
+            vision.AnnotateImageResponse(error=status_pb2.Status(code=code, message=message))])
+
+    def extract(out):
+        return extract_labels(manifest_of(photos, ["cat.jpg", "coffee.png"]), out,
+                              LabelsParams(backend="cloud_vision", top_k=3, min_prob=0.5), QUIET,
+                              engine=CloudVision(client=client))
+
     with mock.patch.object(type(client.transport.batch_annotate_images), "__call__") as call:
-        call.return_value = response
-        summary = extract_labels(manifest_of(photos, ["cat.jpg", "coffee.png"]), tmp_path / "labels.h5",
-                                 LabelsParams(backend="cloud_vision", top_k=3, min_prob=0.5), QUIET,
-                                 engine=CloudVision(client=client))
+        call.return_value = answer(7, "Permission denied on billing")  # a refusal: asked again on the next run
+        with pytest.raises(ExtractError, match=r"permission_denied: 1; first 'img1'.*keeps the other 1: run again"):
+            extract(tmp_path / "refused.h5")
+        assert not (tmp_path / "refused.h5").exists() and partial_path(tmp_path / "refused.h5").exists()
+        call.return_value = answer(3, "Bad image data")  # the image itself: skipped and counted
+        summary = extract(tmp_path / "labels.h5")
     (feature,) = call.call_args.args[0].requests[0].features
     assert feature.type_ == vision.Feature.Type.LABEL_DETECTION and feature.max_results == 3
-    assert summary["skipped"] == {"permission_denied": 1} and summary["errors"][0]["id"] == "img1"
+    assert summary["skipped"] == {"invalid_image": 1} and summary["errors"][0]["id"] == "img1"
     with RaggedStore(tmp_path / "labels.h5") as store:
         assert list(store.get(["img0"], "text")[0]) == ["Cat", "Whiskers"]
         np.testing.assert_allclose(store.get(["img0"])[0][:, 0], [0.97, 0.9])

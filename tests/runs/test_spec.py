@@ -9,8 +9,8 @@ from mmsets.runs.spec import RunSpec, SpecError, TrainConfig
 def test_runs_expand_features_pooling_seeds_with_dataset_overrides(shipped_config, config_schema):
     config = validate_config(shipped_config, config_schema)
     config["experiments"]["dmms"]["seeds"] = [0, 1]
-    runs = dataset_runs(config, "demo")
-    assert len(runs) == 3 * 4 * 2
+    runs = {name: spec for name, spec in dataset_runs(config, "demo").items() if spec.group == "dmms"}
+    assert len(runs) == 3 * 4 * 2  # image, text, image_text; four poolings; two seeds
     spec = runs["dmms-image_text-max-s1"]
     assert spec.features == ["image", "text"] and spec.pooling == "max"
     assert spec.training.seed == 1 and spec.training.epochs == 25
