@@ -38,7 +38,7 @@ system:
 		echo "missing system packages: apt-get install $(SYSTEM_PACKAGES)"
 
 demo: setup-demo
-	$(BIN)/snakemake --cores $(CORES) --set-threads train=1 results/demo/report.html
+	$(BIN)/snakemake results/demo/report.html --cores $(CORES) --set-threads train=1
 
 test: setup
 	$(BIN)/python -m pytest -ra

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,18 @@ def test_snakemakes_own_report_carries_the_report_and_every_runs_metrics(workdir
 def test_nothing_to_do_after_a_finished_run(workdir):
     proc = snakemake(workdir, "-n", "results/demo/report.html")
     assert planned_jobs(proc) == []
+
+
+@pytest.mark.slow
+def test_make_demos_snakemake_command_parses_and_targets_the_report(workdir):
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    shown = subprocess.run(["make", "-s", "-n", "-o", "setup-demo", "demo", "BIN=bin"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout
+    (line,) = [line for line in shown.splitlines() if line.startswith("bin/snakemake ")]
+    args = shlex.split(line)[1:]
+    assert "results/demo/report.html" in args
+    assert planned_jobs(snakemake(workdir, "-n", *args)) == []  # the same arguments: parsed, and nothing left to do
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmsets.data.sets import collate_sets
 from mmsets.metrics import Decision
 from mmsets.runs.spec import TrainConfig
-from mmsets.runtime import resolve_device
+from mmsets.runtime import resolve_device, worker_init
 from mmsets.tasks import MultiLabelTask, Task, selection_key
 
 log = logging.getLogger(__name__)
