@@ -100,7 +100,19 @@ def cmd_extract(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(runtime.threads)
-    run_extractor(args.extractor, args.manifest, args.out, args.params, runtime)
+    shard = None
+    if args.shard is not None:
+        from mmsets.extract.shards import parse_shard
+
+        shard = parse_shard(args.shard)
+    run_extractor(args.extractor, args.manifest, args.out, args.params, runtime, shard)
+
+
+def cmd_gather(args: argparse.Namespace) -> None:
+    from mmsets.extract.shards import gather_shards
+
+    summary = gather_shards(args.extractor, args.manifest, args.shards, args.out)
+    log.info("%s: %d items from %d shards", args.out, summary["items"], len(args.shards))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -254,8 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--params", type=_json_arg, default={}, help="extractor settings as JSON")
+    p.add_argument("--shard", metavar="I/K", help="extract only the I-th of K blocks of the items (0 <= I < K); "
+                   "`mmsets gather` joins the K stores")
     _add_runtime(p)
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("gather", help="join the stores of an extractor's shards 0..K-1 into one store")
+    p.add_argument("extractor", help="the extractor (or name@variant) the shards ran")
+    p.add_argument("shards", nargs="+", help="the shard stores, in order 0..K-1")
+    p.add_argument("--manifest", required=True, help="the manifest the shards were cut from")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_gather)
 
     p = sub.add_parser("train", help="train one run", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-h", "--help", action=_HelpWith, epilog=_train_epilog)

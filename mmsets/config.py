@@ -94,11 +94,12 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
                 _raise_errors(jsonschema.Draft202012Validator(section_schema), merged, f"datasets.{name}.{section}.")
     _check_variants(config, schema)
     _check_extractor_variants(config, schema)
+    _check_shards(config)
     _check_runs(config)
     return config
 
 
-OVERRIDABLE = ("extractors", "training", "models")
+OVERRIDABLE = ("extractors", "training", "models", "shards")
 
 
 def _check_variants(config: dict, schema: dict) -> None:
@@ -214,6 +215,30 @@ def _check_extractor_variants(config: dict, schema: dict) -> None:
                 where = "extractors." if name in config["extractors"] else f"datasets.{dataset}.extractors."
                 _raise_errors(jsonschema.Draft202012Validator({**known[base], "$defs": schema.get("$defs", {})}),
                               merged, f"{where}{name}.")
+
+
+def _check_shards(config: dict) -> None:
+    """Shards name an extractor the dataset configures, one whose items can be split."""
+    from mmsets.extract.registry import ParamsError
+    from mmsets.extract.shards import check_shardable
+
+    for dataset in config["datasets"]:
+        known = configured_extractors(config, dataset)
+        for name, count in dataset_section(config, dataset, "shards").items():
+            where = "shards." if name in config["shards"] else f"datasets.{dataset}.shards."
+            if name not in known:
+                raise ConfigError(f"invalid configuration:\n  {where}{name}: not an extractor of dataset "
+                                  f"{dataset!r} (one of {sorted(known)})")
+            if count > 1:
+                try:
+                    check_shardable(name)
+                except ParamsError as err:
+                    raise ConfigError(f"invalid configuration:\n  {where}{name}: {err}") from None
+
+
+def extractor_shards(config: dict, dataset: str, name: str) -> int:
+    """How many shards extractor ``name`` runs in for ``dataset`` (1: one job, no gather)."""
+    return int(dataset_section(config, dataset, "shards").get(name, 1))
 
 
 def extractor_settings(config: dict, dataset: str, name: str) -> dict:

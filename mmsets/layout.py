@@ -3,6 +3,7 @@
     results/{dataset}/manifest.parquet
     results/{dataset}/features/{extractor}.h5      a ragged store (mmsets.store)
     results/{dataset}/features/erased/{store}/{k}.h5   a token store without its k-th modality, test items
+    results/{dataset}/features/shards/{store}/{i}-of-{K}.h5   shard i of K of a sharded store
     results/{dataset}/runs/{run}/                  a run directory (mmsets.runs.record)
     results/{dataset}/report.html
 
@@ -41,6 +42,11 @@ def feature_path(dataset: str, extractor: str) -> str:
 def erased_store_path(dataset: str, store: str, k: int) -> str:
     """Token store ``store`` re-encoded without its k-th modality, test items only (DM2S2 Fig. 2)."""
     return f"{features_dir(dataset)}/erased/{store}/{k}{STORE_SUFFIX}"
+
+
+def shard_path(features: str | os.PathLike, name: str, index: int, count: int) -> str:
+    """Shard ``index`` of ``count`` of store ``name`` (mmsets.extract.shards), before they are gathered."""
+    return str(Path(features) / "shards" / name / f"{index}-of-{count}{STORE_SUFFIX}")
 
 
 def runs_dir(dataset: str) -> str:

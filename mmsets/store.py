@@ -29,6 +29,9 @@ from mmsets import __version__
 _STR = h5py.string_dtype("utf-8")
 COPY_ROWS = 1 << 16  # rows per block when a resume copies a partial file
 INPUTS = "inputs"  # per item: a fingerprint of what it was made from (a resume checks it)
+# the attributes every store has (docs/formats.md); the others are its extractor's own
+HEADER = frozenset({"extractor", "model", "params", "dim", "dtype", "mmsets_version", "fields", "has_inputs",
+                    "complete", "n_committed", "summary"})
 log = logging.getLogger(__name__)
 
 
@@ -277,6 +280,34 @@ class RaggedWriter:
         f.attrs["n_committed"] = self.n_items
         f.flush()
 
+    def add_store(self, store: "RaggedStore") -> None:
+        """Append every item of a finished ``store`` written with the same header (a shard of this one), its
+        numeric rows copied in blocks; its items' input fingerprints come along."""
+        self.commit()
+        f, n, rows = self.file, len(store), int(store.offsets[-1])
+        duplicated = self.done_ids.intersection(store.ids)
+        if duplicated:
+            raise StoreError(f"{store.path}: {len(duplicated)} item(s) are already in {self.path.name}, "
+                             f"first {sorted(duplicated)[0]!r}")
+        f["ids"].resize((self.n_items + n,))
+        f["ids"][self.n_items:] = store.ids
+        if self.inputs is not None:
+            f[INPUTS].resize((self.n_items + n,))
+            f[INPUTS][self.n_items:] = list(store.file[INPUTS].asstr()[:]) if INPUTS in store.file else [""] * n
+        f["offsets"].resize((self.n_items + n + 1,))
+        f["offsets"][self.n_items + 1:] = self.n_rows + store.offsets[1:]
+        for name in ["data", *self.fields]:
+            f[name].resize((self.n_rows + rows, *f[name].shape[1:]))
+            for start in range(0, rows, COPY_ROWS):
+                block = store.file[name][start:min(rows, start + COPY_ROWS)]
+                f[name][self.n_rows + start:self.n_rows + start + len(block)] = block
+        self.n_items += n
+        self.n_rows += rows
+        self.done_ids.update(store.ids)
+        f.flush()
+        f.attrs["n_committed"] = self.n_items
+        f.flush()
+
     def counts(self) -> np.ndarray:
         """Elements per item written so far, buffered ones included."""
         self.commit()
@@ -337,6 +368,15 @@ class RaggedStore:
     @property
     def fields(self) -> list[str]:
         return [k for k in self.file.keys() if k not in ("ids", "offsets", "data", INPUTS)]
+
+    def writer_settings(self) -> dict[str, Any]:
+        """The RaggedWriter keywords that write a store with this one's header: extractor, model, params,
+        dim, dtype, per-element fields and the extractor's own attributes."""
+        fields = {name: (self.file[name].shape[1:], "str" if self.file[name].dtype.kind == "O"
+                         else self.file[name].dtype.str) for name in self.fields}
+        own = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self.attrs.items() if k not in HEADER}
+        return {"extractor": str(self.attrs["extractor"]), "model": str(self.attrs["model"]), "params": self.params,
+                "dim": self.dim, "dtype": str(self.attrs["dtype"]), "fields": fields, "attrs": own}
 
     def __len__(self) -> int:
         return len(self.ids)

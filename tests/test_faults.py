@@ -1,6 +1,6 @@
 """Fault injection: extractions killed (SIGKILL) or stopped (SIGTERM, as SLURM does at a time limit) at several
 moments, then run once more. The rerun must succeed and give the same store, item for item, as a run that was
-never interrupted."""
+never interrupted. A shard of a sharded extraction resumes on its own, and the gathered store is whole."""
 
 import json
 import os
@@ -22,13 +22,17 @@ EXTRACTORS = {
     "ocr": {"backend": "tesseract"},
     "tokens": {"model": "minilm-l6", "modalities": ["text:title", "text:plot"]},
 }
+SHARDED = "image-shard"  # shard 1 of 2 of the image extraction
 MOMENTS = (0.35, 0.7)  # of an uninterrupted run's wall time: while loading or early, and late
 
 
 def start(root, name, out):
+    shard = []
+    if name == SHARDED:
+        name, shard = "image", ["--shard", "1/2"]
     cmd = [sys.executable, "-m", "mmsets", "extract", name, "--manifest", str(root / "manifest.parquet"),
            "--out", str(out), "--params", json.dumps(EXTRACTORS[name]), "--threads", "1", "--num-workers", "1",
-           "--batch-size", "8"]
+           "--batch-size", "8", *shard]
     # its own process group: a scheduler stops the whole job (workers, tesseract processes), as killpg does here
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
@@ -51,6 +55,17 @@ def by_item(path):
         return items, store.summary
 
 
+def shard_0(root):
+    """Shard 0 of the image extraction, run once without interruption."""
+    path = root / "shard-0.h5"
+    if path.exists():
+        return str(path)
+    cmd = [sys.executable, "-m", "mmsets", "extract", "image", "--manifest", str(root / "manifest.parquet"),
+           "--out", str(path), "--params", json.dumps(EXTRACTORS["image"]), "--shard", "0/2", "--threads", "1"]
+    finish(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     if shutil.which("tesseract") is None:
@@ -60,7 +75,7 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     write_demo(root / "data", root / "manifest.parquet", n_items=ITEMS, image_size=96, seed=5)
     references = {}
-    for name in EXTRACTORS:
+    for name in [*EXTRACTORS, SHARDED]:
         began = time.perf_counter()
         finish(start(root, name, root / f"reference-{name}.h5"))
         references[name] = (by_item(root / f"reference-{name}.h5")[0], time.perf_counter() - began)
@@ -68,7 +83,7 @@ def dataset(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(EXTRACTORS))
+@pytest.mark.parametrize("name", [*EXTRACTORS, SHARDED])
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
 def test_an_interrupted_extraction_resumes_on_the_first_rerun(dataset, name, stop, tmp_path):
     root, references = dataset
@@ -101,4 +116,14 @@ def test_an_interrupted_extraction_resumes_on_the_first_rerun(dataset, name, sto
                     np.testing.assert_allclose(got[key], value, atol=2e-3, err_msg=f"{name} {item_id} {key}")
                 else:
                     assert list(got[key]) == list(value), f"{name} {item_id} {key}"
-        assert summary["items"] == ITEMS
+        assert summary["items"] == len(reference)
+        if name == SHARDED:  # shard 0 and the resumed shard 1 gather into the unsharded store
+            whole = tmp_path / "gathered.h5"
+            finish(subprocess.Popen([sys.executable, "-m", "mmsets", "gather", "image", shard_0(root), str(out),
+                                     "--manifest", str(root / "manifest.parquet"), "--out", str(whole)],
+                                    stderr=subprocess.PIPE, text=True))
+            gathered, _ = by_item(whole)
+            assert sorted(gathered) == sorted(references["image"][0])
+            assert all(np.allclose(gathered[i]["data"], want["data"], atol=2e-3)
+                       for i, want in references["image"][0].items())
+            whole.unlink()

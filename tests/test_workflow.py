@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -92,6 +93,49 @@ def test_make_demos_snakemake_command_parses_and_targets_the_report(workdir):
     args = shlex.split(line)[1:]
     assert "results/demo/report.html" in args
     assert planned_jobs(snakemake(workdir, "-n", *args)) == []  # the same arguments: parsed, and nothing left to do
+
+
+@pytest.mark.slow
+def test_sharded_extraction_gathers_the_unsharded_store_and_k_reruns_only_its_shards(workdir, tmp_path):
+    from mmsets.store import RaggedStore
+
+    config = yaml.safe_load(SMALL.read_text())
+    config["shards"] = {"image": 3}
+    config["datasets"]["demo"]["shards"] = {"text": 2}
+    workdir_config(tmp_path).write_text(yaml.safe_dump(config))
+    stores = ["results/demo/features/image.h5", "results/demo/features/text.h5"]
+    jobs = planned_jobs(snakemake(tmp_path, "-n", *stores))
+    assert sorted(j for j in jobs if j.startswith(("extract", "gather"))) == [
+        "extract_shard[dataset=demo, extractor=image, shard=0, shards=3]",
+        "extract_shard[dataset=demo, extractor=image, shard=1, shards=3]",
+        "extract_shard[dataset=demo, extractor=image, shard=2, shards=3]",
+        "extract_shard[dataset=demo, extractor=text, shard=0, shards=2]",
+        "extract_shard[dataset=demo, extractor=text, shard=1, shards=2]",
+        "gather[dataset=demo, extractor=image]", "gather[dataset=demo, extractor=text]"]
+    snakemake(tmp_path, *stores)
+    for store in stores:
+        with RaggedStore(workdir / store) as one, RaggedStore(tmp_path / store) as gathered:
+            assert gathered.ids == one.ids
+            np.testing.assert_array_equal(gathered.offsets, one.offsets)
+            np.testing.assert_allclose(gathered.file["data"][:].astype(np.float32),
+                                       one.file["data"][:].astype(np.float32), atol=2e-3)
+            assert gathered.summary["items"] == one.summary["items"] and len(gathered.summary["shards"]) > 1
+
+    # another K re-runs that extractor's shards and gather only
+    jobs = planned_jobs(snakemake(tmp_path, "-n", *stores, "--config", "shards={image: 2}"))
+    assert sorted(jobs) == ["extract_shard[dataset=demo, extractor=image, shard=0, shards=2]",
+                            "extract_shard[dataset=demo, extractor=image, shard=1, shards=2]",
+                            "gather[dataset=demo, extractor=image]"]
+
+
+def test_sharding_an_unshardable_or_unknown_extractor_fails_the_dry_run(tmp_path):
+    config = yaml.safe_load(SMALL.read_text())
+    for shards, message in [({"categorical": 2}, "shards.categorical: extractor 'categorical' cannot be sharded"),
+                            ({"imgae": 2}, "shards.imgae: not an extractor of dataset 'demo'"),
+                            ({"image": 0}, "shards.image")]:
+        workdir_config(tmp_path).write_text(yaml.safe_dump({**config, "shards": shards}))
+        proc = snakemake(tmp_path, "-n", check=False)
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, shards
 
 
 @pytest.mark.slow

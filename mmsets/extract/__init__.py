@@ -19,18 +19,25 @@ def run_extractor(
     out_path: str | os.PathLike,
     params: Mapping[str, Any] | None = None,
     runtime: Runtime | Mapping[str, Any] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Run extractor ``name`` over a manifest file and return its store summary.
 
     ``params`` change the output (they are recorded in the store, and a resume needs the same);
-    ``runtime`` only changes how it is computed: a Runtime, or a mapping of its fields.
+    ``runtime`` only changes how it is computed: a Runtime, or a mapping of its fields. ``shard`` (i, K)
+    extracts the i-th of K blocks of the manifest's items only (``mmsets.extract.shards``).
     """
     from mmsets.data.manifest import read_manifest
+    from mmsets.extract.shards import check_shardable, shard_manifest
 
     config = make_params(name, params)
     runtime = as_runtime(runtime, where=f"{name} runtime")
+    manifest = read_manifest(manifest_path)
+    if shard is not None:
+        check_shardable(name)
+        manifest = shard_manifest(manifest, *shard)
     extract = getattr(importlib.import_module(extractor(name).module), extractor(name).function)
-    return extract(read_manifest(manifest_path), out_path, config, runtime)
+    return extract(manifest, out_path, config, runtime)
 
 
 def make_params(name: str, params: Mapping[str, Any] | None = None) -> Any:

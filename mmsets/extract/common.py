@@ -176,6 +176,43 @@ class RunTally:
         return summary
 
 
+# Summary keys that count items (ints, or {name: int}): a gathered store's are its shards' sums.
+COUNT_KEYS = frozenset({"items", "with_elements", "elements", "skipped", "resumed", "no_face", "degenerate_boxes",
+                        "truncated", "empty", "not_in_store"})
+
+
+def _add_counts(a: Any, b: Any) -> Any:
+    if isinstance(a, dict):
+        return {k: _add_counts(a.get(k, 0), b.get(k, 0)) for k in sorted(a.keys() | b.keys())}
+    return a + b
+
+
+def merged_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of a store gathered from shards (docs/formats.md): counts summed, errors joined (up to
+    MAX_ERRORS), seconds summed, a setting all shards agree on kept; ``shards`` holds each one's own."""
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(k for s in summaries for k in s):
+        values = [s[key] for s in summaries if key in s]
+        if key in COUNT_KEYS:
+            total = values[0]
+            for value in values[1:]:
+                total = _add_counts(total, value)
+            merged[key] = total
+        elif key == "errors":
+            merged[key] = [e for value in values for e in value][:MAX_ERRORS]
+        elif key == "seconds":
+            merged[key] = round(sum(values), 3)
+        elif key == "restarted":
+            merged[key] = "; ".join(values)
+        elif all(v == values[0] for v in values) and len(values) == len(summaries):
+            merged[key] = values[0]
+    processed = merged.get("items", 0) - merged.get("resumed", 0)
+    if merged.get("seconds"):
+        merged["items_per_s"] = round(processed / merged["seconds"], 3)
+    merged["shards"] = summaries
+    return merged
+
+
 @contextlib.contextmanager
 def resumable(writer: RaggedWriter) -> typing.Iterator[None]:
     """On any failure, Ctrl-C included, keep the committed items in the partial file for a resume."""

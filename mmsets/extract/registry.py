@@ -35,6 +35,7 @@ class Extractor:
     modality_stores: str | None = None
     environment: str = "torch"  # envs/<environment>.yaml
     resources: Resources = NETWORK
+    unshardable: str | None = None  # why its items cannot be split into shards (mmsets.extract.shards)
 
     def upstream_of(self, settings: Mapping[str, Any]) -> dict[str, str]:
         """``{param key (dotted when nested): upstream extractor}`` of the stores it reads with ``settings``."""
@@ -69,7 +70,8 @@ EXTRACTORS: dict[str, Extractor] = _table(
     Extractor("objects", "mmsets.extract.objects", "extract_objects", "ObjectsParams"),
     Extractor("bbox", "mmsets.extract.bbox", "extract_bbox", "BBoxParams", upstream={"objects_store": "objects"}),
     Extractor("categorical", "mmsets.extract.categorical", "extract_categorical", "CategoricalParams",
-              resources=Resources(threads=1, mem_mb=4000, gpu=False)),
+              resources=Resources(threads=1, mem_mb=4000, gpu=False),
+              unshardable="its vocabulary is fitted on all training items (and it is fast)"),
     Extractor("faces", "mmsets.extract.faces", "extract_faces", "FacesParams"),
 )
 

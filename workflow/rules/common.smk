@@ -8,10 +8,10 @@ import sys
 REPOSITORY = os.path.dirname(workflow.basedir)  # the Snakefile lives in workflow/
 sys.path.insert(0, REPOSITORY)
 # Only modules free of numpy and torch: under --use-conda, the Python that runs Snakemake has Snakemake alone.
-from mmsets.config import configured_extractors, dataset_runs, validate_config  # noqa: E402
+from mmsets.config import configured_extractors, dataset_runs, extractor_shards, validate_config  # noqa: E402
 from mmsets.config import extractor_settings as _extractor_settings  # noqa: E402
 from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
-from mmsets.layout import erased_store_path, feature_path, run_dir  # noqa: E402
+from mmsets.layout import erased_store_path, feature_path, features_dir, run_dir, shard_path  # noqa: E402
 from mmsets.models.registry import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -44,10 +44,37 @@ def extractor_settings(dataset, extractor):
     return _extractor_settings(config, dataset, extractor)
 
 
+def _name_pattern(names):
+    """A wildcard pattern matching exactly ``names`` (longest first), or nothing."""
+    return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True)) or "(?!x)x"
+
+
+def _configured_names(sharded=None):
+    return {name for dataset in config["datasets"] for name in configured_extractors(config, dataset)
+            if sharded is None or (extractor_shards(config, dataset, name) > 1) == sharded}
+
+
 def extractor_names():
     """A wildcard pattern of every extractor and variant any dataset configures."""
-    names = {name for dataset in config["datasets"] for name in configured_extractors(config, dataset)}
-    return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+    return _name_pattern(_configured_names())
+
+
+def sharded_names():
+    """The extractors some dataset runs in shards: their store is gathered (in every dataset, K = 1 included)."""
+    return _name_pattern(_configured_names(sharded=True))
+
+
+def unsharded_names():
+    return _name_pattern(_configured_names() - _configured_names(sharded=True))
+
+
+def shard_count(wildcards):
+    return extractor_shards(config, wildcards.dataset, wildcards.extractor)
+
+
+def shard_stores(wildcards):
+    count = shard_count(wildcards)
+    return [shard_path(features_dir(wildcards.dataset), wildcards.extractor, k, count) for k in range(count)]
 
 
 def upstream_of(dataset, extractor):
@@ -87,7 +114,7 @@ def datasets_of_kind(kind):
     return "|".join(names) if names else "(?!x)x"
 
 
-_NOT_DATA = ("training", "models", "experiments", "extractors", "cv")  # dataset settings that do not change the manifest
+_NOT_DATA = ("training", "models", "experiments", "extractors", "cv", "shards")  # dataset settings that do not change the manifest
 
 
 def dataset_params(wildcards):
