@@ -30,10 +30,11 @@ $(VENV)/.installed-test: requirements/lock.txt pyproject.toml | $(VENV)/bin/pyth
 	touch $@ $(VENV)/.installed-demo
 
 # Programs from the system's packages: Tesseract for OCR, Chromium for the report's browser test. Installed
-# when missing and we are root (CI, containers); elsewhere: apt-get install tesseract-ocr tesseract-ocr-eng chromium
-SYSTEM_PACKAGES := tesseract-ocr tesseract-ocr-eng chromium
+# when missing and we are root (CI, containers); elsewhere: apt-get install them (slurm-wlm and munge: the
+# one-node cluster of tests/test_slurm.py)
+SYSTEM_PACKAGES := tesseract-ocr tesseract-ocr-eng chromium slurm-wlm munge
 system:
-	@{ command -v tesseract && command -v chromium; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	@{ command -v tesseract && command -v chromium && command -v slurmctld; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; } || \
 		echo "missing system packages: apt-get install $(SYSTEM_PACKAGES)"
 
