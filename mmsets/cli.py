@@ -117,12 +117,14 @@ def cmd_gather(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from mmsets.layout import store_path
+    from mmsets.runs.distributed import process_group
     from mmsets.runs.run import train_run
 
     spec = dict(args.spec)
     spec["training"] = {**spec.get("training", {}), "device": args.device}
     features = {name: store_path(args.features_dir, name) for name in spec.get("features", [])}
-    train_run(args.manifest, features, args.out_dir, spec)
+    with process_group(args.device):  # under torchrun (training.processes > 1): the data-parallel group
+        train_run(args.manifest, features, args.out_dir, spec)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

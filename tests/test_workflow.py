@@ -128,6 +128,20 @@ def test_sharded_extraction_gathers_the_unsharded_store_and_k_reruns_only_its_sh
                             "gather[dataset=demo, extractor=image]"]
 
 
+def test_data_parallel_runs_start_under_torchrun_and_ask_for_their_processes(tmp_path):
+    config = yaml.safe_load(SMALL.read_text())
+    config["datasets"]["demo"]["training"]["processes"] = 2
+    config["runtime"]["gpu_jobs"] = 1
+    workdir_config(tmp_path).write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "-p", "results/demo/report.html")
+    text = proc.stdout + proc.stderr
+    trains = [block for block in re.split(r"\n(?=rule |localrule )", text) if re.match(r"(local)?rule train:", block)]
+    assert len(trains) == 4
+    for block in trains:
+        assert "python -m torch.distributed.run --standalone --nproc-per-node=2 -m mmsets train" in block
+        assert re.search(r"resources: .*gpu=2", block)
+
+
 def test_sharding_an_unshardable_or_unknown_extractor_fails_the_dry_run(tmp_path):
     config = yaml.safe_load(SMALL.read_text())
     for shards, message in [({"categorical": 2}, "shards.categorical: extractor 'categorical' cannot be sharded"),

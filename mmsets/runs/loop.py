@@ -20,10 +20,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from mmsets.data.sets import collate_sets
 from mmsets.metrics import Decision
+from mmsets.runs.distributed import local_device, sum_over_processes, world
 from mmsets.runs.spec import TrainConfig
 from mmsets.runtime import resolve_device, worker_init
 from mmsets.tasks import MultiLabelTask, Task, selection_key
@@ -92,10 +94,20 @@ def output_layer(model: nn.Module, n_outputs: int) -> nn.Linear:
 
 
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
-                generator: torch.Generator | None = None) -> DataLoader:
+                generator: torch.Generator | None = None, sampler: Sampler | None = None) -> DataLoader:
     collate = getattr(ds, "collate", collate_sets)  # SequenceDataset brings its own
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers,
-                      generator=generator, worker_init_fn=worker_init)
+                      generator=generator, sampler=sampler, worker_init_fn=worker_init)
+
+
+def _train_loader(ds: Dataset, cfg: TrainConfig) -> tuple[DataLoader, DistributedSampler | None]:
+    """The epoch's shuffled batches; across processes each takes its share, batch_size in all."""
+    rank, processes = world()
+    if processes == 1:
+        return make_loader(ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                           generator=torch.Generator().manual_seed(cfg.seed)), None
+    sampler = DistributedSampler(ds, num_replicas=processes, rank=rank, shuffle=True, seed=cfg.seed)
+    return make_loader(ds, max(1, cfg.batch_size // processes), num_workers=cfg.num_workers, sampler=sampler), sampler
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -128,16 +140,18 @@ def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, 
     task = task or MultiLabelTask(train_ds.label_names)
     select = task.check_select(cfg.select)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = local_device(resolve_device(cfg.device))
     model.to(device)
     weights = task.class_weights(train_ds.labels, cfg.class_weighting)
     weights_on_device = None if weights is None else weights.to(device)
-    loader = make_loader(train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                     generator=torch.Generator().manual_seed(cfg.seed))
+    loader, sampler = _train_loader(train_ds, cfg)
+    trained = model if sampler is None else DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     optimizer = configure_optimizer(model, cfg)
     scheduler = warmup_cosine(optimizer, cfg.warmup_epochs * len(loader), cfg.epochs * len(loader))
-    log.info("training on %s: %d train / %d dev items, %d steps per epoch, %d parameters, %s task", device,
-             len(train_ds), len(dev_ds), len(loader), sum(p.numel() for p in model.parameters()), task.name)
+    log.info("training on %s%s: %d train / %d dev items, %d steps per epoch, %d parameters, %s task", device,
+             f" in each of {world()[1]} processes" if sampler is not None else "", len(train_ds), len(dev_ds),
+             len(loader), sum(p.numel() for p in model.parameters()), task.name)
     dev_targets, dev_truth = _targets(dev_ds), task.truth(dev_ds.labels)
 
     def score_dev() -> tuple[np.ndarray, float, dict]:
@@ -151,16 +165,19 @@ def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, 
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         total = 0.0
         for batch in loader:
             batch = batch.to(device)
-            loss = task.loss(model(batch), batch.labels, weights_on_device)
+            loss = task.loss(trained(batch), batch.labels, weights_on_device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             total += loss.item() * len(batch)
+        total = sum_over_processes(total, device)  # a sampler pads to equal shares: a few items count twice
         if not math.isfinite(total):
             raise FloatingPointError(f"epoch {epoch}/{cfg.epochs}: the training loss is {total / len(train_ds)} "
                                      f"(lr {lr:.3g}): training stopped, nothing was written; a lower lr may help")

@@ -20,6 +20,7 @@ from mmsets.data.manifest import FINE_LABEL, Manifest, read_manifest
 from mmsets.data.sequences import SequenceDataset
 from mmsets.data.sets import SetDataset
 from mmsets.extract.recipe import store_recipe
+from mmsets.runs.distributed import is_main_process
 from mmsets.io import atomic_path
 from mmsets.metrics import Decision, aggregate, grouped_accuracy
 from mmsets.models.importance import NO_SHARES, Importance, mean_share
@@ -130,7 +131,8 @@ def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedSto
 def train_run(manifest_path: str | os.PathLike, feature_paths: Mapping[str, str | os.PathLike],
               out_dir: str | os.PathLike, spec: RunSpec | Mapping[str, Any]) -> dict:
     """Train one run and write its run directory (model.pt, metrics.json, predictions.parquet,
-    feature_importance.json); return the metrics. With ``cv`` in the spec: one model per fold."""
+    feature_importance.json); return the metrics. With ``cv`` in the spec: one model per fold. In a
+    data-parallel run (mmsets.runs.distributed) only the first process writes; the others return {}."""
     out_dir = Path(out_dir)
     run = parse_spec(spec, list(feature_paths))
     manifest = read_manifest(manifest_path)
@@ -150,6 +152,8 @@ def train_run(manifest_path: str | os.PathLike, feature_paths: Mapping[str, str 
     finally:
         for store in stores.values():
             store.close()
+    if not is_main_process():  # every process of a data-parallel run holds the same result; the first writes it
+        return {}
     recipe = store_recipe({name: feature_paths[name] for name in run.features})
     return _write_run(out_dir, run, manifest, parts, recipe).to_dict()
 

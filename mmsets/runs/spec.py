@@ -46,6 +46,8 @@ class TrainConfig:
     select: str = "auto"  # dev metric choosing the epoch; auto: f1_micro, accuracy or rmse by task (mmsets.tasks)
     single_label_loss: str = "sigmoid"  # binary/multiclass: sigmoid (both papers) or softmax cross-entropy
     auc_threshold: float | None = None  # regression: also report the AUC of predictions for target > this
+    # data-parallel processes (torchrun + DDP, mmsets.runs.distributed): one per GPU; batch_size is their total
+    processes: int = 1
 
     def __post_init__(self) -> None:
         if self.class_weighting not in CLASS_WEIGHTINGS:
@@ -57,6 +59,9 @@ class TrainConfig:
                             f"{SINGLE_LABEL_LOSSES}")
         if self.epochs < 1 or self.batch_size < 1 or self.warmup_epochs < 0:
             raise SpecError("training: epochs and batch_size must be >= 1, warmup_epochs >= 0")
+        if self.processes < 1 or self.processes > self.batch_size:
+            raise SpecError(f"training.processes: {self.processes} must be between 1 and batch_size "
+                            f"({self.batch_size}), which is their total")
 
 
 # Settings of the job, not of the recipe: they come from the runtime (device, workers) and the seed list.
