@@ -121,6 +121,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from mmsets.runs.run import train_run
 
     spec = dict(args.spec)
+    processes = int(spec.get("training", {}).get("processes", 1))
+    if processes > 1 and "WORLD_SIZE" not in os.environ:  # start again under torchrun, once per process
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+        log.info("training in %d data-parallel processes: %s", processes, " ".join(torchrun))
+        sys.stderr.flush()
+        os.execv(sys.executable, [*torchrun, "-m", "mmsets", *args.argv])
     spec["training"] = {**spec.get("training", {}), "device": args.device}
     features = {name: store_path(args.features_dir, name) for name in spec.get("features", [])}
     with process_group(args.device):  # under torchrun (training.processes > 1): the data-parallel group
@@ -358,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

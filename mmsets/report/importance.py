@@ -35,6 +35,8 @@ def _missing_note(runs: list[dict]) -> str:
         return f"n/a ({family_label(run['model'])} has no attribution)"
     if run["pooling"] in ("sum", "mean") and run["model"] in ("dmms", None):
         return f"n/a ({run['pooling']} pooling)"
+    if run["model"] == "dm2s2" and run["model_config"].get("inter") is False:
+        return "n/a (IntraMRA only: no attention across modalities)"
     return "n/a"  # the runs' problems say why (file missing or unreadable)
 
 
@@ -138,9 +140,18 @@ def item_matrix(runs: list[dict], manifest: Manifest | None, task: str, n: int =
     return None
 
 
-def _piece(token: str) -> str:
-    """A tokenizer piece as text: byte-level BPE's space mark and WordPiece's continuation mark removed."""
-    return token.replace("\u0120", " ").replace("\u2581", " ").removeprefix("##")
+SPACE_MARKS = ("\u0120", "\u2581")  # byte-level BPE's (RoBERTa) and SentencePiece's mark of a word's start
+
+
+def _words(pieces: list[str]) -> list[str]:
+    """A span's tokenizer pieces as the text they spell, a space before each word but the first: marked by
+    BPE and SentencePiece, implied by WordPiece (BERT, MiniLM) wherever a piece lacks its "##" mark."""
+    marked = any(p.startswith(SPACE_MARKS) for p in pieces)
+    words = [(p.replace(SPACE_MARKS[0], " ").replace(SPACE_MARKS[1], " ") if marked
+              else p[2:] if p.startswith("##") else " " + p) for p in pieces]
+    if words:
+        words[0] = words[0].lstrip()
+    return words
 
 
 def intra_maps(runs: list[dict], feature_paths: dict, n: int = TOKEN_MAPS) -> dict | None:
@@ -169,9 +180,10 @@ def intra_maps(runs: list[dict], feature_paths: dict, n: int = TOKEN_MAPS) -> di
                     for m in sorted(set(int(x) for x in modality if x >= 0)):
                         idx = np.flatnonzero(modality == m)
                         top = max(max(w[i] for i in idx), 1e-9)
+                        words = _words([str(pieces[i]) for i in idx])
                         spans.append({"modality": modalities[m] if m < len(modalities) else str(m),
-                                      "tokens": [(_piece(str(pieces[i])), float(w[i]), round(float(w[i]) / top, 3))
-                                                 for i in idx]})
+                                      "tokens": [(word, float(w[i]), round(float(w[i]) / top, 3))
+                                                 for word, i in zip(words, idx)]})
                     items.append({"id": item_id, "spans": spans})
         except (StoreError, OSError, KeyError, ValueError) as err:
             return {"run": run["name"], "items": [], "problem": f"token store unreadable: {err}"}

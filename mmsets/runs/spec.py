@@ -136,8 +136,10 @@ class RunSpec:
                    group=spec.get("group"), combination=spec.get("combination"), variant=spec.get("variant"))
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"model": self.model, "features": list(self.features), **self.settings,
-               "training": {k: v for k, v in asdict(self.training).items() if k not in ("device", "num_workers")}}
+        training = {k: v for k, v in asdict(self.training).items() if k not in ("device", "num_workers")}
+        if training["processes"] == 1:  # the default stays out: specs (rule params) from before it are unchanged
+            del training["processes"]
+        out = {"model": self.model, "features": list(self.features), **self.settings, "training": training}
         out.update({k: v for k, v in (("group", self.group), ("combination", self.combination),
                                       ("variant", self.variant)) if v is not None})
         if self.cv is not None:

@@ -89,7 +89,7 @@ def test_report_has_the_papers_analyses(tmp_path):
     maps = ctx["intra_maps"]
     assert maps["run"] == "g-tokens-both-s0" and [i["id"] for i in maps["items"]] == ["t0", "t1"]
     plot, ocr = maps["items"][0]["spans"]
-    assert plot["modality"] == "text:plot" and [t[0] for t in plot["tokens"]] == [" space", EVIL_TOKEN]
+    assert plot["modality"] == "text:plot" and [t[0] for t in plot["tokens"]] == ["space", EVIL_TOKEN]
     assert [t[2] for t in plot["tokens"]] == [round(0.25 / 0.75, 3), 1.0] and ocr["tokens"] == [("ocr", 1.0, 1.0)]
     assert EVIL_TOKEN not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
@@ -107,6 +107,16 @@ def test_report_has_the_papers_analyses(tmp_path):
     assert re.search(r"<td>easyocr</td>\s*<td>g-tokens_easyocr-both</td>", html)
 
 
+def test_token_pieces_spell_their_words():
+    from mmsets.report.importance import _words
+
+    wordpiece = ["captain", "wy", "##nne", "##gate", "leaves", "england", ","]  # MiniLM, BERT
+    assert "".join(_words(wordpiece)) == "captain wynnegate leaves england ,"
+    bpe = ["Capt", "ain", "\u0120Wy", "nn", "egate", "\u0120leaves"]  # RoBERTa
+    assert "".join(_words(bpe)) == "Captain Wynnegate leaves"
+    assert "".join(_words(["\u2581a", "\u2581rab", "bi"])) == "a rabbi" and _words([]) == []
+
+
 def test_token_stores_without_pieces_say_so(tmp_path):
     manifest = _manifest(tmp_path)
     path = tmp_path / "tokens.h5"
@@ -117,3 +127,14 @@ def test_token_stores_without_pieces_say_so(tmp_path):
     run = _run(tmp_path / "runs", "g-tokens-both-s0", ["tokens"], "both", 0.7)
     ctx = report_context(manifest, [run], {"tokens": str(path)})
     assert "no token pieces" in ctx["intra_maps"]["problem"] and ctx["ocr"] is None
+
+
+def test_runs_without_modality_importance_say_why():
+    from mmsets.report.importance import _missing_note
+
+    def run(**kw):
+        return {"status": "ok", "model": "dm2s2", "pooling": None, "model_config": {}, **kw}
+
+    assert _missing_note([run(model_config={"intra": True, "inter": False})]) == \
+        "n/a (IntraMRA only: no attention across modalities)"
+    assert _missing_note([run(model="dmms", pooling="sum")]) == "n/a (sum pooling)"

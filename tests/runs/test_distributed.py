@@ -16,10 +16,9 @@ SPEC = {"model": "dmms", "features": ["signal", "noise"], "pooling": "max", "d_m
 
 
 def train(root, out, processes):
+    """`mmsets train` as the workflow runs it: with processes > 1 it starts itself again under torchrun."""
     spec = {**SPEC, "training": {**SPEC["training"], "processes": processes}}
-    launch = [sys.executable] if processes == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    proc = subprocess.run([*launch, "-m", "mmsets", "train", "--manifest", str(root / "manifest.parquet"),
+    proc = subprocess.run([sys.executable, "-m", "mmsets", "train", "--manifest", str(root / "manifest.parquet"),
                            "--features-dir", str(root), "--out-dir", str(out), "--spec", json.dumps(spec),
                            "--device", "cpu"], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -32,7 +31,8 @@ def test_two_processes_learn_as_one_does(tmp_path):
     root = write_synthetic_sets(tmp_path / "data", "binary", n_items=500)
     one, _ = train(root, tmp_path / "one", 1)
     two, log = train(root, tmp_path / "two", 2)
-    assert "in each of 2 processes" in log and log.count("test accuracy") == 2  # both trained, both scored
+    assert "training in 2 data-parallel processes" in log and "in each of 2 processes" in log
+    assert log.count("test accuracy") == 2  # both processes trained and scored
     print("1 process:", {k: round(v, 4) for k, v in one["test"].items() if isinstance(v, float)})
     print("2 processes:", {k: round(v, 4) for k, v in two["test"].items() if isinstance(v, float)})
     assert two["test"]["auc"] > 0.8 and abs(two["test"]["accuracy"] - one["test"]["accuracy"]) < 0.1
@@ -41,6 +41,10 @@ def test_two_processes_learn_as_one_does(tmp_path):
 
 
 def test_processes_must_share_the_batch():
+    from mmsets.runs.run import parse_spec
+
+    # one process is the default and stays out of the spec: runs from before it keep their rule params
+    assert "processes" not in parse_spec(SPEC, SPEC["features"]).to_dict()["training"]
     with pytest.raises(SpecError, match="training.processes: 0 must be between 1 and batch_size"):
         TrainConfig(processes=0)
     with pytest.raises(SpecError, match="training.processes: 8 must be between 1 and batch_size \\(4\\)"):

@@ -191,12 +191,6 @@ def run_gpu(wildcards):
     return gpu_slots(family(run_spec(wildcards).model).resources) * run_spec(wildcards).training.processes
 
 
-def run_launcher(wildcards):
-    """python, or torchrun with training.processes data-parallel processes (mmsets.runs.distributed)."""
-    processes = run_spec(wildcards).training.processes
-    return "python" if processes == 1 else f"python -m torch.distributed.run --standalone --nproc-per-node={processes}"
-
-
 def run_mem_mb(wildcards):
     return family(run_spec(wildcards).model).resources.mem_mb
 

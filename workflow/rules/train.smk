@@ -19,7 +19,6 @@ rule train:
         importance="results/{dataset}/runs/{run}/feature_importance.json",
     params:
         spec=run_params,
-        launcher=run_launcher,
     threads: run_threads
     resources:
         gpu=run_gpu,
@@ -31,7 +30,7 @@ rule train:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{params.launcher} -m mmsets train --manifest {input.manifest:q} --features-dir results/{wildcards.dataset}/features "
+        "python -m mmsets train --manifest {input.manifest:q} --features-dir results/{wildcards.dataset}/features "
         "--out-dir results/{wildcards.dataset}/runs/{wildcards.run} --spec {params.spec:q} 2> {log:q}"
 
 
