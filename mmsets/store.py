@@ -27,7 +27,7 @@ import numpy as np
 from mmsets import __version__
 
 _STR = h5py.string_dtype("utf-8")
-COPY_ROWS = 1 << 16  # rows per block when a resume copies a partial file
+COPY_ROWS = 1 << 16  # rows per block when a resume or a gather copies a store's rows
 INPUTS = "inputs"  # per item: a fingerprint of what it was made from (a resume checks it)
 # the attributes every store has (docs/formats.md); the others are its extractor's own
 HEADER = frozenset({"extractor", "model", "params", "dim", "dtype", "mmsets_version", "fields", "has_inputs",
@@ -60,6 +60,13 @@ class StoreReader:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_file": None, "_pid": None}
+
+
+def _copy_rows(source: h5py.Dataset, target: h5py.Dataset, rows: int, at: int) -> None:
+    """``source``'s first ``rows`` rows into ``target`` from row ``at``, COPY_ROWS at a time (bounded memory)."""
+    for start in range(0, rows, COPY_ROWS):
+        block = source[start:min(rows, start + COPY_ROWS)]
+        target[at + start:at + start + len(block)] = block
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -214,8 +221,7 @@ class RaggedWriter:
                 if fields.get(name) is not None:  # strings, read and checked already
                     f[name][:] = fields[name]
                     continue
-                for start in range(0, rows, COPY_ROWS):
-                    f[name][start:start + COPY_ROWS] = old[name][start:min(rows, start + COPY_ROWS)]
+                _copy_rows(old[name], f[name], rows, at=0)
             f.attrs["n_committed"] = n
         finally:
             f.close()
@@ -282,7 +288,7 @@ class RaggedWriter:
 
     def add_store(self, store: "RaggedStore") -> None:
         """Append every item of a finished ``store`` written with the same header (a shard of this one), its
-        numeric rows copied in blocks; its items' input fingerprints come along."""
+        numeric rows copied in blocks; its items' input fingerprints come along (kept when ``inputs`` is given)."""
         self.commit()
         f, n, rows = self.file, len(store), int(store.offsets[-1])
         duplicated = self.done_ids.intersection(store.ids)
@@ -292,15 +298,15 @@ class RaggedWriter:
         f["ids"].resize((self.n_items + n,))
         f["ids"][self.n_items:] = store.ids
         if self.inputs is not None:
+            keys = list(store.file[INPUTS].asstr()[:]) if INPUTS in store.file else [""] * n
+            self.inputs.update(zip(store.ids, keys))
             f[INPUTS].resize((self.n_items + n,))
-            f[INPUTS][self.n_items:] = list(store.file[INPUTS].asstr()[:]) if INPUTS in store.file else [""] * n
+            f[INPUTS][self.n_items:] = keys
         f["offsets"].resize((self.n_items + n + 1,))
         f["offsets"][self.n_items + 1:] = self.n_rows + store.offsets[1:]
         for name in ["data", *self.fields]:
             f[name].resize((self.n_rows + rows, *f[name].shape[1:]))
-            for start in range(0, rows, COPY_ROWS):
-                block = store.file[name][start:min(rows, start + COPY_ROWS)]
-                f[name][self.n_rows + start:self.n_rows + start + len(block)] = block
+            _copy_rows(store.file[name], f[name], rows, at=self.n_rows)
         self.n_items += n
         self.n_rows += rows
         self.done_ids.update(store.ids)

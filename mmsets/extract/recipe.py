@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from mmsets.extract.registry import EXTRACTORS, extractor, split_variant
+from mmsets.extract.registry import ParamsError, extractor
 from mmsets.layout import store_name, store_path
 
 
@@ -51,16 +51,18 @@ def store_recipe(stores: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
             continue
         with RaggedStore(path) as store:
             params = store.params
-            if split_variant(name)[0] not in EXTRACTORS:  # written by the user's own code: nothing to re-run
+            try:
+                entry = extractor(name)
+            except ParamsError:  # written by the user's own code: nothing to re-run
                 recipe[name] = {"extractor": str(store.attrs.get("extractor", "")), "params": params, "reads": {},
                                 "external": True}
                 continue
-            if extractor(name).name == "categorical":  # data-fitted: new items need the training vocabulary
+            if entry.name == "categorical":  # data-fitted: new items need the training vocabulary
                 vocab = store.attrs["vocab"]
                 params["vocab"] = json.loads(vocab) if isinstance(vocab, str) else vocab
                 params["fields"] = list(params["vocab"])
         reads = {}
-        for key in extractor(name).upstream_of(params):
+        for key in entry.upstream_of(params):
             recorded = get_dotted(params, key)
             if recorded is None:
                 continue
@@ -71,7 +73,7 @@ def store_recipe(stores: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
             reads[key] = upstream
             set_dotted(params, key, None)
             todo.append((upstream, found))
-        recipe[name] = {"extractor": extractor(name).name, "params": params, "reads": reads}
+        recipe[name] = {"extractor": entry.name, "params": params, "reads": reads}
     return recipe
 
 

@@ -1,8 +1,8 @@
 """Sharded extraction: an extractor's items in K contiguous blocks of the manifest, one job each (a store
 per shard, resumed on its own), gathered into the one store the rest of the workflow reads.
 
-The gathered store equals an unsharded run's item for item, in the same order; its summary sums the
-shards' counts and keeps each shard's own (``mmsets.extract.common.merged_summary``).
+The gathered store holds the shards' items shard after shard, each as an unsharded run writes it; its
+summary sums the shards' counts and keeps each shard's own (``mmsets.extract.common.merged_summary``).
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def gather_shards(name: str, manifest_path: str | os.PathLike, shards: Sequence[
         if settings["extractor"] != extractor(name).name:
             raise StoreError(f"{opened[0].path}: a store of extractor {settings['extractor']!r}, not {name!r}")
         for k, store in enumerate(opened):
-            if store.writer_settings() != settings:
-                theirs = store.writer_settings()
+            theirs = store.writer_settings()
+            if theirs != settings:
                 differ = sorted(key for key in settings if theirs[key] != settings[key])
                 raise StoreError(f"{store.path}: written with other {differ} than {opened[0].path}")
             start, stop = shard_bounds(len(ids), k, len(opened))
@@ -73,11 +73,8 @@ def gather_shards(name: str, manifest_path: str | os.PathLike, shards: Sequence[
             if outside:
                 raise StoreError(f"{store.path}: item {outside[0]!r} is not in shard {k}/{len(opened)} of "
                                  f"{manifest_path} (shards are gathered in order 0..K-1 of one manifest)")
-        inputs = {}
-        for store in opened:
-            if INPUTS in store.file:
-                inputs.update(zip(store.ids, store.file[INPUTS].asstr()[:]))
-        writer = RaggedWriter(out_path, **settings, inputs=inputs or None, resume=False)
+        fingerprinted = any(INPUTS in store.file for store in opened)  # add_store brings each item's along
+        writer = RaggedWriter(out_path, **settings, inputs={} if fingerprinted else None, resume=False)
         for store in opened:
             writer.add_store(store)
         summary = merged_summary([store.summary for store in opened])

@@ -110,8 +110,7 @@ def extractor_mem_mb(wildcards):
 
 
 def datasets_of_kind(kind):
-    names = [n for n, d in config["datasets"].items() if d["kind"] == kind]
-    return "|".join(names) if names else "(?!x)x"
+    return _name_pattern(n for n, d in config["datasets"].items() if d["kind"] == kind)
 
 
 _NOT_DATA = ("training", "models", "experiments", "extractors", "cv", "shards")  # dataset settings that do not change the manifest
