@@ -283,6 +283,18 @@ def test_paper_config_plans_the_papers_inputs_and_tables(tmp_path):
     assert '"class_weighting": "inv"' in train  # DM2S2's recipe: 1/N_k
 
 
+def test_the_mpnet_config_changes_the_text_encoders_only(tmp_path):
+    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "workflow" / "configs" / "mpnet.yaml"), "--",
+                     "results/mmimdb/report.html")
+    commands = (proc.stdout + proc.stderr).splitlines()
+    for extractor in ("text", "ocr_text", "tokens"):
+        line = next(line for line in commands if f"extract {extractor} " in line)
+        assert '"model": "mpnet-base"' in line
+    image = next(line for line in commands if "extract image " in line)
+    assert '"model": "efficientnet_lite0"' in image
+
+
 def test_erasure_reencodes_the_test_items_without_each_modality(tmp_path):
     config = yaml.safe_load(SMALL.read_text())
     config["extractors"]["tokens"] = {"modalities": ["text:title", "text:plot"]}
