@@ -293,6 +293,9 @@ def test_the_mpnet_config_changes_the_text_encoders_only(tmp_path):
         assert '"model": "mpnet-base"' in line
     image = next(line for line in commands if "extract image " in line)
     assert '"model": "efficientnet_lite0"' in image
+    others = [line for line in commands if " -m mmsets extract " in line
+              and not any(f"extract {extractor} " in line for extractor in ("text", "ocr_text", "tokens"))]
+    assert others and not any("mpnet" in line for line in others)
 
 
 def test_erasure_reencodes_the_test_items_without_each_modality(tmp_path):
