@@ -41,8 +41,10 @@ system:
 demo: setup-demo
 	$(BIN)/snakemake results/demo/report.html --cores $(CORES) --set-threads train=1
 
+# One test file per worker (--dist loadfile): a file's module fixtures (a SLURM cluster, a finished DAG) are
+# built once, on one worker.
 test: setup
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra -n $(CORES) --dist loadfile
 
 lint: setup-demo
 	$(BIN)/snakemake --lint

