@@ -42,6 +42,15 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> list[str]:
     return jobs
 
 
+def extract_commands(proc: subprocess.CompletedProcess) -> dict[str, list[str]]:
+    """The shell commands of the extractions a dry run with -p prints, by extractor (with its variant)."""
+    commands = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if found := re.search(r"-m mmsets extract (\S+) ", line):
+            commands.setdefault(found.group(1), []).append(line)
+    return commands
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("dag")
@@ -253,12 +262,11 @@ def test_extractor_variants_get_their_own_stores_and_read_their_upstream_variant
     for name in ("ocr", "ocr@easyocr", "tokens", "tokens@easyocr", "ocr_text@easyocr", "image"):
         assert f"extract[dataset=demo, extractor={name}]" in jobs
     assert "extract[dataset=demo, extractor=ocr_text]" not in jobs
-    commands = proc.stdout + proc.stderr
-    easy_tokens = next(line for line in commands.splitlines() if "extract tokens@easyocr" in line)
+    commands = extract_commands(proc)
+    easy_tokens = commands["tokens@easyocr"][0]
     assert "features/ocr@easyocr.h5" in easy_tokens and '\\"backend\\"' not in easy_tokens
-    easy_text = next(line for line in commands.splitlines() if "extract ocr_text@easyocr" in line)
-    assert "features/ocr@easyocr.h5" in easy_text
-    assert '"backend": "easyocr"' in next(line for line in commands.splitlines() if "extract ocr@easyocr" in line)
+    assert "features/ocr@easyocr.h5" in commands["ocr_text@easyocr"][0]
+    assert '"backend": "easyocr"' in commands["ocr@easyocr"][0]
     assert sorted(j for j in jobs if j.startswith("train[")) == [
         "train[dataset=demo, run=ocr-easyocr-s0]", "train[dataset=demo, run=ocr-tesseract-s0]",
         "train[dataset=demo, run=ocr_sets-easyocr-max-s0]"]
@@ -272,14 +280,13 @@ def test_paper_config_plans_the_papers_inputs_and_tables(tmp_path):
     extractors = sorted(j.split("extractor=")[1].rstrip("]") for j in jobs if j.startswith("extract["))
     assert extractors == sorted(["image", "bbox", "objects", "faces", "text", "ocr", "ocr@tesseract", "ocr@easyocr",
                                  "ocr_text", "labels", "tokens", "tokens@tesseract", "tokens@easyocr"])
-    commands = proc.stdout + proc.stderr
-    text = next(line for line in commands.splitlines() if "extract text " in line)
+    text = extract_commands(proc)["text"][0]
     assert '"segment": "none"' in text and '"max_length": 512' in text and '"pooling": "cls"' in text
     runs = [j for j in jobs if j.startswith("train[")]
     assert "train[dataset=mmimdb, run=dm2s2_ocr-easyocr-both-s2]" in runs
     assert "train[dataset=mmimdb, run=dmms_table3-i_t_bbox-min-s0]" in runs
-    train = next(line for line in commands.splitlines() if "train" in line and "--out-dir results/mmimdb/runs/"
-                 "dm2s2_table3-tokens-both-s0" in line)
+    train = next(line for line in (proc.stdout + proc.stderr).splitlines()
+                 if "train" in line and "--out-dir results/mmimdb/runs/dm2s2_table3-tokens-both-s0" in line)
     assert '"class_weighting": "inv"' in train  # DM2S2's recipe: 1/N_k
 
 
@@ -287,14 +294,12 @@ def test_the_mpnet_config_changes_the_text_encoders_only(tmp_path):
     shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "workflow" / "configs" / "mpnet.yaml"), "--",
                      "results/mmimdb/report.html")
-    commands = (proc.stdout + proc.stderr).splitlines()
-    for extractor in ("text", "ocr_text", "tokens"):
-        line = next(line for line in commands if f"extract {extractor} " in line)
-        assert '"model": "mpnet-base"' in line
-    image = next(line for line in commands if "extract image " in line)
-    assert '"model": "efficientnet_lite0"' in image
-    others = [line for line in commands if " -m mmsets extract " in line
-              and not any(f"extract {extractor} " in line for extractor in ("text", "ocr_text", "tokens"))]
+    commands = extract_commands(proc)
+    text_encoders = ("text", "ocr_text", "tokens")
+    for extractor in text_encoders:
+        assert all('"model": "mpnet-base"' in line for line in commands[extractor]), extractor
+    assert '"model": "efficientnet_lite0"' in commands["image"][0]
+    others = [line for extractor, lines in commands.items() if extractor not in text_encoders for line in lines]
     assert others and not any("mpnet" in line for line in others)
 
 
