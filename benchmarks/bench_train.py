@@ -35,7 +35,7 @@ from mmsets.data.sets import SetDataset
 from mmsets.models.dm2s2 import dm2s2
 from mmsets.models.dmms import dmms
 from mmsets.runs.loop import configure_optimizer, make_loader
-from mmsets.runs.spec import TrainConfig
+from mmsets.plan.spec import TrainConfig
 from mmsets.runtime import resolve_device
 from mmsets.store import RaggedStore, RaggedWriter
 from mmsets.tasks import MultiLabelTask

@@ -116,7 +116,7 @@ def cmd_gather(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mmsets.layout import store_path
+    from mmsets.plan.layout import store_path
     from mmsets.runs.distributed import process_group
     from mmsets.runs.run import train_run
 
@@ -166,7 +166,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from mmsets.layout import store_name
+    from mmsets.plan.layout import store_name
     from mmsets.report import build_report
 
     run_dirs = list(dict.fromkeys(str(Path(p).parent) if p.endswith(".json") else p for p in args.runs))
@@ -218,7 +218,7 @@ def _train_epilog() -> str:
     import textwrap
 
     from mmsets.models.registry import FAMILIES
-    from mmsets.runs.spec import RUNTIME_TRAINING_KEYS, CVConfig, TrainConfig
+    from mmsets.plan.spec import RUNTIME_TRAINING_KEYS, CVConfig, TrainConfig
 
     lines = ["--spec keys: model (one of " + ", ".join(FAMILIES) + "), features (store names in --features-dir),",
              "the model's settings, training {...}, cv {...}; e.g.",

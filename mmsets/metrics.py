@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from sklearn.metrics import f1_score, mean_absolute_error, mean_absolute_percentage_error, roc_auc_score
 
-from mmsets.runs.spec import DECISION_RULES
+from mmsets.plan.vocab import DECISION_RULES
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 PAPER_THRESHOLD = 0.5  # the papers' protocol: a label is predicted when its probability is at least 0.5

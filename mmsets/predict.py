@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import CAT_PREFIX, TEXT_PREFIX, Manifest, is_missing, write_manifest
-from mmsets.layout import store_path
+from mmsets.plan.layout import store_path
 from mmsets.metrics import Decision, decision_from_dict
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ def load_run(run_dir: str | os.PathLike, features_dir: str | os.PathLike | None 
 
 def recipe_inputs(recipe: Mapping[str, dict]) -> dict[str, list[str]]:
     """The manifest's text and categorical fields that a recipe's extractors read."""
-    from mmsets.extract.sources import parse_source
+    from mmsets.plan.sources import parse_source
 
     found: dict[str, list[str]] = {"text": [], "categorical": []}
     for entry in recipe.values():

@@ -36,7 +36,7 @@ from mmsets.data.manifest import Manifest
 from mmsets.metrics import (ArgmaxDecision, ValueDecision, best_threshold, choose_decision, f1_micro,
                             multilabel_metrics, paper_protocol_metrics, regression_metrics,
                             single_label_metrics)
-from mmsets.runs.spec import SINGLE_LABEL_LOSSES
+from mmsets.plan.vocab import SINGLE_LABEL_LOSSES
 
 LOWER_IS_BETTER = frozenset({"loss", "rmse", "mae", "mape"})
 TARGET_COLUMN = "target"

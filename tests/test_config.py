@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsets.config import (ConfigError, configured_extractors, dataset_runs, extractor_settings, unfold_dotted,
+from mmsets.plan.config import (ConfigError, configured_extractors, dataset_runs, extractor_settings, unfold_dotted,
                            validate_config)
 
 ROOT = Path(__file__).resolve().parents[1]

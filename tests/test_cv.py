@@ -10,7 +10,8 @@ from mmsets.runs.evaluate import evaluate_run
 from mmsets.io import read_json
 from mmsets.runs.checkpoint import load_checkpoint
 from mmsets.runs.run import train_run
-from mmsets.runs.spec import CVConfig, SpecError
+from mmsets.plan.errors import SpecError
+from mmsets.plan.spec import CVConfig
 
 FEATURES = ("signal", "noise")
 

@@ -16,7 +16,7 @@ from mmsets.runs.checkpoint import load_checkpoint
 from mmsets.runs.learner import learner_for
 from mmsets.runs.loop import output_layer
 from mmsets.runs.run import open_datasets, train_run
-from mmsets.runs.spec import SpecError
+from mmsets.plan.errors import SpecError
 
 FEATURES = ("signal", "noise")
 TRAINING = {"epochs": 12, "batch_size": 32, "lr": 1e-2, "warmup_epochs": 2}

@@ -7,7 +7,9 @@ import importlib
 import os
 from typing import Any, Mapping
 
-from mmsets.extract.registry import EXTRACTORS, ParamsError, extractor
+from mmsets.plan.errors import ParamsError
+
+from mmsets.extract.registry import EXTRACTORS, extractor
 from mmsets.runtime import Runtime
 
 __all__ = ["EXTRACTORS", "ParamsError", "Runtime", "make_params", "run_extractor"]

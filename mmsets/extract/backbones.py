@@ -24,7 +24,9 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from mmsets.extract.common import WEIGHTS, ParamsError, autocast, check_choice
+from mmsets.plan.errors import ParamsError
+
+from mmsets.extract.common import WEIGHTS, autocast, check_choice
 
 TIMM_PREFIX = "timm:"
 WSL_RESNEXT = "resnext101_32x16d.fb_wsl_ig1b_ft_in1k"

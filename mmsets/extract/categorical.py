@@ -22,7 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, Manifest, is_missing
-from mmsets.extract.common import ParamsError, RunTally, check_names, resumable
+from mmsets.plan.errors import ParamsError
+from mmsets.extract.common import RunTally, check_names, resumable
 from mmsets.runtime import Runtime
 from mmsets.store import RaggedWriter
 

@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any, Mapping
 
 
-from mmsets.extract.registry import ParamsError
+from mmsets.plan.errors import ParamsError
 from mmsets.store import RaggedWriter
 
 if typing.TYPE_CHECKING:

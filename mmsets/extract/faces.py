@@ -25,7 +25,8 @@ from PIL import Image
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import BackboneError, seeded_init
-from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, item_inputs, autocast, check_choice
+from mmsets.plan.errors import ParamsError
+from mmsets.extract.common import DTYPES, WEIGHTS, RunTally, item_inputs, autocast, check_choice
 from mmsets.extract.per_image import Elements, ImageSkip, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter

@@ -19,7 +19,8 @@ from PIL import Image
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.extract.common import WEIGHTS, ParamsError, RunTally, item_inputs, autocast, check_choice
+from mmsets.plan.errors import ParamsError
+from mmsets.extract.common import WEIGHTS, RunTally, item_inputs, autocast, check_choice
 from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter

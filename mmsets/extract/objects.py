@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import BackboneError
-from mmsets.extract.common import ParamsError, RunTally, item_inputs, autocast, check_choice
+from mmsets.plan.errors import ParamsError
+from mmsets.extract.common import RunTally, item_inputs, autocast, check_choice
 from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter

@@ -16,7 +16,8 @@ import numpy as np
 from PIL import Image
 
 from mmsets.data.manifest import Manifest
-from mmsets.extract.common import ParamsError, RunTally, item_inputs, check_choice
+from mmsets.plan.errors import ParamsError
+from mmsets.extract.common import RunTally, item_inputs, check_choice
 from mmsets.extract.ocr_backends import BACKENDS, OCRBackend, OCRResult, load_backend
 from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.runtime import Runtime, resolve_device

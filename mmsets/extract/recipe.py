@@ -15,8 +15,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from mmsets.extract.registry import ParamsError, extractor
-from mmsets.layout import store_name, store_path
+from mmsets.plan.errors import ParamsError
+
+from mmsets.extract.registry import extractor
+from mmsets.plan.layout import store_name, store_path
 
 
 def get_dotted(params: Mapping[str, Any], key: str) -> Any:

@@ -1,8 +1,7 @@
 """Every extractor by name, one entry each: where its code and params dataclass are, which stores it reads,
 which environment it runs in and what a job of it needs.
 
-Free of numpy and torch on purpose: the workflow imports it when it builds the DAG, in the plain Python that
-runs Snakemake (under ``--use-conda`` the extractors' own packages live only in the rules' environments).
+The workflow imports it when it builds the DAG, so it is held to the rule of :mod:`mmsets.plan`: no numpy, no torch.
 """
 
 from __future__ import annotations
@@ -11,11 +10,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from mmsets.plan.errors import ParamsError
+from mmsets.plan.sources import upstream_stores
 from mmsets.runtime import Resources
-
-
-class ParamsError(ValueError):
-    """A wrong extractor setting; the message names the key."""
 
 
 NETWORK = Resources(threads=2, mem_mb=8000, gpu=True)  # a CNN or transformer on the GPU
@@ -41,8 +38,6 @@ class Extractor:
         """``{param key (dotted when nested): upstream extractor}`` of the stores it reads with ``settings``."""
         found = dict(self.upstream)
         if self.modality_stores is not None:
-            from mmsets.extract.sources import upstream_stores
-
             found |= {f"{self.modality_stores}.{s}": s for s in upstream_stores(settings.get("modalities", []))}
         return found
 

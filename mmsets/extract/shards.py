@@ -11,7 +11,9 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Sequence
 
-from mmsets.extract.registry import ParamsError, extractor
+from mmsets.plan.errors import ParamsError
+
+from mmsets.extract.registry import extractor
 
 if TYPE_CHECKING:  # the workflow imports this module in a Python without pandas
     from mmsets.data.manifest import Manifest

@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
-from mmsets.extract.common import DTYPES, WEIGHTS, ParamsError, RunTally, item_inputs, check_choice, check_names, resumable
+from mmsets.plan.errors import ParamsError
+from mmsets.extract.common import DTYPES, WEIGHTS, RunTally, item_inputs, check_choice, check_names, resumable
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter
 

@@ -44,9 +44,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, SPLITS, Manifest, is_missing
-from mmsets.extract.common import (WEIGHTS, ParamsError, RunTally, autocast, check_choice, check_names, item_inputs,
+from mmsets.plan.errors import ParamsError
+from mmsets.extract.common import (WEIGHTS, RunTally, autocast, check_choice, check_names, item_inputs,
                                    resumable)
-from mmsets.extract.sources import STORE_FIELDS, STORE_SOURCES, parse_source, upstream_stores
+from mmsets.plan.sources import STORE_FIELDS, STORE_SOURCES, parse_source, upstream_stores
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 

@@ -2,8 +2,9 @@
 training job of it asks the scheduler for.
 
 Adding a family is one entry here (and its settings in the workflow's schema, which a test holds to the
-config dataclass). The runs ask this table; nothing else tells the families apart. Free of torch: the
-family's module is imported on use, so the workflow can ask for a family's resources when it builds the DAG.
+config dataclass). The runs ask this table; nothing else tells the families apart. The family's module
+is imported on use, so the workflow can ask for a family's resources when it builds the DAG (the rule of
+:mod:`mmsets.plan`: no numpy, no torch).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Family:
     builder: str  # the config's fields as keywords -> an nn.Module or a FittedModel
     inputs: str  # SETS or SEQUENCE
     resources: Resources = TRAINED
-    # Where the family's paper trains it differently from the shared recipe (mmsets.runs.spec.TrainConfig);
+    # Where the family's paper trains it differently from the shared recipe (mmsets.plan.spec.TrainConfig);
     # config.yaml's training.families.<name> overrides it, a dataset's own training keys override both.
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -1,6 +1,5 @@
 """Training runs: from a run spec to a run directory.
 
-    spec.py        RunSpec, TrainConfig, CVConfig and the expansion of config.yaml's experiments (no torch)
     run.py         the split/fold loop: datasets, one learner per split or fold, the run directory
     learner.py     the learner protocol (fit / predict / explain): the one place that knows trained
                    models (nn.Module, the epoch loop) from fitted ones (FittedModel)

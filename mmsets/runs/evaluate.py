@@ -14,7 +14,7 @@ from mmsets.data.manifest import Manifest, read_manifest
 from mmsets.metrics import aggregate, decision_from_dict
 from mmsets.store import RaggedStore
 from mmsets.tasks import task_from_dict
-from mmsets.layout import store_path
+from mmsets.plan.layout import store_path
 from mmsets.runs.checkpoint import load_checkpoint
 from mmsets.runs.learner import learner_for
 from mmsets.runs.record import MODEL

@@ -15,7 +15,7 @@ from mmsets.models.fitted import FittedModel
 from mmsets.models.importance import NO_SHARES, Importance, explain_batches, intra_weights
 from mmsets.runs import loop
 from mmsets.runs.loop import TrainResult, format_metrics, seed_everything
-from mmsets.runs.spec import TrainConfig
+from mmsets.plan.spec import TrainConfig
 from mmsets.tasks import Task, selection_key
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from mmsets.data.sets import collate_sets
 from mmsets.metrics import Decision
 from mmsets.runs.distributed import local_device, sum_over_processes, world
-from mmsets.runs.spec import TrainConfig
+from mmsets.plan.spec import TrainConfig
 from mmsets.runtime import resolve_device, worker_init
 from mmsets.tasks import MultiLabelTask, Task, selection_key
 

@@ -29,7 +29,8 @@ from mmsets.runs.checkpoint import plain, save_checkpoint
 from mmsets.runs.learner import learner_for
 from mmsets.runs.loop import TrainResult, format_metrics, seed_everything
 from mmsets.runs.record import MODEL, PREDICTIONS, ImportanceRecord, RunRecord
-from mmsets.runs.spec import RunSpec, SpecError
+from mmsets.plan.errors import SpecError
+from mmsets.plan.spec import RunSpec
 from mmsets.store import RaggedStore
 from mmsets.tasks import RegressionTask, Task, make_task
 

@@ -10,7 +10,7 @@ from mmsets.extract import backbones
 from mmsets.extract.backbones import (
     WSL_RESNEXT, BackboneError, cls_pool, embed_images, embed_texts, load_image_backbone, load_text_encoder, mean_pool,
 )
-from mmsets.extract.common import ParamsError
+from mmsets.plan.errors import ParamsError
 
 EGYPTIAN_CAT, TABBY, TIGER_CAT = 285, 281, 282
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsets.extract.registry import EXTRACTORS, ParamsError
+from mmsets.plan.errors import ParamsError
+
+from mmsets.extract.registry import EXTRACTORS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 

@@ -13,7 +13,7 @@ from mmsets.models.dm2s2 import (AdditiveSimilarity, DM2S2Config, DotProductSimi
                                  dm2s2, encoder_only)
 from mmsets.store import RaggedWriter
 from mmsets.runs.loop import configure_optimizer, warmup_cosine
-from mmsets.runs.spec import TrainConfig
+from mmsets.plan.spec import TrainConfig
 from mmsets.tasks import class_weights, weighted_bce
 
 H, M, C = 8, 3, 4

@@ -14,7 +14,7 @@ from mmsets.models.parts import IndexCNNEncoder, IndexEncoder, ModalityEncoder, 
 from mmsets.store import RaggedStore, RaggedWriter
 from mmsets.runs.learner import learner_for
 from mmsets.runs.loop import fit
-from mmsets.runs.spec import TrainConfig
+from mmsets.plan.spec import TrainConfig
 
 def make_batch(counts_a, counts_b, seed=0):
     """Two modalities, a (dim 5) and b (dim 3), with the given number of elements per item."""

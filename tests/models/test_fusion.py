@@ -11,7 +11,7 @@ from mmsets.models.fusion import GMUConfig, gmu, late_fusion
 from mmsets.store import RaggedStore
 from mmsets.runs.checkpoint import load_checkpoint
 from mmsets.runs.learner import learner_for
-from mmsets.runs.spec import SpecError
+from mmsets.plan.errors import SpecError
 from mmsets.tasks import make_task
 
 FEATURES = ("signal", "noise")  # the stores of write_synthetic_sets

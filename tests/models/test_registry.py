@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from mmsets.models.registry import FAMILIES, family
-from mmsets.runs.spec import RUNTIME_TRAINING_KEYS, TrainConfig
+from mmsets.plan.spec import RUNTIME_TRAINING_KEYS, TrainConfig
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml").read_text())
 # Settings a run spec fills in from elsewhere in config.yaml, not from models.<family>.

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from mmsets.data.synthetic import write_synthetic_sets
-from mmsets.runs.spec import SpecError, TrainConfig
+from mmsets.plan.errors import SpecError
+from mmsets.plan.spec import TrainConfig
 
 SPEC = {"model": "dmms", "features": ["signal", "noise"], "pooling": "max", "d_model": 32, "head_hidden": [32],
         "training": {"epochs": 12, "batch_size": 32, "lr": 1e-2, "warmup_epochs": 2}}

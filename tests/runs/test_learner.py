@@ -8,7 +8,7 @@ from mmsets.data.synthetic import write_synthetic_sets
 from mmsets.models.registry import FAMILIES
 from mmsets.runs.learner import FittedLearner, TrainedLearner, learner_for
 from mmsets.runs.run import open_datasets
-from mmsets.runs.spec import TrainConfig
+from mmsets.plan.spec import TrainConfig
 from mmsets.store import RaggedStore
 from mmsets.tasks import make_task
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmsets.runs.loop import fit, warmup_cosine
-from mmsets.runs.spec import TrainConfig
+from mmsets.plan.spec import TrainConfig
 from mmsets.tasks import MultiLabelTask
 
 

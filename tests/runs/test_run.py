@@ -13,7 +13,8 @@ from mmsets.runs.checkpoint import load_checkpoint
 from mmsets.runs.learner import learner_for
 from mmsets.runs.loop import fit
 from mmsets.runs.run import train_run
-from mmsets.runs.spec import SpecError, TrainConfig
+from mmsets.plan.errors import SpecError
+from mmsets.plan.spec import TrainConfig
 from mmsets.tasks import MultiLabelTask, class_weights
 
 LABELS = ["p", "q", "r"]

@@ -2,9 +2,10 @@
 
 import pytest
 
-from mmsets.config import dataset_runs
-from mmsets.config import validate_config
-from mmsets.runs.spec import RunSpec, SpecError, TrainConfig
+from mmsets.plan.config import dataset_runs
+from mmsets.plan.config import validate_config
+from mmsets.plan.errors import SpecError
+from mmsets.plan.spec import RunSpec, TrainConfig
 
 def test_runs_expand_features_pooling_seeds_with_dataset_overrides(shipped_config, config_schema):
     config = validate_config(shipped_config, config_schema)

@@ -7,11 +7,12 @@ import sys
 
 REPOSITORY = os.path.dirname(workflow.basedir)  # the Snakefile lives in workflow/
 sys.path.insert(0, REPOSITORY)
-# Only modules free of numpy and torch: under --use-conda, the Python that runs Snakemake has Snakemake alone.
-from mmsets.config import configured_extractors, dataset_runs, extractor_shards, validate_config  # noqa: E402
-from mmsets.config import extractor_settings as _extractor_settings  # noqa: E402
+# Only mmsets.plan and the registries (no numpy, no torch): under --use-conda, the Python that runs Snakemake has
+# Snakemake alone.
+from mmsets.plan.config import configured_extractors, dataset_runs, extractor_shards, validate_config  # noqa: E402
+from mmsets.plan.config import extractor_settings as _extractor_settings  # noqa: E402
 from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
-from mmsets.layout import erased_store_path, feature_path, features_dir, run_dir, shard_path  # noqa: E402
+from mmsets.plan.layout import erased_store_path, feature_path, features_dir, run_dir, shard_path  # noqa: E402
 from mmsets.models.registry import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -167,7 +168,7 @@ def extractor_inputs(wildcards):
 
 
 def runs_of(dataset):
-    """The dataset's runs by name (mmsets.runs.spec.RunSpec), checked when the config was validated."""
+    """The dataset's runs by name (mmsets.plan.spec.RunSpec), checked when the config was validated."""
     return dataset_runs(config, dataset)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from mmsets.extract.backbones import BackboneError
-from mmsets.extract.common import ParamsError
+from mmsets.plan.errors import ParamsError
 
 
 class OCRError(BackboneError):

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from mmsets.extract.common import ParamsError
+from mmsets.plan.errors import ParamsError
 from mmsets.extract.ocr_backends import OCRError, OCRResult, read_each
 
 WORD_LEVEL = 5

@@ -6,8 +6,6 @@
     results/{dataset}/features/shards/{store}/{i}-of-{K}.h5   shard i of K of a sharded store
     results/{dataset}/runs/{run}/                  a run directory (mmsets.runs.record)
     results/{dataset}/report.html
-
-Free of numpy and torch: the Snakefile imports it when it builds the DAG.
 """
 
 from __future__ import annotations

@@ -15,11 +15,8 @@ import jsonschema
 import yaml
 
 from mmsets.models.registry import FAMILIES, SEQUENCE
-from mmsets.runs.spec import RunSpec, SpecError, expand_runs
-
-
-class ConfigError(ValueError):
-    pass
+from mmsets.plan.errors import ConfigError, ParamsError, SpecError
+from mmsets.plan.spec import RunSpec, expand_runs
 
 
 def unfold_dotted(config: dict) -> dict:
@@ -190,7 +187,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def _check_extractor_variants(config: dict, schema: dict) -> None:
     """A variant ("ocr@easyocr") is its extractor's settings with its own over them: checked merged."""
-    from mmsets.extract.registry import ParamsError, split_variant
+    from mmsets.extract.registry import split_variant
 
     known = schema["properties"]["extractors"]["properties"]
     places = [("extractors.", config["extractors"])] + [
@@ -219,7 +216,6 @@ def _check_extractor_variants(config: dict, schema: dict) -> None:
 
 def _check_shards(config: dict) -> None:
     """Shards name an extractor the dataset configures, one whose items can be split."""
-    from mmsets.extract.registry import ParamsError
     from mmsets.extract.shards import check_shardable
 
     for dataset in config["datasets"]:
@@ -283,7 +279,7 @@ def family_training(config: dict, dataset: str, family: str) -> dict:
 
 
 def dataset_runs(config: dict, dataset: str) -> dict[str, RunSpec]:
-    """The runs of a dataset in a validated config, by name (``mmsets.runs.spec.expand_runs``)."""
+    """The runs of a dataset in a validated config, by name (``mmsets.plan.spec.expand_runs``)."""
     selected = config["datasets"][dataset].get("experiments") or list(config["experiments"])
     try:
         return expand_runs(config["experiments"], selected, lambda family: family_training(config, dataset, family),

@@ -1,13 +1,11 @@
 """The sources of the tokens extractor's modalities (DM2S2's token sequences), and the stores they read.
-
-Kept free of numpy and torch: the workflow reads it when it builds the DAG (see :mod:`mmsets.extract.registry`).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from mmsets.extract.registry import ParamsError
+from mmsets.plan.errors import ParamsError
 
 FIELD_SOURCES = ("text", "cat")  # "<kind>:<field>" read from the manifest
 # store sources -> the per-element string field joined into the span; "faces" only counts elements

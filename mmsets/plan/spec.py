@@ -5,8 +5,8 @@ recipe and optionally k-fold cross-validation. The workflow expands each experim
 ``config.yaml`` into runs (``expand_runs``) when it builds the DAG and passes each run's spec to its
 train job as JSON (``RunSpec.to_dict``); the train job reads it back with ``RunSpec.from_dict``.
 
-Free of numpy and torch: the Snakefile imports it. Whether the model settings fit the family's
-config dataclass is checked twice: against the schema when the DAG is built (``mmsets.config``),
+Whether the model settings fit the family's
+config dataclass is checked twice: against the schema when the DAG is built (``mmsets.plan.config``),
 and by the dataclass itself in the train job (``mmsets.runs.run``).
 """
 
@@ -16,14 +16,10 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
-CLASS_WEIGHTINGS = ("inv_sqrt", "inv", "none")  # inv_sqrt: DMMS; inv (1/N_k): DM2S2
-DECISION_RULES = ("f1_micro", "f1_macro", "paper")  # mmsets.metrics.Decision
-SINGLE_LABEL_LOSSES = ("sigmoid", "softmax")
+from mmsets.plan.errors import SpecError
+from mmsets.plan.vocab import CLASS_WEIGHTINGS, DECISION_RULES, SINGLE_LABEL_LOSSES
+
 DMMS = "dmms"  # the family whose runs are also expanded over pooling types
-
-
-class SpecError(ValueError):
-    """A wrong run spec; the message names the key."""
 
 
 @dataclass
@@ -161,7 +157,7 @@ def expand_runs(experiments: Mapping[str, Any], groups: list[str], training: Cal
                 models: Mapping[str, Any], cv: Mapping[str, Any] | None = None) -> dict[str, RunSpec]:
     """The runs of experiment ``groups`` (validated sections of config.yaml; ``models`` with a dataset's
     overrides merged in; ``training(family)`` that family's recipe), by name: each group's feature
-    combinations x pooling types (DMMS only) x variants x seeds. ``mmsets.config.dataset_runs`` calls it
+    combinations x pooling types (DMMS only) x variants x seeds. ``mmsets.plan.config.dataset_runs`` calls it
     for one dataset."""
     runs: dict[str, RunSpec] = {}
     for group in groups:

@@ -1,0 +1,6 @@
+"""The words a setting may take where the plan (schema checks, run specs) and the code that acts on them
+(mmsets.metrics, mmsets.tasks, mmsets.runs) must agree: one list each."""
+
+CLASS_WEIGHTINGS = ("inv_sqrt", "inv", "none")  # inv_sqrt: DMMS; inv (1/N_k): DM2S2
+DECISION_RULES = ("f1_micro", "f1_macro", "paper")  # mmsets.metrics.Decision
+SINGLE_LABEL_LOSSES = ("sigmoid", "softmax")
