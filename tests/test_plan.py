@@ -8,8 +8,9 @@ from pathlib import Path
 import mmsets.plan
 
 ROOT = Path(__file__).resolve().parents[1]
-# What the workflow's rules import beside mmsets.plan: the registries, which name their code without loading it.
-ALSO_IMPORTED_BY_THE_WORKFLOW = ["mmsets.extract.registry", "mmsets.models.registry"]
+# What the workflow's rules import beside mmsets.plan: the registries, which name their code without loading it,
+# and the recipe's dotted settings.
+ALSO_IMPORTED_BY_THE_WORKFLOW = ["mmsets.extract.registry", "mmsets.models.registry", "mmsets.extract.recipe"]
 HEAVY = ["numpy", "torch", "pandas", "h5py"]
 
 BLOCKER = """

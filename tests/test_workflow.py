@@ -312,7 +312,7 @@ def test_erasure_reencodes_the_test_items_without_each_modality(tmp_path):
     proc = snakemake(tmp_path, "-n", "-p", "results/demo/report.html")
     jobs = planned_jobs(proc)
     assert sorted(j for j in jobs if j.startswith(("erase_tokens", "erasure"))) == [
-        "erase_tokens[dataset=demo, store=tokens, k=0]", "erase_tokens[dataset=demo, store=tokens, k=1]",
+        "erase_tokens[dataset=demo, extractor=tokens, k=0]", "erase_tokens[dataset=demo, extractor=tokens, k=1]",
         "erasure[dataset=demo, run=dm2s2-tokens-s0]", "erasure[dataset=demo, run=dm2s2-tokens-s1]"]
     commands = (proc.stdout + proc.stderr).splitlines()
     without_title = next(line for line in commands if "--out results/demo/features/erased/tokens/0.h5" in line)

@@ -18,12 +18,7 @@ from typing import Any
 import numpy as np
 
 from mmsets.io import read_json, write_json
-
-METRICS = "metrics.json"
-IMPORTANCE = "feature_importance.json"
-ERASURE = "erasure.json"  # DM2S2 Fig. 2, runs of groups with erasure: true (mmsets.runs.erasure)
-MODEL = "model.pt"
-PREDICTIONS = "predictions.parquet"
+from mmsets.plan.layout import ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS  # noqa: F401 (the run's files)
 
 
 class RecordError(ValueError):

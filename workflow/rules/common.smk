@@ -12,7 +12,11 @@ sys.path.insert(0, REPOSITORY)
 from mmsets.plan.config import configured_extractors, dataset_runs, extractor_shards, validate_config  # noqa: E402
 from mmsets.plan.config import extractor_settings as _extractor_settings  # noqa: E402
 from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
-from mmsets.plan.layout import erased_store_path, feature_path, features_dir, run_dir, shard_path  # noqa: E402
+from mmsets.extract.recipe import set_dotted  # noqa: E402
+from mmsets.plan.layout import (  # noqa: E402
+    ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS, benchmark_path, download_path, erased_store_path, feature_path,
+    features_dir, images_dir, log_path, manifest_path, predict_work_dir, predictions_path, raw_dir, report_path,
+    run_dir, run_file, shard_path, unpacked_dir)
 from mmsets.models.registry import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -83,18 +87,13 @@ def upstream_of(dataset, extractor):
     return upstream(extractor, extractor_settings(dataset, extractor), configured_extractors(config, dataset))
 
 
-def _extractor_of(wildcards):
-    """The extractor of an extract job, or of the store an erase_tokens job re-encodes."""
-    return wildcards.extractor if "extractor" in wildcards.keys() else wildcards.store
-
-
 def extractor_env(wildcards):
     """The extractor's conda environment (envs/torch.yaml or envs/ocr.yaml), relative to the rule files."""
-    return f"../../envs/{environment(_extractor_of(wildcards))}.yaml"
+    return f"../../envs/{environment(wildcards.extractor)}.yaml"
 
 
 def extractor_threads(wildcards):
-    return resources(_extractor_of(wildcards)).threads
+    return resources(wildcards.extractor).threads
 
 
 def gpu_slots(needs):
@@ -103,11 +102,11 @@ def gpu_slots(needs):
 
 
 def extractor_gpu(wildcards):
-    return gpu_slots(resources(_extractor_of(wildcards)))
+    return gpu_slots(resources(wildcards.extractor))
 
 
 def extractor_mem_mb(wildcards):
-    return resources(_extractor_of(wildcards)).mem_mb
+    return resources(wildcards.extractor).mem_mb
 
 
 def datasets_of_kind(kind):
@@ -124,23 +123,19 @@ def dataset_params(wildcards):
 
 def mmimdb_root(wildcards):
     root = config["datasets"][wildcards.dataset]["root"]
-    return root if root else f"resources/{wildcards.dataset}/unpacked"
+    return root if root else unpacked_dir(wildcards.dataset)
 
 
 def mmimdb_input(wildcards):
     root = config["datasets"][wildcards.dataset]["root"]
-    return [] if root else [f"resources/{wildcards.dataset}/unpacked"]
+    return [] if root else [unpacked_dir(wildcards.dataset)]
 
 
 def store_settings(dataset, extractor):
     """The extractor's settings with the paths of the stores it reads filled in."""
     settings = json.loads(json.dumps(extractor_settings(dataset, extractor)))
     for key, upstream in upstream_of(dataset, extractor).items():
-        node = settings
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = feature_path(dataset, upstream)
+        set_dotted(settings, key, feature_path(dataset, upstream))
     return settings
 
 
@@ -150,7 +145,7 @@ def extractor_params(wildcards):
 
 def erase_params(wildcards):
     """The token store's own settings without its k-th modality, for the test items only."""
-    settings = store_settings(wildcards.dataset, wildcards.store)
+    settings = store_settings(wildcards.dataset, wildcards.extractor)
     del settings["modalities"][int(wildcards.k)]
     settings["stores"] = {s: p for s, p in settings.get("stores", {}).items() if s in settings["modalities"]}
     budgets = {s: n for s, n in (settings.get("budgets") or {}).items() if s in settings["modalities"]}
@@ -160,7 +155,7 @@ def erase_params(wildcards):
 
 
 def erase_inputs(wildcards):
-    return [feature_path(wildcards.dataset, name) for name in upstream_of(wildcards.dataset, wildcards.store).values()]
+    return [feature_path(wildcards.dataset, name) for name in upstream_of(wildcards.dataset, wildcards.extractor).values()]
 
 
 def extractor_inputs(wildcards):
@@ -220,7 +215,7 @@ def predict_items(wildcards):
 
 
 def report_runs(wildcards):
-    return [f"{run_dir(wildcards.dataset, run)}/metrics.json" for run in runs_of(wildcards.dataset)]
+    return [run_file(wildcards.dataset, run, METRICS) for run in runs_of(wildcards.dataset)]
 
 
 def erasure_runs(dataset):
@@ -243,4 +238,4 @@ def run_erased_json(wildcards):
 
 
 def report_erasure(wildcards):
-    return [f"{run_dir(wildcards.dataset, run)}/erasure.json" for run in erasure_runs(wildcards.dataset)]
+    return [run_file(wildcards.dataset, run, ERASURE) for run in erasure_runs(wildcards.dataset)]

@@ -1,4 +1,4 @@
-# Datasets -> one manifest per dataset: results/{dataset}/manifest.parquet
+# Datasets -> one manifest per dataset: results/{dataset}/manifest.parquet (paths: mmsets/plan/layout.py)
 
 
 localrules:
@@ -7,16 +7,16 @@ localrules:
 
 rule prepare_demo:
     output:
-        manifest="results/{dataset}/manifest.parquet",
-        images=directory("results/{dataset}/images"),
+        manifest=manifest_path("{dataset}"),
+        images=directory(images_dir("{dataset}")),
     wildcard_constraints:
         dataset=datasets_of_kind("demo"),
     params:
         settings=dataset_params,
     log:
-        "results/{dataset}/logs/prepare.log",
+        log_path("{dataset}", "prepare"),
     benchmark:
-        "results/{dataset}/benchmarks/prepare.tsv"
+        benchmark_path("{dataset}", "prepare")
     conda:
         "../../envs/light.yaml"
     shell:
@@ -26,16 +26,16 @@ rule prepare_demo:
 
 rule download_mmimdb:
     output:
-        "resources/{dataset}/mmimdb.tar.gz",
+        download_path("{dataset}"),
     wildcard_constraints:
         dataset=datasets_of_kind("mmimdb"),
     params:
         url=lambda w: config["datasets"][w.dataset]["url"],
         sha256=lambda w: config["datasets"][w.dataset]["sha256"] or "",
     log:
-        "results/{dataset}/logs/download.log",
+        log_path("{dataset}", "download"),
     benchmark:
-        "results/{dataset}/benchmarks/download.tsv"
+        benchmark_path("{dataset}", "download")
     conda:
         "../../envs/light.yaml"
     shell:
@@ -44,13 +44,13 @@ rule download_mmimdb:
 
 rule unpack_mmimdb:
     input:
-        "resources/{dataset}/mmimdb.tar.gz",
+        download_path("{dataset}"),
     output:
-        directory("resources/{dataset}/unpacked"),
+        directory(unpacked_dir("{dataset}")),
     log:
-        "results/{dataset}/logs/unpack.log",
+        log_path("{dataset}", "unpack"),
     benchmark:
-        "results/{dataset}/benchmarks/unpack.tsv"
+        benchmark_path("{dataset}", "unpack")
     conda:
         "../../envs/light.yaml"
     shell:
@@ -61,15 +61,15 @@ rule prepare_mmimdb:
     input:
         mmimdb_input,
     output:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=manifest_path("{dataset}"),
     wildcard_constraints:
         dataset=datasets_of_kind("mmimdb"),
     params:
         root=mmimdb_root,
     log:
-        "results/{dataset}/logs/prepare.log",
+        log_path("{dataset}", "prepare"),
     benchmark:
-        "results/{dataset}/benchmarks/prepare.tsv"
+        benchmark_path("{dataset}", "prepare")
     conda:
         "../../envs/light.yaml"
     shell:
@@ -80,15 +80,15 @@ rule prepare_table:
     input:
         table=lambda w: config["datasets"][w.dataset]["path"],
     output:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=manifest_path("{dataset}"),
     wildcard_constraints:
         dataset=datasets_of_kind("table"),
     params:
         settings=dataset_params,
     log:
-        "results/{dataset}/logs/prepare.log",
+        log_path("{dataset}", "prepare"),
     benchmark:
-        "results/{dataset}/benchmarks/prepare.tsv"
+        benchmark_path("{dataset}", "prepare")
     conda:
         "../../envs/light.yaml"
     shell:
@@ -98,16 +98,16 @@ rule prepare_table:
 
 rule prepare_table_demo:
     output:
-        manifest="results/{dataset}/manifest.parquet",
-        raw=directory("results/{dataset}/raw"),
+        manifest=manifest_path("{dataset}"),
+        raw=directory(raw_dir("{dataset}")),
     wildcard_constraints:
         dataset=datasets_of_kind("table_demo"),
     params:
         settings=dataset_params,
     log:
-        "results/{dataset}/logs/prepare.log",
+        log_path("{dataset}", "prepare"),
     benchmark:
-        "results/{dataset}/benchmarks/prepare.tsv"
+        benchmark_path("{dataset}", "prepare")
     conda:
         "../../envs/light.yaml"
     shell:
@@ -117,16 +117,16 @@ rule prepare_table_demo:
 
 rule prepare_rehearsal:
     output:
-        manifest="results/{dataset}/manifest.parquet",
-        images=directory("results/{dataset}/images"),
+        manifest=manifest_path("{dataset}"),
+        images=directory(images_dir("{dataset}")),
     wildcard_constraints:
         dataset=datasets_of_kind("rehearsal"),
     params:
         settings=dataset_params,
     log:
-        "results/{dataset}/logs/prepare.log",
+        log_path("{dataset}", "prepare"),
     benchmark:
-        "results/{dataset}/benchmarks/prepare.tsv"
+        benchmark_path("{dataset}", "prepare")
     conda:
         "../../envs/light.yaml"
     shell:

@@ -6,10 +6,10 @@
 
 rule extract:
     input:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=manifest_path("{dataset}"),
         upstream=extractor_inputs,
     output:
-        "results/{dataset}/features/{extractor}.h5",
+        feature_path("{dataset}", "{extractor}"),
     wildcard_constraints:
         extractor=unsharded_names(),
     params:
@@ -19,9 +19,9 @@ rule extract:
         gpu=extractor_gpu,
         mem_mb=extractor_mem_mb,
     log:
-        "results/{dataset}/logs/extract/{extractor}.log",
+        log_path("{dataset}", "extract/{extractor}"),
     benchmark:
-        "results/{dataset}/benchmarks/extract/{extractor}.tsv"
+        benchmark_path("{dataset}", "extract/{extractor}")
     conda:
         extractor_env
     shell:
@@ -29,12 +29,31 @@ rule extract:
         "--params {params.settings:q} 2> {log:q}"
 
 
+# Modality erasure (DM2S2 Fig. 2): a token store's test items re-encoded without its k-th modality, for the
+# experiment groups with erasure: true. The same extractor; its entry drops the modality from the settings.
+use rule extract as erase_tokens with:
+    input:
+        manifest=manifest_path("{dataset}"),
+        upstream=erase_inputs,
+    output:
+        erased_store_path("{dataset}", "{extractor}", "{k}"),
+    wildcard_constraints:
+        extractor=extractor_names(),
+        k=r"\d+",
+    params:
+        settings=erase_params,
+    log:
+        log_path("{dataset}", "extract/erased/{extractor}/{k}"),
+    benchmark:
+        benchmark_path("{dataset}", "extract/erased/{extractor}/{k}")
+
+
 rule extract_shard:
     input:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=manifest_path("{dataset}"),
         upstream=extractor_inputs,
     output:
-        "results/{dataset}/features/shards/{extractor}/{shard}-of-{shards}.h5",
+        shard_path(features_dir("{dataset}"), "{extractor}", "{shard}", "{shards}"),
     wildcard_constraints:
         extractor=sharded_names(),
         shard=r"\d+",
@@ -46,9 +65,9 @@ rule extract_shard:
         gpu=extractor_gpu,
         mem_mb=extractor_mem_mb,
     log:
-        "results/{dataset}/logs/extract/shards/{extractor}/{shard}-of-{shards}.log",
+        log_path("{dataset}", "extract/shards/{extractor}/{shard}-of-{shards}"),
     benchmark:
-        "results/{dataset}/benchmarks/extract/shards/{extractor}/{shard}-of-{shards}.tsv"
+        benchmark_path("{dataset}", "extract/shards/{extractor}/{shard}-of-{shards}")
     conda:
         extractor_env
     shell:
@@ -58,48 +77,20 @@ rule extract_shard:
 
 rule gather:
     input:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=manifest_path("{dataset}"),
         shards=shard_stores,
     output:
-        "results/{dataset}/features/{extractor}.h5",
+        feature_path("{dataset}", "{extractor}"),
     wildcard_constraints:
         extractor=sharded_names(),
     params:
         shards=shard_count,
     log:
-        "results/{dataset}/logs/extract/{extractor}.log",
+        log_path("{dataset}", "extract/{extractor}"),
     benchmark:
-        "results/{dataset}/benchmarks/extract/{extractor}.tsv"
+        benchmark_path("{dataset}", "extract/{extractor}")
     conda:
         extractor_env
     shell:
         "python -m mmsets gather {wildcards.extractor} {input.shards:q} --manifest {input.manifest:q} "
         "--out {output:q} 2> {log:q}"
-
-
-# Modality erasure (DM2S2 Fig. 2): a token store's test items re-encoded without its k-th modality, for the
-# experiment groups with erasure: true. Same extractor, same settings otherwise.
-rule erase_tokens:
-    input:
-        manifest="results/{dataset}/manifest.parquet",
-        upstream=erase_inputs,
-    output:
-        "results/{dataset}/features/erased/{store}/{k}.h5",
-    wildcard_constraints:
-        store=extractor_names(),
-        k=r"\d+",
-    params:
-        settings=erase_params,
-    threads: extractor_threads
-    resources:
-        gpu=extractor_gpu,
-        mem_mb=extractor_mem_mb,
-    log:
-        "results/{dataset}/logs/extract/erased/{store}/{k}.log",
-    benchmark:
-        "results/{dataset}/benchmarks/extract/erased/{store}/{k}.tsv"
-    conda:
-        extractor_env
-    shell:
-        "python -m mmsets extract {wildcards.store} --manifest {input.manifest:q} --out {output:q} "
-        "--params {params.settings:q} 2> {log:q}"

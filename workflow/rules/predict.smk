@@ -4,23 +4,23 @@
 
 rule predict:
     input:
-        model="results/{dataset}/runs/{run}/model.pt",
+        model=run_file("{dataset}", "{run}", MODEL),
         new_items=predict_items,
     output:
-        parquet="results/{dataset}/predictions/{name}/{run}.parquet",
-        csv="results/{dataset}/predictions/{name}/{run}.csv",
+        parquet=predictions_path("{dataset}", "{name}", "{run}", ".parquet"),
+        csv=predictions_path("{dataset}", "{name}", "{run}", ".csv"),
     wildcard_constraints:
         name=r"[A-Za-z0-9_]+",
     threads: 2
     resources:
         gpu=lambda wildcards: config["runtime"]["gpu_jobs"],
     log:
-        "results/{dataset}/logs/predict/{name}/{run}.log",
+        log_path("{dataset}", "predict/{name}/{run}"),
     benchmark:
-        "results/{dataset}/benchmarks/predict/{name}/{run}.tsv"
+        benchmark_path("{dataset}", "predict/{name}/{run}")
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m mmsets predict --run-dir results/{wildcards.dataset}/runs/{wildcards.run} --items {input.new_items:q} "
-        "--out {output.parquet:q} --work-dir results/{wildcards.dataset}/predictions/{wildcards.name}/work/{wildcards.run} "
-        "2> {log:q}"
+        f"python -m mmsets predict --run-dir {run_dir('{wildcards.dataset}', '{wildcards.run}')} "
+        "--items {input.new_items:q} --out {output.parquet:q} "
+        f"--work-dir {predict_work_dir('{wildcards.dataset}', '{wildcards.name}', '{wildcards.run}')} 2> {{log:q}}"

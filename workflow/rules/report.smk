@@ -3,21 +3,21 @@
 
 rule report:
     input:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=manifest_path("{dataset}"),
         runs=report_runs,
         features=report_features,
         erasure=report_erasure,  # read from the run directories
     output:
         report(
-            "results/{dataset}/report.html",
+            report_path("{dataset}"),
             caption="../report/report.rst",
             category="Reports",
             labels={"dataset": "{dataset}"},
         ),
     log:
-        "results/{dataset}/logs/report.log",
+        log_path("{dataset}", "report"),
     benchmark:
-        "results/{dataset}/benchmarks/report.tsv"
+        benchmark_path("{dataset}", "report")
     conda:
         "../../envs/light.yaml"
     shell:

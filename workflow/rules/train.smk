@@ -4,19 +4,19 @@
 
 rule train:
     input:
-        manifest="results/{dataset}/manifest.parquet",
+        manifest=manifest_path("{dataset}"),
         features=run_features,
     output:
         metrics=report(
-            "results/{dataset}/runs/{run}/metrics.json",
+            run_file("{dataset}", "{run}", METRICS),
             caption="../report/metrics.rst",
             category="Runs",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "run": "{run}"},
         ),
-        model="results/{dataset}/runs/{run}/model.pt",
-        predictions="results/{dataset}/runs/{run}/predictions.parquet",
-        importance="results/{dataset}/runs/{run}/feature_importance.json",
+        model=run_file("{dataset}", "{run}", MODEL),
+        predictions=run_file("{dataset}", "{run}", PREDICTIONS),
+        importance=run_file("{dataset}", "{run}", IMPORTANCE),
     params:
         spec=run_params,
     threads: run_threads
@@ -24,26 +24,26 @@ rule train:
         gpu=run_gpu,
         mem_mb=run_mem_mb,
     log:
-        "results/{dataset}/logs/train/{run}.log",
+        log_path("{dataset}", "train/{run}"),
     benchmark:
-        "results/{dataset}/benchmarks/train/{run}.tsv"
+        benchmark_path("{dataset}", "train/{run}")
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m mmsets train --manifest {input.manifest:q} --features-dir results/{wildcards.dataset}/features "
-        "--out-dir results/{wildcards.dataset}/runs/{wildcards.run} --spec {params.spec:q} 2> {log:q}"
+        f"python -m mmsets train --manifest {{input.manifest:q}} --features-dir {features_dir('{wildcards.dataset}')} "
+        f"--out-dir {run_dir('{wildcards.dataset}', '{wildcards.run}')} --spec {{params.spec:q}} 2> {{log:q}}"
 
 
 # DM2S2 Fig. 2 for the runs of experiment groups with erasure: true: the trained run scored on its test
 # items re-encoded without each modality in turn.
 rule erasure:
     input:
-        manifest="results/{dataset}/manifest.parquet",
-        model="results/{dataset}/runs/{run}/model.pt",
+        manifest=manifest_path("{dataset}"),
+        model=run_file("{dataset}", "{run}", MODEL),
         store=run_features,
         erased=run_erased_stores,
     output:
-        "results/{dataset}/runs/{run}/erasure.json",
+        run_file("{dataset}", "{run}", ERASURE),
     params:
         erased=run_erased_json,
     threads: run_threads
@@ -51,11 +51,11 @@ rule erasure:
         gpu=run_gpu,
         mem_mb=run_mem_mb,
     log:
-        "results/{dataset}/logs/erasure/{run}.log",
+        log_path("{dataset}", "erasure/{run}"),
     benchmark:
-        "results/{dataset}/benchmarks/erasure/{run}.tsv"
+        benchmark_path("{dataset}", "erasure/{run}")
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m mmsets erase --run-dir results/{wildcards.dataset}/runs/{wildcards.run} "
+        f"python -m mmsets erase --run-dir {run_dir('{wildcards.dataset}', '{wildcards.run}')} "
         "--manifest {input.manifest:q} --store {input.store:q} --erased {params.erased:q} 2> {log:q}"
