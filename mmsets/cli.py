@@ -203,7 +203,7 @@ def _extract_epilog() -> str:
     import importlib
     import textwrap
 
-    from mmsets.extract.registry import EXTRACTORS
+    from mmsets.plan.extractors import EXTRACTORS
 
     lines = ["extractors and their --params keys (defaults; a variant name@x takes its extractor's keys):"]
     for name, entry in EXTRACTORS.items():
@@ -217,7 +217,7 @@ def _extract_epilog() -> str:
 def _train_epilog() -> str:
     import textwrap
 
-    from mmsets.models.registry import FAMILIES
+    from mmsets.plan.families import FAMILIES
     from mmsets.plan.spec import RUNTIME_TRAINING_KEYS, CVConfig, TrainConfig
 
     lines = ["--spec keys: model (one of " + ", ".join(FAMILIES) + "), features (store names in --features-dir),",

@@ -28,7 +28,7 @@ def test_version(capsys):
 
 
 def test_extract_help_lists_every_extractor_and_its_params(capsys):
-    from mmsets.extract.registry import EXTRACTORS
+    from mmsets.plan.extractors import EXTRACTORS
 
     with pytest.raises(SystemExit):
         main(["extract", "--help"])

@@ -98,7 +98,7 @@ def test_every_rule_names_its_own_environment():
     assert rules["data"].count('"../../envs/light.yaml"') == rules["data"].count("conda:")
     assert '"../../envs/light.yaml"' in rules["report"] and '"../../envs/torch.yaml"' in rules["train"]
     assert "extractor_env" in rules["extract"]
-    from mmsets.extract.registry import EXTRACTORS, environment
+    from mmsets.plan.extractors import EXTRACTORS, environment
     assert {environment(name) for name in EXTRACTORS} == {"torch", "ocr"}
     assert all((ROOT / "envs" / f"{environment(name)}.yaml").exists() for name in EXTRACTORS)
 

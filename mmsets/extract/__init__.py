@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from mmsets.plan.errors import ParamsError
 
-from mmsets.extract.registry import EXTRACTORS, extractor
+from mmsets.plan.extractors import EXTRACTORS, extractor
 from mmsets.runtime import Runtime
 
 __all__ = ["EXTRACTORS", "ParamsError", "Runtime", "make_params", "run_extractor"]

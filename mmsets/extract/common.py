@@ -33,7 +33,7 @@ def item_inputs(manifest: Any, name: str | None = None, params: Any = None) -> d
     import os
 
     from mmsets.extract.recipe import get_dotted
-    from mmsets.extract.registry import extractor
+    from mmsets.plan.extractors import extractor
 
     def identity(path: Any) -> list | None:
         try:

@@ -17,25 +17,9 @@ from typing import Any, Mapping
 
 from mmsets.plan.errors import ParamsError
 
-from mmsets.extract.registry import extractor
+from mmsets.plan.extractors import extractor
+from mmsets.plan.dotted import get_dotted, set_dotted
 from mmsets.plan.layout import store_name, store_path
-
-
-def get_dotted(params: Mapping[str, Any], key: str) -> Any:
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def set_dotted(params: dict, key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
-    node = params
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
 
 
 def store_recipe(stores: Mapping[str, str | os.PathLike]) -> dict[str, dict]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from mmsets.plan.errors import ParamsError
 
-from mmsets.extract.registry import extractor
+from mmsets.plan.extractors import extractor
 
 if TYPE_CHECKING:  # the workflow imports this module in a Python without pandas
     from mmsets.data.manifest import Manifest

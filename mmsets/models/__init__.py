@@ -6,5 +6,4 @@
     fusion.py      neural fusion baselines: late fusion, the Gated Multimodal Unit
     fitted.py      fitted baselines on pooled features: LightGBM, logistic regression
     importance.py  feature importance: the shares every family's ``explain`` returns
-    registry.py    every family by name: config, builder, input kind
 """

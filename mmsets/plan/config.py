@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from mmsets.models.registry import FAMILIES, SEQUENCE
+from mmsets.plan.families import FAMILIES, SEQUENCE
 from mmsets.plan.errors import ConfigError, ParamsError, SpecError
 from mmsets.plan.spec import RunSpec, expand_runs
 
@@ -187,7 +187,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def _check_extractor_variants(config: dict, schema: dict) -> None:
     """A variant ("ocr@easyocr") is its extractor's settings with its own over them: checked merged."""
-    from mmsets.extract.registry import split_variant
+    from mmsets.plan.extractors import split_variant
 
     known = schema["properties"]["extractors"]["properties"]
     places = [("extractors.", config["extractors"])] + [
@@ -239,7 +239,7 @@ def extractor_shards(config: dict, dataset: str, name: str) -> int:
 
 def extractor_settings(config: dict, dataset: str, name: str) -> dict:
     """Extractor ``name``'s settings for ``dataset``; a variant's are its extractor's with its own over them."""
-    from mmsets.extract.registry import split_variant
+    from mmsets.plan.extractors import split_variant
 
     section = dataset_section(config, dataset, "extractors")
     if name not in section:

@@ -43,7 +43,7 @@ def _missing_note(runs: list[dict]) -> str:
 def modality_order(names: list[str]) -> list[str]:
     """Modalities in the one order every table shows them: by extractor as the registry lists them
     (``text:plot`` and ``ocr@easyocr`` under text and ocr), then by name."""
-    from mmsets.extract.registry import EXTRACTORS
+    from mmsets.plan.extractors import EXTRACTORS
 
     known = list(EXTRACTORS)
 

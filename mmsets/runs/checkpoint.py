@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mmsets.io import atomic_path
-from mmsets.models.registry import build_model
+from mmsets.plan.families import build_model
 
 
 def plain(obj: Any) -> Any:

@@ -24,7 +24,7 @@ from mmsets.runs.distributed import is_main_process
 from mmsets.io import atomic_path
 from mmsets.metrics import Decision, aggregate, grouped_accuracy
 from mmsets.models.importance import NO_SHARES, Importance, mean_share
-from mmsets.models.registry import SEQUENCE, family
+from mmsets.plan.families import SEQUENCE, family
 from mmsets.runs.checkpoint import plain, save_checkpoint
 from mmsets.runs.learner import learner_for
 from mmsets.runs.loop import TrainResult, format_metrics, seed_everything

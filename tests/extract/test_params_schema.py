@@ -9,7 +9,7 @@ import yaml
 
 from mmsets.plan.errors import ParamsError
 
-from mmsets.extract.registry import EXTRACTORS
+from mmsets.plan.extractors import EXTRACTORS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -73,7 +73,7 @@ def test_schema_defaults_are_the_params_defaults(name, schema_extractors):
 
 
 def test_a_variant_is_its_extractor_and_reads_its_upstream_variant_when_configured():
-    from mmsets.extract.registry import extractor, split_variant, upstream
+    from mmsets.plan.extractors import extractor, split_variant, upstream
 
     assert split_variant("ocr@easyocr") == ("ocr", "easyocr") and split_variant("ocr") == ("ocr", None)
     assert extractor("ocr_text@easyocr") is extractor("ocr_text")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsets.models.registry import FAMILIES, family
+from mmsets.plan.families import FAMILIES, family
 from mmsets.plan.spec import RUNTIME_TRAINING_KEYS, TrainConfig
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml").read_text())

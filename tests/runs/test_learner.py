@@ -5,7 +5,7 @@ import pytest
 
 from mmsets.data.manifest import read_manifest
 from mmsets.data.synthetic import write_synthetic_sets
-from mmsets.models.registry import FAMILIES
+from mmsets.plan.families import FAMILIES
 from mmsets.runs.learner import FittedLearner, TrainedLearner, learner_for
 from mmsets.runs.run import open_datasets
 from mmsets.plan.spec import TrainConfig

@@ -11,13 +11,13 @@ sys.path.insert(0, REPOSITORY)
 # Snakemake alone.
 from mmsets.plan.config import configured_extractors, dataset_runs, extractor_shards, validate_config  # noqa: E402
 from mmsets.plan.config import extractor_settings as _extractor_settings  # noqa: E402
-from mmsets.extract.registry import environment, resources, upstream  # noqa: E402
-from mmsets.extract.recipe import set_dotted  # noqa: E402
+from mmsets.plan.extractors import environment, resources, upstream  # noqa: E402
+from mmsets.plan.dotted import set_dotted  # noqa: E402
 from mmsets.plan.layout import (  # noqa: E402
     ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS, benchmark_path, download_path, erased_store_path, feature_path,
     features_dir, images_dir, log_path, manifest_path, predict_work_dir, predictions_path, raw_dir, report_path,
     run_dir, run_file, shard_path, unpacked_dir)
-from mmsets.models.registry import family  # noqa: E402
+from mmsets.plan.families import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 config.clear()

@@ -1,6 +1,6 @@
 # Feature extractors: one ragged HDF5 store per (dataset, extractor). Each extractor's settings are the
 # rule's params, so changing one re-runs that extractor and what depends on it, nothing else. Its threads,
-# memory, GPU and environment come from its entry in mmsets/extract/registry.py. An extractor named in
+# memory, GPU and environment come from its entry in mmsets/plan/extractors.py. An extractor named in
 # `shards` runs as K jobs over blocks of the items (extract_shard), gathered into its store (gather).
 
 

@@ -1,5 +1,5 @@
 # Set models: one run directory per (experiment group, feature combination, pooling, variant, seed). A job's
-# threads, memory and GPU come from its model family's entry in mmsets/models/registry.py.
+# threads, memory and GPU come from its model family's entry in mmsets/plan/families.py.
 
 
 rule train:
