@@ -60,7 +60,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
         manifest = write_table_manifest(args.table, args.out, **params)
     elif args.kind == "table_demo":
-        from mmsets.data.table import write_table_demo
+        from mmsets.data.table_demo import write_table_demo
 
         manifest = write_table_demo(args.images, args.out, **params)
     elif args.kind == "rehearsal":

@@ -26,17 +26,17 @@ separable. Some items lack the image or the plot (never both). Everything follow
 
 from __future__ import annotations
 
-import colorsys
-import functools
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from mmsets.data.drawing import font, hsv_color, star
 from mmsets.data.manifest import Manifest, write_manifest
+from mmsets.data.splits import shuffled_splits
 from mmsets.io import atomic_path
 
 GENRES = ("scifi", "comedy", "romance", "crime", "horror", "adventure")
@@ -121,7 +121,7 @@ def generate_demo(
     order = rng.permutation(n_items)
     n_img, n_txt = round(missing_image * n_items), round(missing_text * n_items)
     no_image, no_text = set(order[:n_img]), set(order[n_img : n_img + n_txt])
-    splits = _assign_splits(rng, n_items, split)
+    splits = shuffled_splits(rng, n_items, split)
 
     rows = []
     for i, item_id in enumerate(ids):
@@ -155,14 +155,6 @@ def write_demo(out_dir: str | os.PathLike, manifest_path: str | os.PathLike, **k
     return manifest
 
 
-def _assign_splits(rng: np.random.Generator, n: int, fractions: tuple[float, float, float]) -> list[str]:
-    total = sum(fractions)
-    n_train = round(n * fractions[0] / total)
-    n_dev = round(n * fractions[1] / total)
-    names = ["train"] * n_train + ["dev"] * n_dev + ["test"] * (n - n_train - n_dev)
-    return [names[j] for j in np.argsort(rng.permutation(n))]
-
-
 def _sample_labels(rng: np.random.Generator) -> set[str]:
     k = rng.choice(len(N_GENRES_P), p=N_GENRES_P) + 1
     picked = rng.choice(len(GENRES), size=k, replace=False, p=GENRE_WEIGHTS / GENRE_WEIGHTS.sum())
@@ -187,37 +179,20 @@ def _sample_cues(rng: np.random.Generator, labels: set[str]) -> tuple[set[str], 
     return show_image, show_text, decoys - show_text
 
 
-@functools.lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)
-
-
-def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
-    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))
-
-
-def _star(cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:
-    return [
-        (cx + (r if k % 2 == 0 else r * 0.42) * math.cos(rot + k * math.pi / 5),
-         cy + (r if k % 2 == 0 else r * 0.42) * math.sin(rot + k * math.pi / 5))
-        for k in range(10)
-    ]
-
-
 def _draw_poster(rng: np.random.Generator, cues: set[str], title: str, size: int) -> Image.Image:
     dark = "horror" in cues
     value = rng.uniform(0.03, 0.15) if dark else rng.uniform(0.55, 0.9)
-    img = Image.new("RGB", (size, size), _rgb(rng.random(), rng.uniform(0.2, 0.6), value))
+    img = Image.new("RGB", (size, size), hsv_color(rng.random(), rng.uniform(0.2, 0.6), value))
     draw = ImageDraw.Draw(img)
     u = lambda lo, hi: float(rng.uniform(lo * size, hi * size))  # noqa: E731
 
     for _ in range(rng.integers(2, 5)):  # neutral clutter: every poster has some
         x, y, w, h = u(0, 0.8), u(0, 0.9), u(0.05, 0.3), u(0.02, 0.15)
-        draw.rectangle((x, y, x + w, y + h), fill=_rgb(rng.random(), rng.uniform(0.1, 0.4), rng.uniform(0.3, 0.8)))
+        draw.rectangle((x, y, x + w, y + h), fill=hsv_color(rng.random(), rng.uniform(0.1, 0.4), rng.uniform(0.3, 0.8)))
     if "adventure" in cues:  # bold diagonal stripes over the lower half
         band = Image.new("RGB", (size, size))
         bdraw = ImageDraw.Draw(band)
-        step, tones = size / 6, [_rgb(rng.uniform(0.05, 0.12), 0.7, 0.55), _rgb(rng.uniform(0.22, 0.33), 0.7, 0.45)]
+        step, tones = size / 6, [hsv_color(rng.uniform(0.05, 0.12), 0.7, 0.55), hsv_color(rng.uniform(0.22, 0.33), 0.7, 0.45)]
         for k in range(-6, 14):
             x0 = k * step
             bdraw.polygon([(x0, size), (x0 + step, size), (x0 + step + size, 0), (x0 + size, 0)], fill=tones[k % 2])
@@ -226,17 +201,17 @@ def _draw_poster(rng: np.random.Generator, cues: set[str], title: str, size: int
     if "comedy" in cues:
         for _ in range(rng.integers(3, 6)):
             r, cx, cy = u(0.1, 0.17), u(0.1, 0.9), u(0.25, 0.9)
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_rgb(rng.choice([0.02, 0.09, 0.15, 0.9]), 0.9, 1.0))
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=hsv_color(rng.choice([0.02, 0.09, 0.15, 0.9]), 0.9, 1.0))
     if "scifi" in cues:
         for _ in range(rng.integers(3, 6)):
-            color = _rgb(rng.choice([0.5, 0.55, 0.6]), rng.uniform(0.0, 0.35), 1.0)
-            draw.polygon(_star(u(0.1, 0.9), u(0.25, 0.9), u(0.09, 0.15), rng.uniform(0, 2 * math.pi)), fill=color)
+            color = hsv_color(rng.choice([0.5, 0.55, 0.6]), rng.uniform(0.0, 0.35), 1.0)
+            draw.polygon(star(u(0.1, 0.9), u(0.25, 0.9), u(0.09, 0.15), rng.uniform(0, 2 * math.pi)), fill=color)
 
     # Title band: genre-neutral words, drawn last so it stays readable (an OCR extractor can find it).
     text, font_size = title.upper(), max(8, size // 10)
-    while font_size > 6 and _font(font_size).getlength(text) > 0.94 * size:
+    while font_size > 6 and font(font_size).getlength(text) > 0.94 * size:
         font_size -= 1
-    draw.text((size / 2, u(0.03, 0.12)), text, font=_font(font_size), anchor="mt",
+    draw.text((size / 2, u(0.03, 0.12)), text, font=font(font_size), anchor="mt",
               fill=(240, 240, 240) if value < 0.5 else (20, 20, 20))
     return img
 

@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from mmsets.data.demo import _assign_splits, _font, _rgb, _star
+from mmsets.data.drawing import font, hsv_color, star
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.data.mmimdb import GENRES
+from mmsets.data.splits import shuffled_splits
 from mmsets.io import atomic_path
 
 # Items of the sample carrying each genre (of 1,136); their sum over the items is the genres per item.
@@ -150,7 +151,7 @@ def generate_rehearsal(
     width = max(5, len(str(n_items)))
     folder_width = max(3, len(str((n_items - 1) // FILES_PER_FOLDER)))
     no_image = set(rng.permutation(n_items)[: round(missing_image * n_items)])  # exact count, as demo's
-    split_of = _assign_splits(rng, n_items, tuple(splits))
+    split_of = shuffled_splits(rng, n_items, tuple(splits))
     labels = _assign_genres(rng, n_items)
     vocab = _Vocabulary()
 
@@ -277,10 +278,10 @@ def _write_poster(rng: np.random.Generator, path: str, title: str, genres: list[
     if genres and rng.random() < HUE_CUE_P:
         hue = GENRES.index(genres[rng.integers(len(genres))]) / len(GENRES) + rng.normal(0, 0.01)
     value = rng.uniform(0.15, 0.9)
-    img = Image.new("RGB", (w, h), _rgb(hue, rng.uniform(0.3, 0.8), value))
+    img = Image.new("RGB", (w, h), hsv_color(hue, rng.uniform(0.3, 0.8), value))
     draw = ImageDraw.Draw(img)
     band = int(h * rng.uniform(0.55, 0.8))  # a second colour field, as most posters have
-    draw.rectangle((0, band, w, h), fill=_rgb(hue + rng.uniform(-0.1, 0.1), rng.uniform(0.2, 0.7), rng.uniform(0.1, 0.6)))
+    draw.rectangle((0, band, w, h), fill=hsv_color(hue + rng.uniform(-0.1, 0.1), rng.uniform(0.2, 0.7), rng.uniform(0.1, 0.6)))
 
     n_objects = int(rng.integers(0, max_objects + 1))
     for _ in range(n_objects):
@@ -299,7 +300,7 @@ def _write_poster(rng: np.random.Generator, path: str, title: str, genres: list[
 def _draw_object(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int) -> None:
     r = float(rng.uniform(0.06, 0.16) * w)
     cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
-    fill = _rgb(rng.random(), rng.uniform(0.4, 1.0), rng.uniform(0.3, 1.0))
+    fill = hsv_color(rng.random(), rng.uniform(0.4, 1.0), rng.uniform(0.3, 1.0))
     kind = rng.integers(4)
     if kind == 0:
         draw.rectangle((cx - r, cy - r * rng.uniform(0.4, 1.0), cx + r, cy + r), fill=fill)
@@ -308,7 +309,7 @@ def _draw_object(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h:
     elif kind == 2:
         draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
     else:
-        draw.polygon(_star(cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=fill)
+        draw.polygon(star(cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=fill)
 
 
 def _draw_face(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: int) -> None:
@@ -337,18 +338,18 @@ def _draw_text(draw: ImageDraw.ImageDraw, rng: np.random.Generator, w: int, h: i
     size = min(_fit(line, w) for line in lines)
     top = rng.random() < 0.5
     y = h * (0.04 if top else 0.92) - (0 if top else 1.1 * size * len(lines))
-    draw.multiline_text((w / 2, y), "\n".join(lines), font=_font(size), anchor="ma", align="center", **style)
+    draw.multiline_text((w / 2, y), "\n".join(lines), font=font(size), anchor="ma", align="center", **style)
     names = " ".join(str(NAMES[j]).upper() for j in rng.integers(len(NAMES), size=2))
-    draw.text((w / 2, h * (0.92 if top else 0.03)), names, font=_font(max(8, w // 18)), anchor="mt", **style)
+    draw.text((w / 2, h * (0.92 if top else 0.03)), names, font=font(max(8, w // 18)), anchor="mt", **style)
     if rng.random() < 0.5:
         nouns = [str(NOUNS[j]) for j in rng.integers(len(NOUNS), size=2)]
-        draw.text((w / 2, h * 0.5), f"Every {nouns[0]} has a {nouns[1]}", font=_font(max(8, w // 16)), anchor="mm",
+        draw.text((w / 2, h * 0.5), f"Every {nouns[0]} has a {nouns[1]}", font=font(max(8, w // 16)), anchor="mm",
                   **style)
 
 
 def _fit(text: str, w: int) -> int:
     """The largest font size (8 to w/8) at which ``text`` fills at most 92 % of the width."""
     size = max(10, w // 8)
-    while size > 8 and _font(size).getlength(text) > 0.92 * w:
+    while size > 8 and font(size).getlength(text) > 0.92 * w:
         size -= 1
     return size

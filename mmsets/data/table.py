@@ -1,4 +1,4 @@
-"""Tables of items (CSV or JSON Lines) as manifests, and a generated Ads-Parallelity-shaped demo table.
+"""Tables of items (CSV or JSON Lines) as manifests.
 
 One row per item: an id, an image path, text columns, categorical columns and a label (or a number
 to regress). For example a table shaped like Ads-Parallelity (Zhang et al. 2018; DMMS Sec. 4.1) --
@@ -23,7 +23,8 @@ holds "a|b" (``label_sep``) or, in JSON, a list; a regression column holds a num
 Relative image paths are resolved against ``image_root`` (default: the table's folder); an empty
 image cell gives ``image=None`` and the item is kept (extractors give it no image elements). Without
 a ``split_column`` items are split at random (``split_fractions``, ``split_seed``); k-fold runs
-ignore the split. Every error names the table line and the column.
+ignore the split. Every error names the table line and the column. A generated table of this shape:
+``mmsets.data.table_demo``.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
 
 from mmsets.data.manifest import CAT_PREFIX, FINE_LABEL, TASKS, TEXT_PREFIX, Manifest, is_missing, write_manifest
-from mmsets.io import atomic_path
+from mmsets.data.splits import split_names
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
                  "validation": "dev", "test": "test", "testing": "test"}
@@ -162,81 +163,134 @@ def load_table(
         raise TableError(f"task {task!r} is not one of {TASKS}")
     if not path.is_file():
         raise FileNotFoundError(f"no table at {path}")
-    label_sep = "|" if label_sep is None else label_sep
-    root = (Path(image_root) if image_root is not None else path.parent).absolute()  # paths kept absolute
-    named = [c for c in (id_column, image_column, *text_columns, *categorical_columns, label_column, split_column,
-                         fold_column, fine_label_column) if c is not None]
+    reader = _ItemReader(
+        path=path, id_column=id_column, image_column=image_column, text_columns=tuple(text_columns),
+        categorical_columns=tuple(categorical_columns), label_column=label_column, task=task,
+        split_column=split_column, fold_column=fold_column, fine_label_column=fine_label_column,
+        label_sep="|" if label_sep is None else label_sep,
+        image_root=(Path(image_root) if image_root is not None else path.parent).absolute())  # paths kept absolute
     header, rows = _rows(path)
     if header is not None:
-        for column in named:
-            if column not in header:
-                raise TableError(f"{path}: no column {column!r} (the header has {header})")
-
-    records, seen_ids, seen_columns = [], {}, set()
-    required = [c for c in (id_column, label_column, split_column, fold_column) if c is not None]
-    for line, row in rows:
-        seen_columns.update(row)
-        for column in required:
-            if column not in row:
-                raise TableError(f"{path}:{line}: column {column!r} missing")
-
-        def where(column: str) -> str:
-            return f"{path}:{line}: column {column!r}"
-
-        item_id = f"row-{line}" if id_column is None else row[id_column]
-        if is_missing(item_id):
-            raise TableError(f"{where(id_column)}: empty id")
-        item_id = _scalar(item_id)
-        if item_id in seen_ids:
-            raise TableError(f"{where(id_column)}: id {item_id!r} already used on line {seen_ids[item_id]}")
-        seen_ids[item_id] = line
-        record: dict[str, Any] = {"id": item_id, "line": line}
-        image = row.get(image_column) if image_column else None
-        record["image"] = None if is_missing(image) else str(root / str(image).strip())  # an absolute path stays
-        for column in text_columns:
-            value = row.get(column)
-            record[TEXT_PREFIX + column] = None if is_missing(value) else str(value)
-        for column in categorical_columns:
-            value = row.get(column)
-            record[CAT_PREFIX + column] = None if is_missing(value) else _scalar(value)
-        record.update(_label(row[label_column], task, label_sep, where(label_column)))
-        if split_column is not None:
-            value = "" if is_missing(row[split_column]) else _scalar(row[split_column]).lower()
-            if value not in SPLIT_ALIASES:
-                shown = "empty split" if not value else f"split {row[split_column]!r}"
-                raise TableError(f"{where(split_column)}: {shown} is not one of train, dev (val, valid, validation), "
-                                 f"test")
-            record["split"] = SPLIT_ALIASES[value]
-        if fold_column is not None:
-            record["fold"] = _fold(row[fold_column], where(fold_column))
-        if fine_label_column is not None:
-            value = row.get(fine_label_column)
-            record[FINE_LABEL] = None if is_missing(value) else _scalar(value)
-        records.append(record)
+        reader.check_header(header)
+    records = [reader.record(line, row) for line, row in rows]
     if not records:
         raise TableError(f"{path}: no rows")
     if header is None:
-        for column in named:
-            if column not in seen_columns:
-                raise TableError(f"{path}: no row has column {column!r}")
-
+        reader.check_columns_seen()
     names = _label_names(records, task, label_names, path, label_column)
-    frame = pd.DataFrame(records, dtype=object)
-    if split_column is None:
-        frame["split"] = _random_splits(len(frame), split_fractions, split_seed)
-    if task == "regression":
-        frame["target"] = frame["target"].astype(np.float64)
-    if fold_column is not None:
-        frame["fold"] = frame["fold"].astype(np.int64)
-    columns = ["id", "split", "image", *(TEXT_PREFIX + c for c in text_columns),
-               *(CAT_PREFIX + c for c in categorical_columns), "labels",
-               *(["target"] if task == "regression" else []), *(["fold"] if fold_column else []),
-               *([FINE_LABEL] if fine_label_column else [])]
+    frame = reader.frame(records, split_fractions, split_seed)
+    return Manifest(frame, names, task, dataset or path.stem, _extra(path, frame, label_column, fine_label_column))
+
+
+@dataclass
+class _ItemReader:
+    """Turns a table's rows into manifest records, one row at a time, each error naming the line and column."""
+
+    path: Path
+    id_column: str | None
+    image_column: str | None
+    text_columns: tuple[str, ...]
+    categorical_columns: tuple[str, ...]
+    label_column: str
+    task: str
+    split_column: str | None
+    fold_column: str | None
+    fine_label_column: str | None
+    label_sep: str
+    image_root: Path
+    seen_ids: dict[str, int] = field(default_factory=dict)  # id -> the line that used it
+    seen_columns: set[str] = field(default_factory=set)
+
+    def named(self) -> list[str]:
+        """Every column the settings name."""
+        return [c for c in (self.id_column, self.image_column, *self.text_columns, *self.categorical_columns,
+                            self.label_column, self.split_column, self.fold_column, self.fine_label_column)
+                if c is not None]
+
+    def check_header(self, header: list[str]) -> None:
+        for column in self.named():
+            if column not in header:
+                raise TableError(f"{self.path}: no column {column!r} (the header has {header})")
+
+    def check_columns_seen(self) -> None:
+        """JSON Lines has no header: every named column must be in some row."""
+        for column in self.named():
+            if column not in self.seen_columns:
+                raise TableError(f"{self.path}: no row has column {column!r}")
+
+    def record(self, line: int, row: dict[str, Any]) -> dict[str, Any]:
+        """One row as a manifest record (``line`` kept for later errors)."""
+        self.seen_columns.update(row)
+        for column in (self.id_column, self.label_column, self.split_column, self.fold_column):
+            if column is not None and column not in row:
+                raise TableError(f"{self.path}:{line}: column {column!r} missing")
+
+        def where(column: str) -> str:
+            return f"{self.path}:{line}: column {column!r}"
+
+        record: dict[str, Any] = {"id": self._item_id(line, row, where(self.id_column)), "line": line}
+        image = row.get(self.image_column) if self.image_column else None
+        record["image"] = None if is_missing(image) else str(self.image_root / str(image).strip())  # absolute stays
+        for column in self.text_columns:
+            value = row.get(column)
+            record[TEXT_PREFIX + column] = None if is_missing(value) else str(value)
+        for column in self.categorical_columns:
+            record[CAT_PREFIX + column] = _optional_scalar(row.get(column))
+        record.update(_label(row[self.label_column], self.task, self.label_sep, where(self.label_column)))
+        if self.split_column is not None:
+            record["split"] = _split(row[self.split_column], where(self.split_column))
+        if self.fold_column is not None:
+            record["fold"] = _fold(row[self.fold_column], where(self.fold_column))
+        if self.fine_label_column is not None:
+            record[FINE_LABEL] = _optional_scalar(row.get(self.fine_label_column))
+        return record
+
+    def _item_id(self, line: int, row: dict[str, Any], where: str) -> str:
+        """The row's id, unique in the table (or ``row-<line>`` without an id column)."""
+        item_id = f"row-{line}" if self.id_column is None else row[self.id_column]
+        if is_missing(item_id):
+            raise TableError(f"{where}: empty id")
+        item_id = _scalar(item_id)
+        if item_id in self.seen_ids:
+            raise TableError(f"{where}: id {item_id!r} already used on line {self.seen_ids[item_id]}")
+        self.seen_ids[item_id] = line
+        return item_id
+
+    def frame(self, records: list[dict], split_fractions: Sequence[float], split_seed: int) -> pd.DataFrame:
+        """The records as the manifest's frame: its columns in order, numbers typed, random splits where the
+        table has none."""
+        frame = pd.DataFrame(records, dtype=object)
+        if self.split_column is None:
+            frame["split"] = _random_splits(len(frame), split_fractions, split_seed)
+        if self.task == "regression":
+            frame["target"] = frame["target"].astype(np.float64)
+        if self.fold_column is not None:
+            frame["fold"] = frame["fold"].astype(np.int64)
+        columns = ["id", "split", "image", *(TEXT_PREFIX + c for c in self.text_columns),
+                   *(CAT_PREFIX + c for c in self.categorical_columns), "labels",
+                   *(["target"] if self.task == "regression" else []), *(["fold"] if self.fold_column else []),
+                   *([FINE_LABEL] if self.fine_label_column else [])]
+        return frame[columns].reset_index(drop=True)
+
+
+def _extra(path: Path, frame: pd.DataFrame, label_column: str, fine_label_column: str | None) -> dict[str, Any]:
+    """The manifest's metadata: where it came from and how many items lack an image or its file."""
     images = [p for p in frame["image"] if p is not None]
-    extra = {"source": str(path), "label_column": label_column, "fine_label_column": fine_label_column,
-             "without_image": int(len(frame) - len(images)),
-             "missing_image_files": int(sum(not os.path.exists(p) for p in images))}
-    return Manifest(frame[columns].reset_index(drop=True), names, task, dataset or path.stem, extra)
+    return {"source": str(path), "label_column": label_column, "fine_label_column": fine_label_column,
+            "without_image": int(len(frame) - len(images)),
+            "missing_image_files": int(sum(not os.path.exists(p) for p in images))}
+
+
+def _optional_scalar(value: Any) -> str | None:
+    return None if is_missing(value) else _scalar(value)
+
+
+def _split(value: Any, where: str) -> str:
+    name = "" if is_missing(value) else _scalar(value).lower()
+    if name not in SPLIT_ALIASES:
+        shown = "empty split" if not name else f"split {value!r}"
+        raise TableError(f"{where}: {shown} is not one of train, dev (val, valid, validation), test")
+    return SPLIT_ALIASES[name]
 
 
 def _label(value: Any, task: str, sep: str, where: str) -> dict[str, Any]:
@@ -298,9 +352,7 @@ def _label_names(records: list[dict], task: str, given: Sequence[str] | None, pa
 
 
 def _random_splits(n: int, fractions: Sequence[float], seed: int) -> list[str]:
-    total = float(sum(fractions))
-    n_train, n_dev = round(n * fractions[0] / total), round(n * fractions[1] / total)
-    names = np.array(["train"] * n_train + ["dev"] * n_dev + ["test"] * (n - n_train - n_dev), dtype=object)
+    names = np.array(split_names(n, fractions), dtype=object)
     return list(names[np.random.default_rng(seed).permutation(n)])
 
 
@@ -309,114 +361,3 @@ def write_table_manifest(table_path: str | os.PathLike, manifest_path: str | os.
     manifest = load_table(table_path, **kwargs)
     write_manifest(manifest, manifest_path)
     return manifest
-
-
-# ------------------------------------------------------------------------------- demo table
-
-# Four ad themes, each with an image motif and slogans; an ad is "parallel" when its slogan's theme is
-# its image's theme. Telling needs both modalities: neither the image nor the slogan alone says it.
-THEMES = ("sun", "sea", "forest", "city")
-SLOGANS = {
-    "sun": ["Soak up the summer sun", "Bright days start here", "Feel the warm sunshine", "Golden light all day long"],
-    "sea": ["Dive into the deep blue sea", "Ride the ocean waves", "Sail away this weekend", "Let the tide take you"],
-    "forest": ["Breathe the fresh forest air", "Walk among the tall pines", "Return to the green woods",
-               "Nature grows here"],
-    "city": ["Live the big city nights", "Downtown never sleeps", "Your skyline, your rules", "Rise above the streets"],
-}
-APPEAL = {"sun": 0.6, "sea": 0.3, "forest": 0.0, "city": -0.3}  # the regression target's theme effect
-DEMO_COLUMNS = {"id_column": "id", "image_column": "image", "text_columns": ["slogan"],
-                "categorical_columns": ["naturalness", "concreteness"]}
-DEMO_LABELS = {"binary": "parallel", "regression": "appeal"}
-
-
-def generate_table_demo(out_dir: str | os.PathLike, n_items: int = 200, seed: int = 0, task: str = "binary",
-                        image_size: int = 64, missing_image: float = 0.05) -> dict[str, Any]:
-    """Write ``out_dir/table.csv`` and ``out_dir/images/<id>.png`` (PIL only) shaped like Ads-Parallelity.
-
-    Columns: id, image (relative path, empty for ``missing_image`` of the items), slogan, naturalness
-    and concreteness (ratings 1-5), parallel ("parallel" when the slogan's theme is the image's,
-    half of the items), appeal (a float around 1.5-3.7: 2 + the image theme's effect + 0.8 if parallel
-    + concreteness / 10 + noise; positive, so MAPE means something).
-    Returns the ``load_table`` keyword arguments (``path`` included) for ``task`` ("binary": the
-    parallel label, "regression": appeal).
-    """
-    if task not in DEMO_LABELS:
-        raise ValueError(f"task {task!r} is not one of {sorted(DEMO_LABELS)}")
-    out_dir = Path(out_dir)
-    rng = np.random.default_rng(seed)
-    width = max(3, len(str(n_items)))
-    parallel = rng.permutation(np.arange(n_items) % 2 == 0)  # exactly half, in random order
-    no_image = set(rng.permutation(n_items)[: round(missing_image * n_items)].tolist())
-    rows = []
-    for i in range(n_items):
-        item_id = f"ad-{i + 1:0{width}d}"
-        theme = THEMES[rng.integers(len(THEMES))]
-        text_theme = theme if parallel[i] else THEMES[(THEMES.index(theme) + rng.integers(1, len(THEMES))) % 4]
-        image = _draw_ad(rng, theme, image_size)  # drawn even when dropped: the same rng stream
-        relative = f"images/{item_id}.png"
-        if i not in no_image:
-            with atomic_path(out_dir / relative) as tmp:
-                image.save(tmp, format="PNG")
-        natural = int(np.clip(rng.normal(2.0 if theme == "city" else 4.0, 0.8), 1, 5).round())
-        concrete = int(rng.integers(1, 6))
-        appeal = 2.0 + APPEAL[theme] + 0.8 * parallel[i] + concrete / 10 + rng.normal(0, 0.15)
-        rows.append({"id": item_id, "image": "" if i in no_image else relative,
-                     "slogan": str(rng.choice(SLOGANS[text_theme])), "naturalness": natural,
-                     "concreteness": concrete, "parallel": "parallel" if parallel[i] else "non-parallel",
-                     # Ads-Parallelity's finer classes; here an equivalent pair is one whose slogan is concrete
-                     "parallel_type": ("parallel-equivalent" if concrete >= 3 else "parallel-non-equivalent")
-                     if parallel[i] else "non-parallel",
-                     "appeal": round(float(appeal), 4)})
-    table = out_dir / "table.csv"
-    with atomic_path(table) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-    fine = {"fine_label_column": "parallel_type"} if task == "binary" else {}
-    return {"path": str(table), **DEMO_COLUMNS, **fine, "label_column": DEMO_LABELS[task], "task": task,
-            "dataset": f"ads-demo-{task}"}
-
-
-def write_table_demo(out_dir: str | os.PathLike, manifest_path: str | os.PathLike, **kwargs: Any) -> Manifest:
-    """``generate_table_demo(out_dir, **kwargs)`` loaded and written to ``manifest_path``."""
-    load_kwargs = generate_table_demo(out_dir, **kwargs)
-    return write_table_manifest(load_kwargs.pop("path"), manifest_path, **load_kwargs)
-
-
-def _rgb(rng: np.random.Generator, base: tuple[int, int, int], jitter: int = 25) -> tuple[int, int, int]:
-    return tuple(int(np.clip(c + rng.integers(-jitter, jitter + 1), 0, 255)) for c in base)
-
-
-def _draw_ad(rng: np.random.Generator, theme: str, size: int) -> Image.Image:
-    """A coarse motif per theme (what a frozen ImageNet CNN can tell apart at 64-224 px), plus clutter."""
-    backgrounds = {"sun": (120, 190, 240), "sea": (150, 200, 230), "forest": (215, 230, 200), "city": (60, 60, 90)}
-    img = Image.new("RGB", (size, size), _rgb(rng, backgrounds[theme]))
-    draw = ImageDraw.Draw(img)
-    u = lambda lo, hi: float(rng.uniform(lo * size, hi * size))  # noqa: E731
-    if theme == "sun":
-        r, cx, cy = u(0.15, 0.25), u(0.3, 0.7), u(0.25, 0.45)
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_rgb(rng, (250, 210, 40)))
-        draw.rectangle((0, u(0.75, 0.85), size, size), fill=_rgb(rng, (230, 200, 140)))
-    elif theme == "sea":
-        top = u(0.4, 0.55)
-        draw.rectangle((0, top, size, size), fill=_rgb(rng, (20, 70, 160)))
-        for k in range(4):
-            y = top + (k + 1) * (size - top) / 5
-            draw.arc((u(-0.2, 0.2), y - size * 0.05, u(0.8, 1.2), y + size * 0.05), 0, 180, fill=(235, 245, 255),
-                     width=max(1, size // 32))
-    elif theme == "forest":
-        for _ in range(rng.integers(3, 6)):
-            cx, base, h = u(0.05, 0.95), u(0.75, 1.0), u(0.3, 0.55)
-            w = h * 0.45
-            draw.polygon([(cx - w, base), (cx + w, base), (cx, base - h)], fill=_rgb(rng, (30, 110, 40)))
-    else:
-        x = 0.0
-        while x < size:
-            w, h = u(0.1, 0.22), u(0.3, 0.8)
-            draw.rectangle((x, size - h, x + w, size), fill=_rgb(rng, (110, 110, 120)))
-            for _ in range(3):
-                wx, wy = x + float(rng.uniform(0.2, 0.7)) * w, size - float(rng.uniform(0.1, 0.9)) * h
-                draw.rectangle((wx, wy, wx + size * 0.03, wy + size * 0.03), fill=(250, 220, 90))
-            x += w + u(0.0, 0.04)
-    for _ in range(rng.integers(0, 3)):  # neutral clutter
-        x0, y0 = u(0, 0.9), u(0, 0.9)
-        draw.rectangle((x0, y0, x0 + u(0.03, 0.1), y0 + u(0.03, 0.1)), fill=_rgb(rng, (128, 128, 128), 100))
-    return img

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from mmsets.data.manifest import read_manifest
-from mmsets.data.table import TableError, generate_table_demo, load_table, write_table_demo, write_table_manifest
+from mmsets.data.table import TableError, load_table, write_table_manifest
+from mmsets.data.table_demo import generate_table_demo, write_table_demo
 
 ADS = """id,image,slogan,naturalness,concreteness,parallel
 ad-001,images/ad-001.jpg,Soak up the summer sun,4,5,parallel

@@ -9,7 +9,8 @@ import pytest
 
 from mmsets import load_run
 from mmsets.cli import main
-from mmsets.data.table import generate_table_demo, write_table_manifest
+from mmsets.data.table import write_table_manifest
+from mmsets.data.table_demo import generate_table_demo
 from mmsets.extract import run_extractor
 from mmsets.predict import PREDICTED, PredictError, read_items
 from mmsets.runs.run import train_run
