@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmsets.plan.config import (ConfigError, configured_extractors, dataset_runs, extractor_settings, unfold_dotted,
-                           validate_config)
+from mmsets.plan.config import ConfigError, configured_extractors, dataset_runs, extractor_settings, validate_config
+from mmsets.plan.schema import unfold_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

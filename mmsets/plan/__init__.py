@@ -10,7 +10,9 @@ numpy, pandas, h5py and torch blocked. Nothing here imports from the rest of mms
     vocab.py     decision rules, class weightings, single-label losses
     layout.py    where the workflow puts things (docs/formats.md)
     spec.py      RunSpec, TrainConfig, CVConfig and the expansion of config.yaml's experiments into runs
-    config.py    the workflow configuration: schema validation with defaults, a dataset's overrides
+    schema.py    JSON Schema mechanics: dotted keys, merging, defaults, command-line strings, errors naming keys
+    config.py    the workflow configuration: its checks beyond the schema, a dataset's overrides, the look-ups
+                 the workflow plans with (a dataset's runs, extractors, their settings and shards)
     sources.py   the sources of the tokens extractor's modalities and the stores they read
     extractors.py  every extractor by name: its module, params, upstream stores, environment and resources
     families.py  every model family by name: its config, builder, input kind and resources
