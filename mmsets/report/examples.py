@@ -50,7 +50,8 @@ def thumbnail(path: Any, size: int = THUMBNAIL) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _threshold_for(threshold: Any, n_labels: int) -> np.ndarray | None:
+def thresholds_of(threshold: Any, n_labels: int) -> np.ndarray | None:
+    """One threshold per label from a run's recorded threshold (one for all, or a list); None when it has none."""
     if number(threshold) is not None:
         return np.full(n_labels, float(threshold))
     if isinstance(threshold, list) and len(threshold) == n_labels and all(number(t) is not None for t in threshold):
@@ -96,7 +97,7 @@ def predicted_labels(row: pd.Series, run: dict, label_cols: list[str], task: str
         return []
     if task != "multilabel":
         return [label_cols[int(np.nanargmax(probs))]]
-    thresholds = _threshold_for(run["threshold"], len(label_cols))
+    thresholds = thresholds_of(run["threshold"], len(label_cols))
     if thresholds is None:
         return []
     above = probs >= thresholds
@@ -150,7 +151,7 @@ def examples(runs: list[dict], manifest: Manifest | None, stores: list[dict], ta
         return None
     preds = preds.head(n)
     label_cols = output_columns(preds, manifest)
-    thresholds = _threshold_for(run["threshold"], len(label_cols))
+    thresholds = thresholds_of(run["threshold"], len(label_cols))
     fi_run = run if run["fi"] and run["fi"]["per_item"] else next(
         (r for r in runs if r["status"] == "ok" and r["fi"] and r["fi"]["per_item"]), None)
 

@@ -26,7 +26,7 @@ def kind_label(kind: str) -> str:
     return KINDS.get(kind, (kind, ""))[0]
 
 
-def _missing_note(runs: list[dict]) -> str:
+def missing_note(runs: list[dict]) -> str:
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
         return runs[0]["status"]
@@ -67,7 +67,7 @@ def importance_tables(runs: list[dict], configs: list[dict]) -> dict:
         with_fi = [r for r in members if r["status"] == "ok" and r["fi"]]
         if not with_fi:
             if members:
-                missing.append({"config": config["name"], "note": _missing_note(members)})
+                missing.append({"config": config["name"], "note": missing_note(members)})
             continue
         kinds: dict[str, list[dict]] = {}
         for run in with_fi:
@@ -143,7 +143,7 @@ def item_matrix(runs: list[dict], manifest: Manifest | None, task: str, n: int =
 SPACE_MARKS = ("\u0120", "\u2581")  # byte-level BPE's (RoBERTa) and SentencePiece's mark of a word's start
 
 
-def _words(pieces: list[str]) -> list[str]:
+def token_words(pieces: list[str]) -> list[str]:
     """A span's tokenizer pieces as the text they spell, a space before each word but the first: marked by
     BPE and SentencePiece, implied by WordPiece (BERT, MiniLM) wherever a piece lacks its "##" mark."""
     marked = any(p.startswith(SPACE_MARKS) for p in pieces)
@@ -180,7 +180,7 @@ def intra_maps(runs: list[dict], feature_paths: dict, n: int = TOKEN_MAPS) -> di
                     for m in sorted(set(int(x) for x in modality if x >= 0)):
                         idx = np.flatnonzero(modality == m)
                         top = max(max(w[i] for i in idx), 1e-9)
-                        words = _words([str(pieces[i]) for i in idx])
+                        words = token_words([str(pieces[i]) for i in idx])
                         spans.append({"modality": modalities[m] if m < len(modalities) else str(m),
                                       "tokens": [(word, float(w[i]), round(float(w[i]) / top, 3))
                                                  for word, i in zip(words, idx)]})

@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support
 
 from mmsets.metrics import aggregate, binarize
-from mmsets.report.examples import _threshold_for, test_predictions
+from mmsets.report.examples import thresholds_of, test_predictions
 from mmsets.report.tables import cell
 
 METRICS = ("precision", "recall", "f1", "ap")
@@ -33,7 +33,7 @@ def run_outputs(run: dict, label_names: list[str], task: str) -> tuple[np.ndarra
             if label in index:
                 truth[i, index[label]] = 1
     if task == "multilabel":
-        thresholds = _threshold_for(run["threshold"], len(label_names))
+        thresholds = thresholds_of(run["threshold"], len(label_names))
         if thresholds is None:  # k-fold: one decision per fold
             return None
         decided = binarize(probs, thresholds, run["top1"])

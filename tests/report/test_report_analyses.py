@@ -108,13 +108,13 @@ def test_report_has_the_papers_analyses(tmp_path):
 
 
 def test_token_pieces_spell_their_words():
-    from mmsets.report.importance import _words
+    from mmsets.report.importance import token_words
 
     wordpiece = ["captain", "wy", "##nne", "##gate", "leaves", "england", ","]  # MiniLM, BERT
-    assert "".join(_words(wordpiece)) == "captain wynnegate leaves england ,"
+    assert "".join(token_words(wordpiece)) == "captain wynnegate leaves england ,"
     bpe = ["Capt", "ain", "\u0120Wy", "nn", "egate", "\u0120leaves"]  # RoBERTa
-    assert "".join(_words(bpe)) == "Captain Wynnegate leaves"
-    assert "".join(_words(["\u2581a", "\u2581rab", "bi"])) == "a rabbi" and _words([]) == []
+    assert "".join(token_words(bpe)) == "Captain Wynnegate leaves"
+    assert "".join(token_words(["\u2581a", "\u2581rab", "bi"])) == "a rabbi" and token_words([]) == []
 
 
 def test_token_stores_without_pieces_say_so(tmp_path):
@@ -130,11 +130,11 @@ def test_token_stores_without_pieces_say_so(tmp_path):
 
 
 def test_runs_without_modality_importance_say_why():
-    from mmsets.report.importance import _missing_note
+    from mmsets.report.importance import missing_note
 
     def run(**kw):
         return {"status": "ok", "model": "dm2s2", "pooling": None, "model_config": {}, **kw}
 
-    assert _missing_note([run(model_config={"intra": True, "inter": False})]) == \
+    assert missing_note([run(model_config={"intra": True, "inter": False})]) == \
         "n/a (IntraMRA only: no attention across modalities)"
-    assert _missing_note([run(model="dmms", pooling="sum")]) == "n/a (sum pooling)"
+    assert missing_note([run(model="dmms", pooling="sum")]) == "n/a (sum pooling)"
