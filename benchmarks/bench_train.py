@@ -91,8 +91,7 @@ def epoch(model, ds, batch_size: int, device, limit: int | None = None) -> tuple
     optimizer = configure_optimizer(model, TrainConfig())
     model.train()
     subset = torch.utils.data.Subset(ds, range(limit)) if limit else ds
-    if hasattr(ds, "collate"):
-        subset.collate = ds.collate
+    subset.collate = ds.collate
     start = time.perf_counter()
     for batch in make_loader(subset, batch_size):
         batch = batch.to(device)

@@ -42,5 +42,6 @@ def test_train_help_lists_the_spec_keys(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = capsys.readouterr().out
-    for key in ("class_weighting=", "decision=", "folds=5", "dmms: d_model=1024", "dm2s2: intra=true"):
+    for key in ("class_weighting=", "decision=", "folds=5", "dmms: d_model=1024", "dm2s2: head_hidden=[256, 128]",
+                "intra=true"):
         assert key in out

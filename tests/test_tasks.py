@@ -14,7 +14,6 @@ from mmsets.store import RaggedStore
 from mmsets.tasks import MultiLabelTask, RegressionTask, SingleLabelTask, make_task, task_from_dict
 from mmsets.runs.checkpoint import load_checkpoint
 from mmsets.runs.learner import learner_for
-from mmsets.runs.loop import output_layer
 from mmsets.runs.run import open_datasets, train_run
 from mmsets.plan.errors import SpecError
 
@@ -116,7 +115,7 @@ def test_regression_auc_with_a_threshold(data, tmp_path):
 
 def test_only_sigmoid_tasks_keep_the_prior_bias(data):
     model = dmms(input_dims={"a": 4}, n_classes=1, d_model=8, head_hidden=(8,))
-    layer = output_layer(model, 1)
+    layer = model.output_layer
     assert layer is model.rho[-1]
     assert layer.bias.item() == pytest.approx(-np.log(99))
     assert make_task("multilabel", ["a"]).sigmoid and make_task("binary", ["a", "b"]).sigmoid

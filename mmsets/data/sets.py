@@ -1,7 +1,7 @@
 """Multimodal sets: each item is a bag of elements from several modalities (DMMS paper, Sec. 3.3).
 
 An item may have 0, 1 or many elements of each modality (no face, one poster, ten object boxes).
-``SetDataset`` holds them as ragged arrays read from the feature stores; ``collate_sets`` pads
+``SetDataset`` holds them as ragged arrays read from the feature stores; its ``collate`` (``collate_sets``) pads
 them into one ``(B, S_max, D_in)`` tensor per modality plus a mask, so set operations can ignore
 the padding exactly.
 
@@ -71,12 +71,33 @@ def multi_hot(labels: Sequence[str], label_names: Sequence[str], item_id: str = 
     return vec
 
 
+def collate_sets(items: Sequence[SetExample]) -> SetBatch:
+    """Pad every modality to the batch's largest set (at least 1 row, masked when unused); floats become float32."""
+    modalities = {}
+    for name in items[0].modalities:
+        sets = [item.modalities[name] for item in items]
+        s_max = max(1, max(len(s) for s in sets))
+        if sets[0].ndim == 1:  # ids of an index modality
+            x = np.zeros((len(items), s_max), np.int64)
+        else:
+            x = np.zeros((len(items), s_max, sets[0].shape[1]), np.float32)
+        mask = np.zeros((len(items), s_max), bool)
+        for b, s in enumerate(sets):
+            x[b, : len(s)] = s
+            mask[b, : len(s)] = True
+        modalities[name] = (torch.from_numpy(x), torch.from_numpy(mask))
+    labels = torch.from_numpy(np.stack([item.labels for item in items]).astype(np.float32))
+    return SetBatch(modalities, labels, [item.id for item in items])
+
+
 class SetDataset(Dataset):
     """The items of one split, every modality's elements loaded into memory once.
 
     ``stores`` maps a modality name to its ragged store. An item the store lacks, or for which it
     holds 0 elements, simply has no elements of that modality.
     """
+
+    collate = staticmethod(collate_sets)
 
     def __init__(
         self,
@@ -183,22 +204,3 @@ def _ids(x: np.ndarray, num_embeddings: int, path: object, item_id: str) -> np.n
     if len(ids) and (ids.min() < 0 or ids.max() >= num_embeddings):
         raise ValueError(f"{path}: item {item_id!r} has ids outside [0, {num_embeddings})")
     return ids
-
-
-def collate_sets(items: Sequence[SetExample]) -> SetBatch:
-    """Pad every modality to the batch's largest set (at least 1 row, masked when unused); floats become float32."""
-    modalities = {}
-    for name in items[0].modalities:
-        sets = [item.modalities[name] for item in items]
-        s_max = max(1, max(len(s) for s in sets))
-        if sets[0].ndim == 1:  # ids of an index modality
-            x = np.zeros((len(items), s_max), np.int64)
-        else:
-            x = np.zeros((len(items), s_max, sets[0].shape[1]), np.float32)
-        mask = np.zeros((len(items), s_max), bool)
-        for b, s in enumerate(sets):
-            x[b, : len(s)] = s
-            mask[b, : len(s)] = True
-        modalities[name] = (torch.from_numpy(x), torch.from_numpy(mask))
-    labels = torch.from_numpy(np.stack([item.labels for item in items]).astype(np.float32))
-    return SetBatch(modalities, labels, [item.id for item in items])

@@ -1,4 +1,5 @@
-"""Deep Multi-Modal Sequence Sets (DM2S2; Kitada, Iwazaki, Togashi, Iyatomi; IEEE Access 2022).
+"""Deep Multi-Modal Sequence Sets (DM2S2; Kitada, Iwazaki, Togashi, Iyatomi; IEEE Access 2022,
+doi:10.1109/ACCESS.2022.3221812).
 
 One frozen BERT-style encoder reads every modality's tokens as ``[CLS] m1 [SEP] ... mM [SEP]``
 (Eq. 2); on its hidden states, IntraMRA weighs each token within its modality (Eq. 9-11),
@@ -17,7 +18,7 @@ paper fixes the order of modalities (Sec. III-B) instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmsets.data.sequences import SequenceBatch
-from mmsets.models.parts import POOLINGS, SetPooling, SetPredictor
+from mmsets.models.parts import POOLINGS, SetPooling, SetPredictor, TrainedModel, builder, param_groups
 
 
 # ---------------------------------------------------------------------------- similarity S (Eq. 7, 8)
@@ -65,16 +66,13 @@ SIMILARITIES: dict[str, type[nn.Module]] = {"additive": AdditiveSimilarity, "dot
 
 
 @dataclass
-class DM2S2Config:
+class TokenStateConfig:
+    """What every family on the token encoder's cached states is given: the data's sizes, rho, psi and
+    the encoder's top layers it may fine-tune."""
+
     hidden_size: int  # d of the encoder: 1024 for RoBERTa-large, 384 for MiniLM-L6
     n_classes: int
     n_modalities: int  # M, fixed per dataset; a missing modality is an empty span
-    intra: bool = True  # IntraMRA (Sec. III-C2); off: tokens pass unchanged (Table 3)
-    inter: bool = True  # InterMRA (Sec. III-C3)
-    similarity: str = "additive"  # S: additive (Eq. 8) | dot (Table 5)
-    residual: bool = True  # H + a H (Eq. 10, 14); off: a H (Table 6)
-    attn_dim: int | None = None  # rows of W; None: d as in the paper (W in R^{d x d})
-    attn_bias: bool = False  # a bias inside tanh(W H_t + b); Eq. 8 has none
     head_hidden: tuple[int, ...] = (256, 128)  # rho; the paper does not give it, we use DMMS's
     dropout: float = 0.25  # inside rho
     prior: float = 0.01  # pi in the last bias -log((1 - pi) / pi)
@@ -85,28 +83,27 @@ class DM2S2Config:
 
     def __post_init__(self) -> None:
         self.head_hidden = tuple(int(h) for h in self.head_hidden)
-        if self.similarity not in SIMILARITIES:
-            raise ValueError(f"DM2S2Config.similarity: {self.similarity!r} is not one of {sorted(SIMILARITIES)}")
-        _check_common(self, "DM2S2Config")
+        _check_common(self, type(self).__name__)
 
 
 @dataclass
-class EncoderOnlyConfig:
-    hidden_size: int
-    n_classes: int
-    n_modalities: int
-    modality_embedding: bool = True  # the token type ids of the paper's baseline, added after the frozen encoder
-    head_hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.25
-    prior: float = 0.01
-    pooling: str = "mean"
-    finetune_layers: int = 0  # as DM2S2Config's
-    finetune_lr: float = 2e-5
-    encoder: dict | None = None
+class DM2S2Config(TokenStateConfig):
+    intra: bool = True  # IntraMRA (Sec. III-C2); off: tokens pass unchanged (Table 3)
+    inter: bool = True  # InterMRA (Sec. III-C3)
+    similarity: str = "additive"  # S: additive (Eq. 8) | dot (Table 5)
+    residual: bool = True  # H + a H (Eq. 10, 14); off: a H (Table 6)
+    attn_dim: int | None = None  # rows of W; None: d as in the paper (W in R^{d x d})
+    attn_bias: bool = False  # a bias inside tanh(W H_t + b); Eq. 8 has none
 
     def __post_init__(self) -> None:
-        self.head_hidden = tuple(int(h) for h in self.head_hidden)
-        _check_common(self, "EncoderOnlyConfig")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"DM2S2Config.similarity: {self.similarity!r} is not one of {sorted(SIMILARITIES)}")
+        super().__post_init__()
+
+
+@dataclass
+class EncoderOnlyConfig(TokenStateConfig):
+    modality_embedding: bool = True  # the token type ids of the paper's baseline, added after the frozen encoder
 
 
 def _check_common(config, name: str) -> None:
@@ -183,8 +180,27 @@ class EncoderTop(nn.Module):
         return hidden
 
 
-def encoder_top(config) -> nn.Module | None:
+def encoder_top(config: TokenStateConfig) -> nn.Module | None:
     return EncoderTop(config.encoder, config.finetune_layers) if config.finetune_layers else None
+
+
+class TokenStateModel(TrainedModel):
+    """A family on the token encoder's cached states H; its ``finetuned`` encoder top (None: the encoder
+    stays frozen and the cached states are H) trains at the config's finetune_lr, the rest at the loop's."""
+
+    config: TokenStateConfig
+    finetuned: nn.Module | None
+    rho: SetPredictor
+
+    def states(self, batch: SequenceBatch) -> Tensor:
+        return batch.hidden if self.finetuned is None else self.finetuned(batch.hidden, batch.token_mask)
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        return param_groups(self.parameters(), lr, weight_decay, self.finetuned, self.config.finetune_lr)
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.rho[-1]
 
 
 # ------------------------------------------------------------------------------------------ MRA
@@ -245,7 +261,7 @@ class InterMRA(nn.Module):
 
 # --------------------------------------------------------------------------------------- models
 
-class DM2S2(nn.Module):
+class DM2S2(TokenStateModel):
     """rho(psi(InterMRA(IntraMRA(H)))) over the encoder's states H (Sec. III-B, Eq. 3-6).
 
     psi pools the modality tokens only: H_Inter has L = sum_m l_m rows (Eq. 4, 5), so [CLS],
@@ -262,7 +278,7 @@ class DM2S2(nn.Module):
         def similarity() -> nn.Module:
             return make(config.hidden_size, config.attn_dim, config.attn_bias)
 
-        self.finetuned = encoder_top(config)  # None: the encoder stays frozen, its cached states are H
+        self.finetuned = encoder_top(config)
         self.intra = IntraMRA(config.n_modalities, similarity, config.residual) if config.intra else NoAttention()
         self.inter = InterMRA(similarity, config.residual) if config.inter else NoAttention()
         self.pool = SetPooling(config.pooling)
@@ -274,7 +290,7 @@ class DM2S2(nn.Module):
         """(H_Inter (B, T, d), modality-token mask (B, T), a_Intra (B, T) | None, a_Inter (B, M) | None)."""
         members = modality_members(batch.modality, batch.token_mask, self.config.n_modalities)
         valid = members.any(dim=-1)
-        hidden = batch.hidden if self.finetuned is None else self.finetuned(batch.hidden, batch.token_mask)
+        hidden = self.states(batch)
         x = hidden.masked_fill(~valid.unsqueeze(-1), 0.0)  # junk in padding never reaches a sum
         x, intra = self.intra(x, members)
         x, inter = self.inter(x, members)
@@ -308,7 +324,7 @@ class ZeroEmbedding(nn.Module):
         return 0.0
 
 
-class EncoderOnly(nn.Module):
+class EncoderOnly(TokenStateModel):
     """The paper's "RoBERTa encoder only" baseline (Sec. V-A, Table 3's first row): the frozen
     encoder's states, token type ids to tell the modalities apart, psi and rho, no MRA.
 
@@ -332,30 +348,11 @@ class EncoderOnly(nn.Module):
 
     def forward(self, batch: SequenceBatch) -> Tensor:
         valid = modality_members(batch.modality, batch.token_mask, self.config.n_modalities).any(dim=-1)
-        hidden = batch.hidden if self.finetuned is None else self.finetuned(batch.hidden, batch.token_mask)
+        hidden = self.states(batch)
         x = hidden + self.token_type(batch.modality.clamp(min=0))
         pooled, _ = self.pool(x.masked_fill(~valid.unsqueeze(-1), 0.0), valid)
         return self.rho(pooled)
 
 
-def dm2s2(config: DM2S2Config | None = None, **kwargs) -> DM2S2:
-    """DM2S2 from `Deep Multi-Modal Sequence Sets with Hierarchical Modality Attention
-    <https://doi.org/10.1109/ACCESS.2022.3221812>`_.
-
-    Args:
-        config: a :class:`DM2S2Config`; keyword arguments override its fields, or build one when
-            ``config`` is None (``hidden_size``, ``n_classes`` and ``n_modalities`` are then required).
-
-    Returns:
-        A :class:`DM2S2` whose ``forward(batch)`` gives logits (B, n_classes) and
-        ``explain(batch)`` the InterMRA weight of each modality (B, M), ``attention(batch)`` the
-        IntraMRA and InterMRA weights.
-    """
-    config = DM2S2Config(**kwargs) if config is None else replace(config, **kwargs)
-    return DM2S2(config)
-
-
-def encoder_only(config: EncoderOnlyConfig | None = None, **kwargs) -> EncoderOnly:
-    """The "encoder only" baseline of the DM2S2 paper (Tables 1-4): see :class:`EncoderOnly`."""
-    config = EncoderOnlyConfig(**kwargs) if config is None else replace(config, **kwargs)
-    return EncoderOnly(config)
+dm2s2 = builder(DM2S2, DM2S2Config)
+encoder_only = builder(EncoderOnly, EncoderOnlyConfig)

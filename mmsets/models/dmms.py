@@ -8,14 +8,14 @@ argmax of each dimension names the modality that "won" it: its feature importanc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmsets.data.sets import INDEX, SetBatch
-from mmsets.models.parts import ENCODERS, INDEX_ENCODERS, SetPooling, SetPredictor, check_inputs
+from mmsets.models.parts import ENCODERS, INDEX_ENCODERS, SetPooling, SetPredictor, TrainedModel, builder, check_inputs
 
 
 @dataclass
@@ -35,10 +35,9 @@ class DMMSConfig:
         check_inputs(self, "DMMSConfig")
         if self.index_encoder not in INDEX_ENCODERS:
             raise ValueError(f"DMMSConfig.index_encoder: {self.index_encoder!r} is not one of {list(INDEX_ENCODERS)}")
-        self.head_hidden = tuple(int(h) for h in self.head_hidden)
 
 
-class DeepMultiModalSets(nn.Module):
+class DeepMultiModalSets(TrainedModel):
     """rho(psi({phi_i(x) : x in X_i, i in I})) over one set holding every element of every modality (Sec. 3.3)."""
 
     explain_kind = "argmax"  # feature importance: the modality that won each pooled dimension (Sec. 3.3.1)
@@ -55,6 +54,10 @@ class DeepMultiModalSets(nn.Module):
         self.pool = SetPooling(config.pooling)
         self.rho = SetPredictor(config.d_model, config.head_hidden, config.n_classes, nn.ELU, config.head_dropout,
                                 config.prior)
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        return self.rho[-1]
 
     def encode(self, batch: SetBatch) -> tuple[Tensor, Tensor, Tensor]:
         """All modalities' encoded elements as one padded set: (B, S, D), mask (B, S), modality id (S,)."""
@@ -98,16 +101,4 @@ class DeepMultiModalSets(nn.Module):
         return winners.mean(dim=1) * mask.any(dim=1, keepdim=True).to(x.dtype)
 
 
-def dmms(config: DMMSConfig | None = None, **kwargs) -> DeepMultiModalSets:
-    """Deep Multi-Modal Sets from `Deep Multi-Modal Sets <https://arxiv.org/abs/2003.01607>`_.
-
-    Args:
-        config: a :class:`DMMSConfig`; keyword arguments override its fields, or build one when
-            ``config`` is None (``input_dims`` and ``n_classes`` are then required).
-
-    Returns:
-        A :class:`DeepMultiModalSets` whose ``forward(batch)`` gives logits (B, n_classes) and
-        ``explain(batch)`` the per-modality feature-importance shares (B, M).
-    """
-    config = DMMSConfig(**kwargs) if config is None else replace(config, **kwargs)
-    return DeepMultiModalSets(config)
+dmms = builder(DeepMultiModalSets, DMMSConfig)

@@ -13,13 +13,13 @@ load with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from mmsets.models.parts import INDEX, check_inputs
+from mmsets.models.parts import INDEX, builder, check_inputs
 
 
 # ---------------------------------------------------------------------------- pooled features
@@ -222,9 +222,7 @@ class LightGBMModel(FittedModel):
         self._load()
 
 
-def lightgbm(config: LightGBMConfig | None = None, **kwargs) -> LightGBMModel:
-    """LightGBM on pooled features, DM2S2's production baseline (`Kitada et al. <https://arxiv.org/abs/2209.09287>`_)."""
-    return LightGBMModel(LightGBMConfig(**kwargs) if config is None else replace(config, **kwargs))
+lightgbm = builder(LightGBMModel, LightGBMConfig)
 
 
 # --------------------------------------------------------------------------- logistic regression
@@ -353,7 +351,5 @@ class LogRegModel(FittedModel):
             setattr(self, k, state[k].numpy())
 
 
-def logreg(config: LogRegConfig | None = None, **kwargs) -> LogRegModel:
-    """Logistic regression on concatenated pooled features (ridge regression for a regression task)."""
-    return LogRegModel(LogRegConfig(**kwargs) if config is None else replace(config, **kwargs))
+logreg = builder(LogRegModel, LogRegConfig)
 

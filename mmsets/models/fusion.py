@@ -6,7 +6,7 @@ vector, a missing modality becomes a zero placeholder (and an index modality's i
 - ``late_fusion``: concatenation of the per-modality vectors and presence flags, then an MLP (the
   "late fusion technique" of DMMS Sec. 1).
 - ``gmu``: the Gated Multimodal Unit of Arevalo et al., "Gated Multimodal Units for Information
-  Fusion" (ICLR workshop 2017, Sec. 3), for two modalities, then an MLP; its gate is the feature
+  Fusion" (ICLR workshop 2017, Sec. 3; arXiv:1702.01992), for two modalities, then an MLP; its gate is the feature
   importance.
 
 Both are trained by the epoch loop like DMMS. The fitted baselines on the same pooled features
@@ -15,7 +15,7 @@ Both are trained by the epoch loop like DMMS. The fitted baselines on the same p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmsets.data.sets import SetBatch
-from mmsets.models.parts import INDEX, SetPooling, SetPredictor, check_inputs
+from mmsets.models.parts import INDEX, SetPooling, SetPredictor, TrainedModel, builder, check_inputs
 
 
 def _missing(batch: SetBatch, modalities: Sequence[str]) -> None:
@@ -64,7 +64,7 @@ class LateFusionConfig:
     input_dims: dict[str, int]
     n_classes: int
     pooling: str = "mean"  # how a modality's elements become its one vector
-    hidden: tuple[int, ...] = (256, 128)
+    head_hidden: tuple[int, ...] = (256, 128)  # the MLP's hidden widths
     dropout: float = 0.25
     prior: float = 0.01
     input_kinds: dict[str, str] | None = None  # modality -> "float" | "index" (SetDataset.input_kinds)
@@ -73,7 +73,7 @@ class LateFusionConfig:
         check_inputs(self, "LateFusionConfig")
 
 
-class LateFusion(nn.Module):
+class LateFusion(TrainedModel):
     """MLP over ``[pool(X_1), present_1, ..., pool(X_M), present_M]``; an absent modality pools to zeros."""
 
     def __init__(self, config: LateFusionConfig):
@@ -82,7 +82,7 @@ class LateFusion(nn.Module):
         self.modalities = list(config.input_dims)
         self.pool = ModalityPooling(config.input_dims, config.input_kinds, config.pooling)
         in_features = sum(config.input_dims.values()) + len(self.modalities)
-        self.head = SetPredictor(in_features, config.hidden, config.n_classes, nn.ELU, config.dropout, config.prior)
+        self.head = SetPredictor(in_features, config.head_hidden, config.n_classes, nn.ELU, config.dropout, config.prior)
 
     @property
     def output_layer(self) -> nn.Linear:
@@ -95,9 +95,7 @@ class LateFusion(nn.Module):
         return self.head(self.fuse(batch))
 
 
-def late_fusion(config: LateFusionConfig | None = None, **kwargs) -> LateFusion:
-    """Concatenation late fusion: per-modality pooled vectors and presence flags, then an MLP."""
-    return LateFusion(LateFusionConfig(**kwargs) if config is None else replace(config, **kwargs))
+late_fusion = builder(LateFusion, LateFusionConfig)
 
 
 # ---------------------------------------------------------------------------------------- GMU
@@ -109,7 +107,7 @@ class GMUConfig:
     n_classes: int
     d_model: int = 512  # size of h
     pooling: str = "mean"
-    hidden: tuple[int, ...] = (256, 128)
+    head_hidden: tuple[int, ...] = (256, 128)  # the MLP's hidden widths
     dropout: float = 0.25
     prior: float = 0.01
     input_kinds: dict[str, str] | None = None
@@ -137,7 +135,7 @@ class GatedMultimodalUnit(nn.Module):
         return z * h1 + (1.0 - z) * h2, z
 
 
-class GMUClassifier(nn.Module):
+class GMUClassifier(TrainedModel):
     """Pooled modality vectors (zeros when absent) -> GMU -> MLP."""
 
     explain_kind = "gate"
@@ -149,7 +147,7 @@ class GMUClassifier(nn.Module):
         self.pool = ModalityPooling(config.input_dims, config.input_kinds, config.pooling)
         self.gmu = GatedMultimodalUnit(*config.input_dims.values(), config.d_model)
         self.drop = nn.Dropout(config.dropout)
-        self.head = SetPredictor(config.d_model, config.hidden, config.n_classes, nn.ELU, config.dropout,
+        self.head = SetPredictor(config.d_model, config.head_hidden, config.n_classes, nn.ELU, config.dropout,
                                  config.prior)
 
     @property
@@ -172,6 +170,4 @@ class GMUClassifier(nn.Module):
         return torch.cat([share, 1.0 - share], dim=1)
 
 
-def gmu(config: GMUConfig | None = None, **kwargs) -> GMUClassifier:
-    """Gated Multimodal Unit classifier from `Arevalo et al. 2017 <https://arxiv.org/abs/1702.01992>`_."""
-    return GMUClassifier(GMUConfig(**kwargs) if config is None else replace(config, **kwargs))
+gmu = builder(GMUClassifier, GMUConfig)

@@ -1,12 +1,14 @@
 """The parts every model family shares: phi (per-modality encoders to a common size), psi (masked set
-pooling, Eq. 1-2 of Deep Multi-Modal Sets) and rho (the prediction MLP, Eq. 3), and the checks of the
-data-given config fields every set-input family has (``input_dims``, ``input_kinds``, ``n_classes``).
+pooling, Eq. 1-2 of Deep Multi-Modal Sets) and rho (the prediction MLP, Eq. 3); ``TrainedModel``, what the
+epoch loop asks of a family it trains; the checks of the data-given config fields every set-input family has
+(``input_dims``, ``input_kinds``, ``n_classes``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any, Callable, Iterable, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +16,7 @@ from torch import Tensor, nn
 from mmsets.data.sets import FLOAT, INDEX, KINDS
 
 __all__ = ["ModalityEncoder", "IndexEncoder", "IndexCNNEncoder", "ENCODERS", "INDEX_ENCODERS", "POOLINGS", "SetPooling",
-           "SetPredictor", "check_inputs",
+           "SetPredictor", "TrainedModel", "param_groups", "builder", "check_inputs",
            "FLOAT", "INDEX", "KINDS"]
 
 
@@ -170,6 +172,34 @@ class SetPredictor(nn.Sequential):
         nn.init.constant_(layers[-1].bias, -math.log((1.0 - prior) / prior))
 
 
+def param_groups(parameters: Iterable[nn.Parameter], lr: float, weight_decay: float,
+                 pretrained: nn.Module | None = None, pretrained_lr: float | None = None) -> list[dict[str, Any]]:
+    """AdamW's groups: the parameters trained from scratch at ``lr``, then those of ``pretrained`` at
+    ``pretrained_lr``; in each, the matrices decayed, then the vectors not. Empty groups are left out."""
+    # Vectors are not decayed: decaying biases would pull the prior-initialised last bias back to 0.
+    tuned = {id(p) for p in pretrained.parameters()} if pretrained is not None else set()
+    parameters = [p for p in parameters if p.requires_grad]
+    groups = []
+    for part, part_lr in ((False, lr), (True, pretrained_lr)):
+        params = [p for p in parameters if (id(p) in tuned) == part]
+        groups += [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "lr": part_lr},
+                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": part_lr}]
+    return [g for g in groups if g["params"]]
+
+
+class TrainedModel(nn.Module):
+    """A family the epoch loop trains (``mmsets.runs.loop``): ``forward(batch)`` gives logits, the model gives
+    its optimizer's parameter groups (as nanoGPT's model configures its optimizer) and names the last linear
+    layer of its head, whose bias a task without sigmoid outputs starts at 0."""
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        return param_groups(self.parameters(), lr, weight_decay)
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        raise NotImplementedError(f"{type(self).__name__} does not name its output layer")
+
+
 def check_inputs(config: Any, name: str) -> None:
     """Normalise and check the data-given fields of a set-input family's config, and its pooling and prior."""
     config.input_dims = {str(k): int(v) for k, v in config.input_dims.items()}
@@ -187,7 +217,22 @@ def check_inputs(config: Any, name: str) -> None:
         raise ValueError(f"{name}.pooling: {config.pooling!r} is not one of {sorted(POOLINGS)}")
     if config.n_classes < 1:
         raise ValueError(f"{name}.n_classes must be >= 1, got {config.n_classes}")
-    if hasattr(config, "hidden"):
-        config.hidden = tuple(int(h) for h in config.hidden)
+    if hasattr(config, "head_hidden"):
+        config.head_hidden = tuple(int(h) for h in config.head_hidden)
     if hasattr(config, "prior") and not 0.0 < config.prior < 1.0:
         raise ValueError(f"{name}.prior must lie in (0, 1), got {config.prior}")
+
+
+Model = TypeVar("Model")
+
+
+def builder(model_cls: Callable[[Any], Model], config_cls: type) -> Callable[..., Model]:
+    """A family's builder, ``build(config=None, **fields)``: the model of ``config_cls(**fields)``, or of
+    ``config`` with ``fields`` replacing its own."""
+
+    def build(config: Any = None, **fields: Any) -> Model:
+        return model_cls(config_cls(**fields) if config is None else replace(config, **fields))
+
+    build.__doc__ = (f"A :class:`{model_cls.__name__}` of a :class:`{config_cls.__name__}`: ``config`` with "
+                     f"``fields`` replacing its own, or one built from ``fields``.")
+    return build

@@ -1,5 +1,6 @@
 """The learner protocol: fit on train (dev chooses), predict, explain. The one place that tells trained
-models (``nn.Module``, by the epoch loop) from fitted ones (``FittedModel``, fitted once on pooled features).
+models (``TrainedModel``, by the epoch loop) from fitted ones (``FittedModel``, fitted once on pooled features).
+A trained model gives the loop its parameter groups and names its output layer; the dataset gives its collate.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from torch import nn
 
 from mmsets.models.fitted import FittedModel
+from mmsets.models.parts import TrainedModel
 from mmsets.models.importance import NO_SHARES, Importance, explain_batches, intra_weights
 from mmsets.runs import loop
 from mmsets.runs.loop import TrainResult, format_metrics, seed_everything
@@ -45,9 +47,9 @@ def _need_items(train_ds: Any, dev_ds: Any) -> None:
 
 
 class TrainedLearner:
-    """An ``nn.Module`` trained by the epoch loop (DMMS, DM2S2, the fusion baselines)."""
+    """A ``TrainedModel`` trained by the epoch loop (DMMS, DM2S2, the fusion baselines)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: TrainedModel):
         self.model = model
 
     @property
@@ -56,7 +58,7 @@ class TrainedLearner:
 
     def fit(self, train_ds, dev_ds, cfg, task):
         if not task.sigmoid:  # see mmsets.tasks: only sigmoid outputs keep the prior-initialised last bias
-            nn.init.zeros_(loop.output_layer(self.model, task.n_outputs).bias)
+            nn.init.zeros_(self.model.output_layer.bias)
         return loop.fit(self.model, train_ds, dev_ds, cfg, task)
 
     def predict(self, ds, batch_size, task):
@@ -131,5 +133,5 @@ class FittedLearner:
         return self.model.extras()
 
 
-def learner_for(model: nn.Module | FittedModel) -> TrainedLearner | FittedLearner:
+def learner_for(model: TrainedModel | FittedModel) -> TrainedLearner | FittedLearner:
     return FittedLearner(model) if isinstance(model, FittedModel) else TrainedLearner(model)

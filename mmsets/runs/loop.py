@@ -1,6 +1,6 @@
-"""The epoch loop: train an ``nn.Module`` whose ``forward(batch)`` gives logits, keep the weights of the
-best dev epoch. It knows no model family; what the task type changes (targets, loss, decision rule,
-metrics) comes from ``mmsets.tasks``.
+"""The epoch loop: train a ``TrainedModel`` (``forward(batch)`` gives logits, ``param_groups`` its optimizer's
+groups) on a dataset that gives its ``collate``, keep the weights of the best dev epoch. It knows no model
+family; what the task type changes (targets, loss, decision rule, metrics) comes from ``mmsets.tasks``.
 
 The recipe is the DMMS paper's (Sec. 4.3): AdamW, learning rate warmed up linearly from 0 over five
 epochs then cosine-annealed, sigmoid cross-entropy with class weights (inverse square root of class
@@ -15,22 +15,36 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from mmsets.data.sets import collate_sets
 from mmsets.metrics import Decision
+from mmsets.models.parts import TrainedModel
 from mmsets.runs.distributed import local_device, sum_over_processes, world
 from mmsets.plan.spec import TrainConfig
 from mmsets.runtime import resolve_device, worker_init
 from mmsets.tasks import MultiLabelTask, Task, selection_key
 
 log = logging.getLogger(__name__)
+
+
+class Items(Protocol):
+    """What the loop asks of a dataset (``SetDataset``, ``SequenceDataset``): its items, their multi-hot
+    labels, and the function that pads a list of items into a batch (whose ``to(device)`` moves it)."""
+
+    label_names: Sequence[str]
+    labels: Any  # (N, C)
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Any: ...
+
+    def collate(self, items: Sequence[Any]) -> Any: ...
 
 
 @dataclass
@@ -68,39 +82,17 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_lambda(warmup_steps, total_steps))
 
 
-def configure_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    # Decay matrices only: decaying biases would pull the prior-initialised last bias back to 0.
-    # A pretrained part the model fine-tunes (``model.finetuned``) trains at its config's finetune_lr.
-    finetuned = getattr(model, "finetuned", None)
-    pretrained = {id(p) for p in finetuned.parameters()} if finetuned is not None else set()
-    groups = []
-    for part, lr in ((False, cfg.lr), (True, getattr(getattr(model, "config", None), "finetune_lr", cfg.lr))):
-        params = [p for p in model.parameters() if p.requires_grad and (id(p) in pretrained) == part]
-        groups += [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr": lr},
-                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": lr}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+def configure_optimizer(model: TrainedModel, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.param_groups(cfg.lr, cfg.weight_decay), lr=cfg.lr)
 
 
-def output_layer(model: nn.Module, n_outputs: int) -> nn.Linear:
-    """The head's last linear layer: ``model.output_layer`` if the model names it, else the last
-    ``nn.Linear`` with ``n_outputs`` outputs (true of every model here)."""
-    layer = getattr(model, "output_layer", None)
-    if layer is None:
-        layers = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == n_outputs]
-        if not layers:
-            raise ValueError(f"{type(model).__name__}: no linear layer with {n_outputs} outputs")
-        layer = layers[-1]
-    return layer
-
-
-def make_loader(ds: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
+def make_loader(ds: Items, batch_size: int, shuffle: bool = False, num_workers: int = 0,
                 generator: torch.Generator | None = None, sampler: Sampler | None = None) -> DataLoader:
-    collate = getattr(ds, "collate", collate_sets)  # SequenceDataset brings its own
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers,
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=ds.collate, num_workers=num_workers,
                       generator=generator, sampler=sampler, worker_init_fn=worker_init)
 
 
-def _train_loader(ds: Dataset, cfg: TrainConfig) -> tuple[DataLoader, DistributedSampler | None]:
+def _train_loader(ds: Items, cfg: TrainConfig) -> tuple[DataLoader, DistributedSampler | None]:
     """The epoch's shuffled batches; across processes each takes its share, batch_size in all."""
     rank, processes = world()
     if processes == 1:
@@ -115,7 +107,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def dataset_logits(model: nn.Module, ds: Dataset, batch_size: int, num_workers: int = 0) -> Tensor:
+def dataset_logits(model: nn.Module, ds: Items, batch_size: int, num_workers: int = 0) -> Tensor:
     """Logits (N, outputs) on the CPU, in dataset order."""
     model.eval()
     device = _device_of(model)
@@ -123,11 +115,11 @@ def dataset_logits(model: nn.Module, ds: Dataset, batch_size: int, num_workers: 
     return torch.cat(out) if out else torch.zeros((0, np.asarray(ds.labels).shape[1]))
 
 
-def _targets(ds: Dataset) -> Tensor:
+def _targets(ds: Items) -> Tensor:
     return torch.as_tensor(np.asarray(ds.labels, np.float32))
 
 
-def fit(model: nn.Module, train_ds: Dataset, dev_ds: Dataset, cfg: TrainConfig, task: Task | None = None
+def fit(model: TrainedModel, train_ds: Items, dev_ds: Items, cfg: TrainConfig, task: Task | None = None
         ) -> TrainResult:
     """Train, keep the weights of the epoch with the best dev selection metric, and choose the decision rule on dev.
 

@@ -31,7 +31,7 @@ ITEMS = [
 
 def test_late_fusion_pools_each_modality_with_zero_placeholders_and_presence_flags():
     torch.manual_seed(0)
-    model = late_fusion(input_dims=DIMS, n_classes=2, hidden=(8,)).eval()
+    model = late_fusion(input_dims=DIMS, n_classes=2, head_hidden=(8,)).eval()
     fused = model.fuse(batch(ITEMS))
     np.testing.assert_allclose(fused[0], [2, 2, 2, 1, 1, -1, 1])
     np.testing.assert_allclose(fused[1], [0.5, 0.5, 0.5, 1, 0, 0, 0])
@@ -43,7 +43,7 @@ def test_late_fusion_pools_each_modality_with_zero_placeholders_and_presence_fla
 
 def test_gmu_follows_the_bimodal_equations():
     torch.manual_seed(0)
-    model = gmu(input_dims=DIMS, n_classes=2, d_model=4, hidden=(8,)).eval()
+    model = gmu(input_dims=DIMS, n_classes=2, d_model=4, head_hidden=(8,)).eval()
     b = batch(ITEMS)
     h, z = model.gate(b)
     x1 = torch.tensor([[2.0, 2.0, 2.0], [0.5, 0.5, 0.5]])
@@ -72,8 +72,8 @@ def test_index_modalities_pool_to_histograms():
 POOLED = ("lightgbm", "logreg")
 TRAINING = {"epochs": 10, "batch_size": 32, "lr": 1e-2, "warmup_epochs": 2}
 SMALL = {
-    "late_fusion": {"hidden": [32], "training": TRAINING},
-    "gmu": {"d_model": 32, "hidden": [32], "dropout": 0.1, "training": TRAINING},
+    "late_fusion": {"head_hidden": [32], "training": TRAINING},
+    "gmu": {"d_model": 32, "head_hidden": [32], "dropout": 0.1, "training": TRAINING},
     "lightgbm": {"n_estimators": 60, "min_child_samples": 5, "n_jobs": 1},
     "logreg": {"C": 0.5},
 }

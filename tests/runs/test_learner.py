@@ -27,8 +27,8 @@ def splits(tmp_path_factory):
 @pytest.mark.parametrize("name, settings, kind, per_item", [
     ("dmms", {"d_model": 8, "head_hidden": [8], "pooling": "max"}, "argmax", True),
     ("dmms", {"d_model": 8, "head_hidden": [8], "pooling": "sum"}, None, None),
-    ("gmu", {"d_model": 8, "hidden": [8]}, "gate", True),
-    ("late_fusion", {"hidden": [8]}, None, None),
+    ("gmu", {"d_model": 8, "head_hidden": [8]}, "gate", True),
+    ("late_fusion", {"head_hidden": [8]}, None, None),
     ("lightgbm", {"n_estimators": 20}, "gain", False),
     ("logreg", {"C": 1.0}, None, None),
 ])

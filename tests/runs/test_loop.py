@@ -1,4 +1,4 @@
-"""The epoch loop on its own: a plain nn.Module over a plain dataset, no model family."""
+"""The epoch loop on its own: a minimal TrainedModel over a plain dataset, no model family."""
 
 from dataclasses import dataclass
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from mmsets.models.parts import TrainedModel
 from mmsets.runs.loop import fit, warmup_cosine
 from mmsets.plan.spec import TrainConfig
 from mmsets.tasks import MultiLabelTask
@@ -45,11 +46,15 @@ class Points(torch.utils.data.Dataset):
         return Batch(torch.as_tensor(np.stack([x for x, _ in items])), torch.as_tensor(np.stack([y for _, y in items])))
 
 
-class Linear(nn.Module):
+class Linear(TrainedModel):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.out = nn.Linear(4, 2)
+
+    @property
+    def output_layer(self):
+        return self.out
 
     def forward(self, batch):
         return self.out(batch.x)
