@@ -58,3 +58,26 @@ def test_registry_builds_each_family_from_its_settings():
             fam.check({"no_such_setting": 1}, ["a", "b"])
     with pytest.raises(ValueError, match="is not one of"):
         family("dmmss")
+
+
+def _data(fam):
+    if fam.inputs == "sequence":
+        return {"hidden_size": 8, "n_modalities": 2, "n_classes": 3}
+    return {"input_dims": {"a": 3, "b": 3}, "n_classes": 3}
+
+
+@pytest.mark.parametrize("name", [n for n, f in FAMILIES.items() if f.resources.gpu])
+def test_a_trained_family_gives_the_loop_its_groups_and_output_layer(name):
+    from torch import nn
+
+    fam = family(name)
+    model = fam.build(**_data(fam), **({"d_model": 3} if name in ("dmms", "gmu") else {}))
+    last = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 3][-1]
+    assert model.output_layer is last  # the head's last layer, even where another layer has as many outputs
+    groups = model.param_groups(1e-3, 0.1)
+    params = [p for g in groups for p in g["params"]]
+    assert len({id(p) for p in params}) == len(params) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(1e-3, 0.1), (1e-3, 0.0)]
+    assert all(p.dim() >= 2 for p in groups[0]["params"]) and all(p.dim() < 2 for p in groups[1]["params"])
+    again = fam.build(model.config, n_classes=2)  # a config, its fields replaced by keywords
+    assert again.config.n_classes == 2 and model.config.n_classes == 3 and isinstance(again, type(model))
