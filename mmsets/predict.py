@@ -21,14 +21,16 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import CAT_PREFIX, TEXT_PREFIX, Manifest, is_missing, write_manifest
-from mmsets.plan.layout import store_path
-from mmsets.metrics import Decision, decision_from_dict
+from mmsets.plan.layout import MODEL, store_path
+
+if TYPE_CHECKING:
+    from mmsets.runs.scoring import Prediction, RunModels
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,11 @@ class PredictError(ValueError):
 
 @dataclass
 class TrainedRun:
-    """A run directory loaded for prediction: one model (a k-fold run: one per fold) and its config."""
+    """A run directory loaded for prediction: its models (a k-fold run: one per fold) and its config."""
 
     path: Path
     config: dict
-    folds: list[tuple[Any, dict]]  # (model, config) per fold; one for a plain run
+    models: RunModels
     extraction: dict = field(default_factory=dict)  # the last predict's store summaries
 
     @property
@@ -107,65 +109,43 @@ class TrainedRun:
         """Extract ``items`` as the run's training items were, score and explain them (see the module doc).
 
         ``work_dir`` keeps the manifest and stores (a rerun resumes an interrupted extraction); without it
-        they go to a temporary folder. ``extraction`` then holds each store's summary (skips counted).
+        the stores go to a temporary folder. ``extraction`` then holds each store's summary (skips counted).
         """
         manifest = items if isinstance(items, Manifest) else self.items_manifest(items, image_root)
         if work_dir is None:
             with tempfile.TemporaryDirectory(prefix="mmsets-predict-") as tmp:
                 return self._predict(manifest, Path(tmp), runtime, device)
-        return self._predict(manifest, Path(work_dir), runtime, device)
+        work = Path(work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        write_manifest(manifest, work / "manifest.parquet")
+        return self._predict(manifest, work, runtime, device)
 
     def _predict(self, manifest: Manifest, work: Path, runtime: Any, device: str) -> pd.DataFrame:
         from mmsets.extract.recipe import run_recipe
-        from mmsets.runs.learner import learner_for
-        from mmsets.runs.run import open_datasets
-        from mmsets.runtime import resolve_device
-        from mmsets.store import RaggedStore
-        from mmsets.tasks import task_from_dict
+        from mmsets.runs.scoring import open_stores, predict_items
 
-        work.mkdir(parents=True, exist_ok=True)
-        write_manifest(manifest, work / "manifest.parquet")
-        self.extraction = run_recipe(self.recipe, work / "manifest.parquet", work / "features", runtime)
-        stores = {name: RaggedStore(store_path(work / "features", name)) for name in self.features}
-        outputs, shares, kind, modalities, decisions = [], [], None, None, []
-        try:
-            for model, config in self.folds:
-                task = task_from_dict(config.get("task"), config["label_names"])
-                (ds,) = open_datasets(manifest, stores, (None,), task, fit_on=None, label_names=config["label_names"],
-                                      model=config["model"], targets=False)
-                model.to(resolve_device(device))
-                learner = learner_for(model)
-                outputs.append(learner.predict(ds, config["training"]["batch_size"], task))
-                importance = learner.explain(ds, config["training"]["batch_size"])
-                if importance is not None and importance.per_item and importance.shares.size:
-                    shares.append(importance.shares)
-                    kind, modalities = importance.kind, list(getattr(ds, "modalities", self.features))
-                decisions.append(decision_from_dict(config["decision"]))
-                ids = list(ds.ids)
-        finally:
-            for store in stores.values():
-                store.close()
-        return self._frame(ids, task, np.mean(outputs, axis=0), _combine(decisions),
-                           np.mean(shares, axis=0) if len(shares) == len(self.folds) else None, kind, modalities)
+        self.extraction = run_recipe(self.recipe, manifest, work / "features", runtime)
+        with open_stores({name: store_path(work / "features", name) for name in self.features}) as stores:
+            return self._frame(predict_items(self.models.to(device), manifest, stores))
 
-    def _frame(self, ids: list[str], task: Any, outputs: np.ndarray, decision: Any, shares: np.ndarray | None,
-               kind: str | None, modalities: list[str] | None) -> pd.DataFrame:
-        frame = pd.DataFrame({"id": ids})
+    def _frame(self, scored: Prediction) -> pd.DataFrame:
+        frame = pd.DataFrame({"id": scored.ids})
+        task, outputs = scored.task, scored.outputs
         if task.name == "regression":
             frame["prediction"] = np.asarray(outputs, np.float64)
         else:
             names = task.output_names
             for j, name in enumerate(names):
                 frame[name] = np.asarray(outputs[:, j], np.float64)
-            chosen = decision.apply(outputs)
+            chosen = scored.decision.apply(outputs)
             if task.name == "multilabel":
                 frame[PREDICTED] = [[n for n, on in zip(names, row) if on] for row in chosen]
             else:
                 frame[PREDICTED] = [names[k] for k in chosen]
-        if shares is not None:
-            for j, name in enumerate(modalities):
-                frame[SHARE_PREFIX + name] = shares[:, j].astype(np.float64)
-        frame.attrs.update(run=self.path.name, explain_kind=kind)
+        if scored.shares is not None:
+            for j, name in enumerate(scored.modalities):
+                frame[SHARE_PREFIX + name] = scored.shares[:, j].astype(np.float64)
+        frame.attrs.update(run=self.path.name, explain_kind=scored.kind)
         return frame
 
     def explain(self, items: Any, **kwargs: Any) -> pd.DataFrame:
@@ -209,39 +189,26 @@ def write_predictions(frame: pd.DataFrame, out: str | os.PathLike) -> list[Path]
     return [out, csv_path]
 
 
-def _combine(decisions: list[Any]) -> Any:
-    """The folds' decisions as one: multi-label thresholds averaged, the top-1 rule by majority."""
-    if len(decisions) == 1 or not isinstance(decisions[0], Decision):
-        return decisions[0]
-    thresholds = np.mean([np.broadcast_to(np.asarray(d.threshold, float), np.shape(decisions[0].threshold))
-                          for d in decisions], axis=0)
-    top1 = sum(d.top1 for d in decisions) * 2 > len(decisions)
-    return Decision(thresholds.tolist() if thresholds.ndim else float(thresholds), top1, decisions[0].rule)
-
-
 def load_run(run_dir: str | os.PathLike, features_dir: str | os.PathLike | None = None) -> TrainedRun:
-    """A trained run directory (its ``model.pt``, loaded with ``weights_only=True``) ready to ``predict``.
+    """A trained run directory (its ``model.pt``, read once with ``weights_only=True``) ready to ``predict``.
 
     Runs trained before runs recorded their stores need ``features_dir``: the training stores, whose own
     records then give the recipe.
     """
     from mmsets.extract.recipe import store_recipe
-    from mmsets.runs.checkpoint import load_checkpoint
-    from mmsets.runs.record import MODEL
+    from mmsets.runs.scoring import read_run
 
     path = Path(run_dir)
     if not (path / MODEL).is_file():
         raise FileNotFoundError(f"{path}: no {MODEL}: not a trained run directory")
-    model, config = load_checkpoint(path / MODEL)
-    folds = [(model, config)]
-    if "cv" in config:
-        folds = [load_checkpoint(path / MODEL, fold=k) for k in range(len(config["cv"]["test_ids"]))]
+    models = read_run(path)
+    config = dict(models.config)
     if "stores" not in config:
         if features_dir is None:
             raise PredictError(f"{path}: the run does not record how its stores were made (trained before "
                                f"mmsets recorded it): give the folder of its training stores (features_dir)")
         config["stores"] = store_recipe({name: store_path(features_dir, name) for name in config["features"]})
-    return TrainedRun(path, config, folds)
+    return TrainedRun(path, config, models)
 
 
 def recipe_inputs(recipe: Mapping[str, dict]) -> dict[str, list[str]]:

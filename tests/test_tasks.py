@@ -14,7 +14,8 @@ from mmsets.store import RaggedStore
 from mmsets.tasks import MultiLabelTask, RegressionTask, SingleLabelTask, make_task, task_from_dict
 from mmsets.runs.checkpoint import load_checkpoint
 from mmsets.runs.learner import learner_for
-from mmsets.runs.run import open_datasets, train_run
+from mmsets.runs.run import train_run
+from mmsets.runs.scoring import attach_targets, family_datasets, training_datasets
 from mmsets.plan.errors import SpecError
 
 FEATURES = ("signal", "noise")
@@ -139,7 +140,7 @@ def test_regression_targets_are_standardised_on_train(tmp_path):
     manifest = read_manifest(root / "manifest.parquet")
     stores = {n: RaggedStore(root / f"{n}.h5") for n in FEATURES}
     task = make_task("regression", [])
-    train, test = open_datasets(manifest, stores, ("train", "test"), task)
+    train, test = training_datasets("dmms", manifest, stores, task, ("train", "test"))
     assert train.labels.shape == (len(train), 1)
     assert train.labels.mean() == pytest.approx(0.0, abs=1e-5) and train.labels.std() == pytest.approx(1.0, abs=1e-4)
     np.testing.assert_allclose(task.truth(test.labels), manifest.split("test")["target"], rtol=1e-5)
@@ -188,7 +189,8 @@ def test_multilabel_predictions_are_plain_sigmoids(data):
     root = data("binary")
     manifest = read_manifest(root / "manifest.parquet")
     stores = {n: RaggedStore(root / f"{n}.h5") for n in FEATURES}
-    (ds,) = open_datasets(manifest, stores, ("test",), make_task("binary", manifest.label_names), fit_on=None)
+    (ds,) = family_datasets("dmms", manifest, stores, ("test",), manifest.label_names)
+    attach_targets(make_task("binary", manifest.label_names), manifest, [ds])
     model = dmms(input_dims=ds.input_dims, n_classes=2, d_model=8, head_hidden=(8,)).eval()
     probs = learner_for(model).predict(ds, 256, MultiLabelTask(ds.label_names))
     assert probs.shape == (len(ds), 2) and np.allclose(probs, 0.01, atol=0.02)  # prior init, not normalised

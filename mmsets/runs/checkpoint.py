@@ -33,14 +33,22 @@ def save_checkpoint(path: str | os.PathLike, config: dict, state_dict: dict, fol
         torch.save(checkpoint, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", fold: int | None = None
-                    ) -> tuple[Any, dict]:
-    """The model of a run's ``model.pt`` (in eval mode) and its config dict.
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """``model.pt`` as saved: its config, weights and, for a k-fold run, every fold's part."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def n_folds(checkpoint: dict) -> int:
+    """How many models a checkpoint holds: one per fold of a k-fold run, else one."""
+    return len(checkpoint.get("folds", [None]))
+
+
+def fold_model(checkpoint: dict, fold: int | None = None, path: str | os.PathLike = "model.pt") -> tuple[Any, dict]:
+    """The model of one fold of a read checkpoint (in eval mode) and its config dict.
 
     A k-fold run holds one model per fold: ``fold`` picks one (default 0) and the config's
     ``decision`` and ``task`` are that fold's.
     """
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     config = dict(checkpoint["config"])
     state = checkpoint["state_dict"]
     if "folds" in checkpoint:
@@ -52,3 +60,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     model = build_model(config["model"], **config["model_config"])
     model.load_state_dict(state)
     return model.eval(), config
+
+
+def load_models(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> list[tuple[Any, dict]]:
+    """Every model of a run's ``model.pt`` (one per fold of a k-fold run) with its config, from one read."""
+    checkpoint = read_checkpoint(path, map_location)
+    return [fold_model(checkpoint, k, path) for k in range(n_folds(checkpoint))]
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", fold: int | None = None
+                    ) -> tuple[Any, dict]:
+    """One model of a run's ``model.pt`` (``fold`` of a k-fold run, default 0) and its config dict."""
+    return fold_model(read_checkpoint(path, map_location), fold, path)

@@ -9,42 +9,30 @@ source left out, test items only), not dropping its cached states. The model the
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Mapping
 
 from mmsets.data.manifest import read_manifest
-from mmsets.data.sequences import SequenceDataset
 from mmsets.io import write_json
-from mmsets.metrics import decision_from_dict
-from mmsets.runs.checkpoint import load_checkpoint
-from mmsets.runs.learner import learner_for
-from mmsets.runs.record import ERASURE, MODEL
-from mmsets.runtime import resolve_device
-from mmsets.store import RaggedStore
-from mmsets.tasks import task_from_dict
+from mmsets.plan.layout import ERASURE
+from mmsets.runs.scoring import open_stores, read_run
+
 
 def erasure(run_dir: str | os.PathLike, manifest_path: str | os.PathLike, store: str | os.PathLike,
             erased: Mapping[str, str | os.PathLike], device: str = "auto") -> dict[str, Any]:
     """Score run ``run_dir`` on the test split of its token ``store`` and of each ``erased`` store
     ({modality: store re-encoded without it}); write and return ``erasure.json``'s content: the full
     scores, and per modality the scores without it and their difference (``delta``, erased - full)."""
-    run_dir = Path(run_dir)
-    model, config = load_checkpoint(run_dir / MODEL)
-    if "cv" in config:
-        raise ValueError(f"{run_dir}: modality erasure scores the test split; k-fold runs have none")
-    model.to(resolve_device(device))
+    run = read_run(run_dir)
+    if run.is_kfold:
+        raise ValueError(f"{run.path}: modality erasure scores the test split; k-fold runs have none")
+    (fold,) = run.to(device).folds
     manifest = read_manifest(manifest_path)
-    task = task_from_dict(config.get("task"), config["label_names"])
-    decision = decision_from_dict(config["decision"])
-    learner = learner_for(model)
+    name = run.config["features"][0]
 
     def score(path: str | os.PathLike, modalities: list[str] | None, left_out: tuple[str, ...] = ()) -> tuple:
-        with RaggedStore(path) as opened:
-            ds = SequenceDataset(manifest, opened, "test", label_names=config["label_names"], modalities=modalities,
-                                 erased=left_out)
-        ds.labels = task.targets(manifest, ds)
-        outputs = learner.predict(ds, config["training"]["batch_size"], task)
-        return task.metrics(task.truth(ds.labels), outputs, decision), ds.modalities, len(ds)
+        with open_stores({name: path}) as stores:
+            ds = fold.labelled(manifest, stores, "test", modalities=modalities, erased=left_out)
+        return fold.score(ds).metrics, ds.modalities, len(ds)
 
     full, modalities, n_items = score(store, None)
     unknown = sorted(set(erased) - set(modalities))
@@ -57,6 +45,6 @@ def erasure(run_dir: str | os.PathLike, manifest_path: str | os.PathLike, store:
         scores, _, _ = score(erased[modality], modalities, (modality,))
         rows[modality] = {"test": scores, "delta": {k: scores[k] - v for k, v in full.items()
                                                     if isinstance(v, float) and isinstance(scores.get(k), float)}}
-    result = {"run": run_dir.name, "n_items": n_items, "modalities": modalities, "full": full, "erased": rows}
-    write_json(run_dir / ERASURE, result)
+    result = {"run": run.path.name, "n_items": n_items, "modalities": modalities, "full": full, "erased": rows}
+    write_json(run.path / ERASURE, result)
     return result

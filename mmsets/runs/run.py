@@ -10,25 +10,26 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from mmsets.cv import FOLD_COLUMN, assign_folds, fold_manifest
 from mmsets.data.manifest import FINE_LABEL, Manifest, read_manifest
-from mmsets.data.sequences import SequenceDataset
 from mmsets.data.sets import SetDataset
 from mmsets.extract.recipe import store_recipe
 from mmsets.runs.distributed import is_main_process
 from mmsets.io import atomic_path
 from mmsets.metrics import Decision, aggregate, grouped_accuracy
 from mmsets.models.importance import NO_SHARES, Importance, mean_share
-from mmsets.plan.families import SEQUENCE, family
+from mmsets.plan.families import family
+from mmsets.plan.layout import MODEL, PREDICTIONS
 from mmsets.runs.checkpoint import plain, save_checkpoint
 from mmsets.runs.learner import learner_for
 from mmsets.runs.loop import TrainResult, format_metrics, seed_everything
-from mmsets.runs.record import MODEL, PREDICTIONS, ImportanceRecord, RunRecord
+from mmsets.runs.record import ImportanceRecord, RunRecord
+from mmsets.runs.scoring import open_stores, training_datasets
 from mmsets.plan.errors import SpecError
 from mmsets.plan.spec import RunSpec
 from mmsets.store import RaggedStore
@@ -53,27 +54,6 @@ def parse_spec(spec: RunSpec | Mapping[str, Any], available: list[str]) -> RunSp
     except (TypeError, ValueError) as err:
         raise SpecError(f"spec for model {run.model!r}: {err}") from err
     return run
-
-
-def open_datasets(manifest: Manifest, stores: Mapping[str, RaggedStore], splits: Sequence[str],
-                  task: Task, fit_on: str | None = "train", label_names: Sequence[str] | None = None,
-                  model: str = "dmms", targets: bool = True) -> list[SetDataset | SequenceDataset]:
-    """Datasets of ``splits`` in the form the model family reads, with the task's targets attached
-    (the task fitted on ``fit_on`` first); ``targets=False``: unlabelled items, zero targets."""
-    if label_names is None:
-        label_names = [] if task.name == "regression" else manifest.label_names
-    if family(model).inputs == SEQUENCE:
-        if len(stores) != 1:
-            raise SpecError(f"spec key 'features': {model} reads exactly one token store, got {sorted(stores)}")
-        (store,) = stores.values()
-        datasets = [SequenceDataset(manifest, store, split, label_names=label_names) for split in splits]
-    else:
-        datasets = [SetDataset(manifest, stores, split, label_names=label_names) for split in splits]
-    if fit_on is not None:
-        task.fit(manifest, datasets[list(splits).index(fit_on)])
-    for ds in datasets:  # what the model learns is the task's: multi-hot labels, one class, a standardised value
-        ds.labels = task.targets(manifest, ds) if targets else np.zeros((len(ds), task.n_outputs), np.float32)
-    return datasets
 
 
 @dataclass
@@ -101,7 +81,7 @@ def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedSto
         task.check_select(cfg.select)
     except ValueError as err:
         raise SpecError(str(err)) from err
-    train_ds, dev_ds, test_ds = open_datasets(manifest, stores, ("train", "dev", "test"), task, model=run.model)
+    train_ds, dev_ds, test_ds = training_datasets(run.model, manifest, stores, task)
     modalities = list(getattr(train_ds, "modalities", run.features))
     if isinstance(train_ds, SetDataset):
         empty = [name for name in modalities if not train_ds.counts(name).any()]
@@ -139,8 +119,7 @@ def train_run(manifest_path: str | os.PathLike, feature_paths: Mapping[str, str 
     manifest = read_manifest(manifest_path)
     log.info("run %s: %s over %s, %s task%s", out_dir.name, run.model, run.features, manifest.task,
              f", {run.cv.folds}-fold cross-validation" if run.cv else "")
-    stores = {name: RaggedStore(feature_paths[name]) for name in run.features}
-    try:
+    with open_stores({name: feature_paths[name] for name in run.features}) as stores:
         if run.cv is None:
             parts = [_train_part(run, manifest, stores)]
         else:
@@ -150,9 +129,6 @@ def train_run(manifest_path: str | os.PathLike, feature_paths: Mapping[str, str 
                 log.info("fold %d/%d", k + 1, run.cv.folds)
                 parts.append(_train_part(run, fold_manifest(manifest, folds, k, run.cv.dev_fraction, run.cv.seed),
                                          stores))
-    finally:
-        for store in stores.values():
-            store.close()
     if not is_main_process():  # every process of a data-parallel run holds the same result; the first writes it
         return {}
     recipe = store_recipe({name: feature_paths[name] for name in run.features})

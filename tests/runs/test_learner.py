@@ -7,7 +7,7 @@ from mmsets.data.manifest import read_manifest
 from mmsets.data.synthetic import write_synthetic_sets
 from mmsets.plan.families import FAMILIES
 from mmsets.runs.learner import FittedLearner, TrainedLearner, learner_for
-from mmsets.runs.run import open_datasets
+from mmsets.runs.scoring import training_datasets
 from mmsets.plan.spec import TrainConfig
 from mmsets.store import RaggedStore
 from mmsets.tasks import make_task
@@ -21,7 +21,7 @@ def splits(tmp_path_factory):
     manifest = read_manifest(root / "manifest.parquet")
     stores = {n: RaggedStore(root / f"{n}.h5") for n in FEATURES}
     task = make_task("binary", manifest.label_names)
-    return (*open_datasets(manifest, stores, ("train", "dev", "test"), task), task)
+    return (*training_datasets("dmms", manifest, stores, task), task)
 
 
 @pytest.mark.parametrize("name, settings, kind, per_item", [
