@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import CAT_PREFIX, TEXT_PREFIX, Manifest, is_missing, write_manifest
+from mmsets.extract.recipe import recipe_inputs, run_recipe, store_recipe
 from mmsets.plan.layout import MODEL, store_path
 
 if TYPE_CHECKING:
@@ -121,7 +122,6 @@ class TrainedRun:
         return self._predict(manifest, work, runtime, device)
 
     def _predict(self, manifest: Manifest, work: Path, runtime: Any, device: str) -> pd.DataFrame:
-        from mmsets.extract.recipe import run_recipe
         from mmsets.runs.scoring import open_stores, predict_items
 
         self.extraction = run_recipe(self.recipe, manifest, work / "features", runtime)
@@ -195,7 +195,6 @@ def load_run(run_dir: str | os.PathLike, features_dir: str | os.PathLike | None 
     Runs trained before runs recorded their stores need ``features_dir``: the training stores, whose own
     records then give the recipe.
     """
-    from mmsets.extract.recipe import store_recipe
     from mmsets.runs.scoring import read_run
 
     path = Path(run_dir)
@@ -209,22 +208,3 @@ def load_run(run_dir: str | os.PathLike, features_dir: str | os.PathLike | None 
                                f"mmsets recorded it): give the folder of its training stores (features_dir)")
         config["stores"] = store_recipe({name: store_path(features_dir, name) for name in config["features"]})
     return TrainedRun(path, config, models)
-
-
-def recipe_inputs(recipe: Mapping[str, dict]) -> dict[str, list[str]]:
-    """The manifest's text and categorical fields that a recipe's extractors read."""
-    from mmsets.plan.sources import parse_source
-
-    found: dict[str, list[str]] = {"text": [], "categorical": []}
-    for entry in recipe.values():
-        params = entry["params"]
-        if entry.get("external"):
-            continue
-        if entry["extractor"] in ("text", "categorical"):
-            found["categorical" if entry["extractor"] == "categorical" else "text"] += list(params.get("fields") or [])
-        elif entry["extractor"] == "tokens":
-            for source in params.get("modalities", []):
-                kind, name = parse_source(source)
-                if name is not None:
-                    found["categorical" if kind == "cat" else "text"].append(name)
-    return {kind: list(dict.fromkeys(names)) for kind, names in found.items()}
