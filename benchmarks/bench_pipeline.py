@@ -84,11 +84,11 @@ def model_only(name: str, settings: dict, manifest, device: torch.device, batch_
 
         return _timed_batches(forward, batches, n, device)
     if name == "objects":
-        from mmsets.extract.objects import _pil_to_uint8, load_detector
+        from mmsets.extract.objects import pil_to_uint8, load_detector
 
         detector = load_detector(make_params("objects", settings), device)
         paths = [p for p in manifest.frame["image"] if isinstance(p, str)]
-        images = [_pil_to_uint8(to_rgb(Image.open(p))).to(device) for p in paths[:batch_size]]
+        images = [pil_to_uint8(to_rgb(Image.open(p))).to(device) for p in paths[:batch_size]]
         return _timed_batches(detector.detect, [images] * math.ceil(n / batch_size), n, device)
     raise ValueError(f"no model-only measure for {name!r}")
 

@@ -346,7 +346,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     # SLURM and Snakemake stop a job with SIGTERM: exit through Python, so an extraction commits what it
-    # holds and leaves its partial store whole for the rerun (mmsets.extract.common.resumable)
+    # holds and leaves its partial store whole for the rerun (mmsets.extract.resume.resumable)
     raise SystemExit(128 + signum)
 
 

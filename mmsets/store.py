@@ -80,7 +80,7 @@ class RaggedWriter:
     ``fields`` declares optional per-element arrays: ``{"boxes": ((4,), "float32"), "text": ((), "str")}``.
     With ``resume=True`` an existing ``.partial`` file written with the same ``params`` is
     continued: ``done_ids`` tells the caller which items it may skip. ``inputs`` ({id: fingerprint of what
-    the item was made from}, ``mmsets.extract.common.item_inputs``) is kept per item, and a partial file is
+    the item was made from}, ``mmsets.extract.fingerprints.item_inputs``) is kept per item, and a partial file is
     continued only when every committed item's fingerprint is still the same: else it starts over, and
     ``restarted`` says why. A continued file is first copied, committed items only, into a fresh one: what a
     kill tore after the last commit (a half-written string heap) is never written to again.
@@ -124,7 +124,7 @@ class RaggedWriter:
             **{k: (v if isinstance(v, (int, float, str)) else json.dumps(v, default=str)) for k, v in (attrs or {}).items()},
         }
         self.chunk_rows = chunk_rows
-        self.file = self._open_partial(header, resume) if resume else None
+        self.file = self._open_partial(header) if resume else None
         if self.file is None:
             if self.restarted:
                 log.warning("%s: starting over: %s", self.partial, self.restarted)
@@ -152,7 +152,7 @@ class RaggedWriter:
                              chunks=(chunk_rows, *tail))
         return f
 
-    def _open_partial(self, header: dict, resume: bool) -> h5py.File | None:
+    def _open_partial(self, header: dict) -> h5py.File | None:
         """The partial file's committed items, copied into a fresh partial file; None (and ``restarted``
         set) when there is nothing to continue: no file, other settings, changed inputs or damage."""
         if not self.partial.exists():

@@ -5,36 +5,37 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from mmsets.plan.errors import ParamsError
-
 from mmsets.plan.extractors import EXTRACTORS, extractor
 from mmsets.runtime import Runtime
 
-__all__ = ["EXTRACTORS", "ParamsError", "Runtime", "make_params", "run_extractor"]
+if TYPE_CHECKING:  # naming extractors loads no pandas
+    from mmsets.data.manifest import Manifest
+
+__all__ = ["EXTRACTORS", "ParamsError", "Runtime", "as_manifest", "make_params", "run_extractor"]
 
 
 def run_extractor(
     name: str,
-    manifest_path: str | os.PathLike,
+    manifest: Manifest | str | os.PathLike,
     out_path: str | os.PathLike,
     params: Mapping[str, Any] | None = None,
     runtime: Runtime | Mapping[str, Any] | None = None,
     shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Run extractor ``name`` over a manifest file and return its store summary.
+    """Run extractor ``name`` over a manifest (a Manifest, or its file) and return its store summary.
 
     ``params`` change the output (they are recorded in the store, and a resume needs the same);
     ``runtime`` only changes how it is computed: a Runtime, or a mapping of its fields. ``shard`` (i, K)
     extracts the i-th of K blocks of the manifest's items only (``mmsets.extract.shards``).
     """
-    from mmsets.data.manifest import read_manifest
     from mmsets.extract.shards import check_shardable, shard_manifest
 
     config = make_params(name, params)
     runtime = as_runtime(runtime, where=f"{name} runtime")
-    manifest = read_manifest(manifest_path)
+    manifest = as_manifest(manifest)
     if shard is not None:
         check_shardable(name)
         manifest = shard_manifest(manifest, *shard)
@@ -42,9 +43,18 @@ def run_extractor(
     return extract(manifest, out_path, config, runtime)
 
 
+def as_manifest(manifest: Manifest | str | os.PathLike) -> Manifest:
+    """``manifest`` itself, or the manifest read from the file it names."""
+    if isinstance(manifest, (str, os.PathLike)):
+        from mmsets.data.manifest import read_manifest
+
+        return read_manifest(manifest)
+    return manifest
+
+
 def make_params(name: str, params: Mapping[str, Any] | None = None) -> Any:
     """Extractor ``name``'s params dataclass from ``params``; a ParamsError names an unknown key or a wrong value."""
-    from mmsets.extract.common import params_from_dict
+    from mmsets.extract.params import params_from_dict
 
     entry = extractor(name)
     return params_from_dict(getattr(importlib.import_module(entry.module), entry.params), params,

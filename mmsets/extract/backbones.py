@@ -26,7 +26,8 @@ from torch import nn
 
 from mmsets.plan.errors import ParamsError
 
-from mmsets.extract.common import WEIGHTS, autocast, check_choice
+from mmsets.extract.autocast import autocast
+from mmsets.extract.params import WEIGHTS, check_choice
 
 TIMM_PREFIX = "timm:"
 WSL_RESNEXT = "resnext101_32x16d.fb_wsl_ig1b_ft_in1k"
@@ -98,7 +99,7 @@ def load_image_backbone(
         model = model.to(memory_format=torch.channels_last)
     # head_hidden_size differs from num_features where a head has its own hidden layer (MobileNetV3, ...)
     dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
-    return ImageBackbone(name, model, _timm_transform(model, image_size), dim, device)
+    return ImageBackbone(name, model, timm_transform(model, image_size), dim, device)
 
 
 def _timm_model(arch: str, pretrained: bool, head: bool = False) -> nn.Module:
@@ -138,7 +139,7 @@ def _efficientnet_lite0(pretrained: bool) -> nn.Module:
     return model
 
 
-def _timm_transform(model: nn.Module, image_size: int | None) -> Callable[[Image.Image], torch.Tensor]:
+def timm_transform(model: nn.Module, image_size: int | None) -> Callable[[Image.Image], torch.Tensor]:
     import timm.data
 
     config = timm.data.resolve_data_config({}, model=model)

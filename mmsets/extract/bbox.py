@@ -23,10 +23,12 @@ from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
-from mmsets.plan.errors import ParamsError
-from mmsets.extract.common import RunTally, item_inputs
+from mmsets.extract.fingerprints import item_inputs
 from mmsets.extract.image import check_backbone_params
-from mmsets.extract.per_image import Elements, ImageSkip, image_paths, open_image, retry_input, run_items
+from mmsets.extract.item_loop import Elements, ImageSkip, retry_input, run_items
+from mmsets.extract.per_image import image_paths, open_image
+from mmsets.extract.tally import RunTally
+from mmsets.plan.errors import ParamsError
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 

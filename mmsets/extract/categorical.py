@@ -13,6 +13,7 @@ a single embedding table (``IndexEncoder``) covers them all:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, Manifest, is_missing
+from mmsets.extract.params import check_names
+from mmsets.extract.resume import resumable
+from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
-from mmsets.extract.common import RunTally, check_names, resumable
 from mmsets.runtime import Runtime
 from mmsets.store import RaggedWriter
 
@@ -158,3 +161,11 @@ def extract_categorical(manifest: Manifest, out_path: str | os.PathLike, params:
             tally.processed += 1
     return tally.finish(writer, num_embeddings=vocab.num_embeddings,
                         unknown={f: dict(sorted(c.items())) for f, c in unknown.items()})
+
+
+def training_vocabulary(store_attrs: Mapping[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The params that give new items (``mmsets predict``) the indices of a store with ``store_attrs``: its
+    vocabulary, fitted on the training items, and its fields."""
+    vocab = store_attrs["vocab"]
+    vocab = json.loads(vocab) if isinstance(vocab, str) else vocab
+    return {**params, "vocab": vocab, "fields": list(vocab)}

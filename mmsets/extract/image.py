@@ -11,10 +11,12 @@ import torch
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
+from mmsets.extract.fingerprints import item_inputs
+from mmsets.extract.item_loop import Elements
+from mmsets.extract.params import DTYPES, WEIGHTS, check_choice
+from mmsets.extract.per_image import run_per_image
+from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
-from mmsets.extract.common import DTYPES, WEIGHTS, RunTally, item_inputs, check_choice
-# ImageSkip and open_image lived here first; callers still import them from this module
-from mmsets.extract.per_image import Elements, ImageSkip, open_image, run_per_image  # noqa: F401
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
 

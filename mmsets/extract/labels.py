@@ -19,9 +19,13 @@ from PIL import Image
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import ImageBackbone, load_image_backbone
+from mmsets.extract.autocast import autocast
+from mmsets.extract.fingerprints import item_inputs
+from mmsets.extract.item_loop import Elements
+from mmsets.extract.params import WEIGHTS, check_choice
+from mmsets.extract.per_image import run_per_image
+from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
-from mmsets.extract.common import WEIGHTS, RunTally, item_inputs, autocast, check_choice
-from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
 

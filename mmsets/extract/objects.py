@@ -25,9 +25,13 @@ from torch import Tensor, nn
 
 from mmsets.data.manifest import Manifest
 from mmsets.extract.backbones import BackboneError
+from mmsets.extract.autocast import autocast
+from mmsets.extract.fingerprints import item_inputs
+from mmsets.extract.item_loop import Elements
+from mmsets.extract.params import check_choice
+from mmsets.extract.per_image import run_per_image
+from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
-from mmsets.extract.common import RunTally, item_inputs, autocast, check_choice
-from mmsets.extract.per_image import Elements, run_per_image
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
 
@@ -225,7 +229,7 @@ def _run_detectron2(model: nn.Module, images: list[Tensor], device: torch.device
 
 # ------------------------------------------------------------------------------------------- extractor
 
-def _pil_to_uint8(image) -> Tensor:
+def pil_to_uint8(image) -> Tensor:
     from torchvision.transforms.functional import pil_to_tensor
 
     return pil_to_tensor(image)  # uint8 crosses the worker boundary at a quarter of float32's size
@@ -258,5 +262,5 @@ def extract_objects(manifest: Manifest, out_path: str | os.PathLike, params: Obj
 
     # Images of different sizes stay a list: the detector resizes each itself.
     run_per_image(manifest, writer, tally, detect, runtime, desc=f"objects {params.backend}",
-                  empty_reason="no_objects", transform=_pil_to_uint8, pin_memory=device.type == "cuda")
+                  empty_reason="no_objects", transform=pil_to_uint8, pin_memory=device.type == "cuda")
     return tally.finish(writer)

@@ -16,10 +16,13 @@ import numpy as np
 from PIL import Image
 
 from mmsets.data.manifest import Manifest
-from mmsets.plan.errors import ParamsError
-from mmsets.extract.common import RunTally, item_inputs, check_choice
+from mmsets.extract.fingerprints import item_inputs
+from mmsets.extract.item_loop import Elements
 from mmsets.extract.ocr_backends import BACKENDS, OCRBackend, OCRResult, load_backend
-from mmsets.extract.per_image import Elements, run_per_image
+from mmsets.extract.params import check_choice
+from mmsets.extract.per_image import run_per_image
+from mmsets.extract.tally import RunTally
+from mmsets.plan.errors import ParamsError
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedWriter
 

@@ -10,16 +10,17 @@ trained on it still loads, but new items cannot be extracted for it.
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from mmsets.plan.errors import ParamsError
-
-from mmsets.plan.extractors import extractor
 from mmsets.plan.dotted import get_dotted, set_dotted
+from mmsets.plan.errors import ParamsError
+from mmsets.plan.extractors import MANIFEST_FIELD_KINDS, extractor
 from mmsets.plan.layout import store_name, store_path
+
+if TYPE_CHECKING:  # the workflow's plain Python imports the recipe without pandas
+    from mmsets.data.manifest import Manifest
 
 
 def store_recipe(stores: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
@@ -43,10 +44,7 @@ def store_recipe(stores: Mapping[str, str | os.PathLike]) -> dict[str, dict]:
                 recipe[name] = {"extractor": str(store.attrs.get("extractor", "")), "params": params, "reads": {},
                                 "external": True}
                 continue
-            if entry.name == "categorical":  # data-fitted: new items need the training vocabulary
-                vocab = store.attrs["vocab"]
-                params["vocab"] = json.loads(vocab) if isinstance(vocab, str) else vocab
-                params["fields"] = list(params["vocab"])
+            params = entry.carried_params(store.attrs, params)
         reads = {}
         for key in entry.upstream_of(params):
             recorded = get_dotted(params, key)
@@ -92,17 +90,31 @@ def recipe_params(recipe: Mapping[str, dict], name: str, features_dir: str | os.
     return params
 
 
-def run_recipe(recipe: Mapping[str, dict], manifest_path: str | os.PathLike, features_dir: str | os.PathLike,
+def recipe_inputs(recipe: Mapping[str, dict]) -> dict[str, list[str]]:
+    """The manifest's text and categorical fields that a recipe's extractors read: ``{"text": [...],
+    "categorical": [...]}``, each in the order the recipe's stores first name them."""
+    found: dict[str, list[str]] = {kind: [] for kind in MANIFEST_FIELD_KINDS}
+    for entry in recipe.values():
+        if entry.get("external"):
+            continue
+        for kind, names in extractor(entry["extractor"]).fields_read(entry["params"]).items():
+            found[kind] += names
+    return {kind: list(dict.fromkeys(names)) for kind, names in found.items()}
+
+
+def run_recipe(recipe: Mapping[str, dict], manifest: Manifest | str | os.PathLike, features_dir: str | os.PathLike,
                runtime: Any = None) -> dict[str, dict]:
-    """Extract every store of ``recipe`` for the items of ``manifest_path`` into ``features_dir``; return the
-    summaries by store name."""
-    from mmsets.extract import run_extractor
+    """Extract every store of ``recipe`` for the items of ``manifest`` (a Manifest, or its file) into
+    ``features_dir``; return the summaries by store name."""
+    from mmsets.extract import as_manifest, run_extractor
+
+    manifest = as_manifest(manifest)  # read once for every store
 
     external = [name for name in recipe if recipe[name].get("external")]
     if external:
         raise ValueError(f"store(s) {external} were not written by an mmsets extractor (recorded extractor: "
                          f"{[recipe[n]['extractor'] for n in external]}), so new items cannot be extracted "
                          f"for them the same way")
-    return {name: run_extractor(name, manifest_path, store_path(features_dir, name),
+    return {name: run_extractor(name, manifest, store_path(features_dir, name),
                                 recipe_params(recipe, name, features_dir), runtime)
             for name in recipe_order(recipe)}

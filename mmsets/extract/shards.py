@@ -2,7 +2,7 @@
 per shard, resumed on its own), gathered into the one store the rest of the workflow reads.
 
 The gathered store holds the shards' items shard after shard, each as an unsharded run writes it; its
-summary sums the shards' counts and keeps each shard's own (``mmsets.extract.common.merged_summary``).
+summary sums the shards' counts and keeps each shard's own (``mmsets.extract.shard_summary.merged_summary``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import re
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mmsets.plan.errors import ParamsError
-
 from mmsets.plan.extractors import extractor
 
 if TYPE_CHECKING:  # the workflow imports this module in a Python without pandas
@@ -49,15 +48,17 @@ def shard_manifest(manifest: Manifest, index: int, count: int) -> Manifest:
                     manifest.dataset, manifest.extra)
 
 
-def gather_shards(name: str, manifest_path: str | os.PathLike, shards: Sequence[str | os.PathLike],
+def gather_shards(name: str, manifest: Manifest | str | os.PathLike, shards: Sequence[str | os.PathLike],
                   out_path: str | os.PathLike) -> dict[str, Any]:
-    """Gather the stores of extractor ``name``'s shards 0..K-1 (in that order) into ``out_path``; return its
-    summary. Each shard must hold items of its own block only, written with the same header."""
-    from mmsets.data.manifest import read_manifest
-    from mmsets.extract.common import merged_summary
+    """Gather the stores of extractor ``name``'s shards 0..K-1 (in that order) of ``manifest`` (a Manifest, or
+    its file) into ``out_path``; return its summary. Each shard must hold items of its own block only, written
+    with the same header."""
+    from mmsets.extract import as_manifest
+    from mmsets.extract.shard_summary import merged_summary
     from mmsets.store import INPUTS, RaggedStore, RaggedWriter, StoreError
 
-    manifest = read_manifest(manifest_path)
+    where = manifest if isinstance(manifest, (str, os.PathLike)) else "the manifest"
+    manifest = as_manifest(manifest)
     ids = list(manifest.frame["id"])
     opened = [RaggedStore(path) for path in shards]
     try:
@@ -74,12 +75,12 @@ def gather_shards(name: str, manifest_path: str | os.PathLike, shards: Sequence[
             outside = [item for item in store.ids if item not in block]
             if outside:
                 raise StoreError(f"{store.path}: item {outside[0]!r} is not in shard {k}/{len(opened)} of "
-                                 f"{manifest_path} (shards are gathered in order 0..K-1 of one manifest)")
+                                 f"{where} (shards are gathered in order 0..K-1 of one manifest)")
         fingerprinted = any(INPUTS in store.file for store in opened)  # add_store brings each item's along
         writer = RaggedWriter(out_path, **settings, inputs={} if fingerprinted else None, resume=False)
         for store in opened:
             writer.add_store(store)
-        summary = merged_summary([store.summary for store in opened])
+        summary = merged_summary([store.summary for store in opened], extractor(name).count_keys)
         writer.close(**summary)
         return summary
     finally:

@@ -13,8 +13,11 @@ from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
+from mmsets.extract.fingerprints import item_inputs
+from mmsets.extract.params import DTYPES, WEIGHTS, check_choice, check_names
+from mmsets.extract.resume import resumable
+from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
-from mmsets.extract.common import DTYPES, WEIGHTS, RunTally, item_inputs, check_choice, check_names, resumable
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter
 
@@ -149,7 +152,7 @@ def embed_elements(
     inputs: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Embed each item's (field, text) ``elements`` and store them, resuming a partial store (of the same
-    ``inputs``: ``mmsets.extract.common.item_inputs``).
+    ``inputs``: ``mmsets.extract.fingerprints.item_inputs``).
 
     ``no_text`` lists the item ids to count as ``no_text`` (once per missing field); ``runtime.batch_size``
     texts go through the encoder at once.

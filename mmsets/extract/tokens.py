@@ -44,9 +44,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, SPLITS, Manifest, is_missing
+from mmsets.extract.autocast import autocast
+from mmsets.extract.fingerprints import item_inputs
+from mmsets.extract.params import WEIGHTS, check_choice, check_names
+from mmsets.extract.resume import resumable
+from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
-from mmsets.extract.common import (WEIGHTS, RunTally, autocast, check_choice, check_names, item_inputs,
-                                   resumable)
 from mmsets.plan.sources import STORE_FIELDS, STORE_SOURCES, parse_source, upstream_stores
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter, StoreError

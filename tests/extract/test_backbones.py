@@ -41,7 +41,7 @@ def test_paper_resnext_builds_through_the_same_path():
         wsl = load_image_backbone("resnext101_32x16d_wsl", "meta", pretrained=False, image_size=64)
     assert wsl.dim == 2048
     assert 190e6 < sum(p.numel() for p in wsl.model.parameters()) < 195e6  # 32x16d, not a smaller ResNeXt
-    transform = backbones._timm_transform(wsl.model, 64)  # as load_image_backbone built it, off the meta device
+    transform = backbones.timm_transform(wsl.model, 64)  # as load_image_backbone built it, off the meta device
     assert transform.transforms[-1].mean.tolist() == pytest.approx([0.485, 0.456, 0.406])
     x = transform(Image.new("RGB", (80, 60)))[None]
     assert wsl.features(x).shape == (1, 2048)

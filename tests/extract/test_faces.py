@@ -16,8 +16,10 @@ from mmsets.data.manifest import Manifest, write_manifest  # noqa: E402
 from mmsets.extract import ParamsError, make_params, run_extractor  # noqa: E402
 from mmsets.extract import faces as faces_mod  # noqa: E402
 from mmsets.extract.backbones import BackboneError  # noqa: E402
-from mmsets.extract.common import item_inputs  # noqa: E402
-from mmsets.extract.faces import FaceDetector, Faces, FacesParams, extract_faces, load_face_embedder  # noqa: E402
+from mmsets.extract.face_embedders import load_face_embedder  # noqa: E402
+from mmsets.extract.faces import FaceDetector, Faces, FacesParams, extract_faces  # noqa: E402
+from mmsets.extract.fingerprints import item_inputs  # noqa: E402
+from mmsets.extract.item_loop import ImageSkip  # noqa: E402
 from mmsets.runtime import Runtime  # noqa: E402
 from mmsets.store import RaggedStore, RaggedWriter  # noqa: E402
 skimage_data = pytest.importorskip("skimage.data", reason="real test photos come from scikit-image")
@@ -232,7 +234,7 @@ def test_detector_failure_is_that_images_skip(monkeypatch):
     monkeypatch.setattr(detector, "_detect", fragile)
     found = detector([good, bad, good])
     assert [len(f) for f in (found[0], found[2])] == [0, 0]
-    assert isinstance(found[1], faces_mod.ImageSkip) and found[1].reason == "detector_error"
+    assert isinstance(found[1], ImageSkip) and found[1].reason == "detector_error"
     assert "stage 3 got no boxes" in found[1].detail
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.extract import ParamsError, make_params, run_extractor
-from mmsets.extract.common import ExtractError
+from mmsets.extract.errors import ExtractError
 from mmsets.extract import labels as labels_mod
 from mmsets.extract.labels import LabelsParams, extract_labels, imagenet_class_names
 from mmsets.runtime import Runtime
@@ -104,10 +104,10 @@ def test_cloud_vision_label_detection(photos, tmp_path):
 @pytest.fixture(scope="module")
 def random_wsl_classifier():
     """ResNeXt-101 32x16d WSL with its ImageNet head at random weights, as weights: random builds it; 64 pixels."""
-    from mmsets.extract.backbones import _timm_transform
+    from mmsets.extract.backbones import timm_transform
 
     backbone = labels_mod.load_classifier("resnext101_32x16d_wsl", "cpu", pretrained=False)
-    return dataclasses.replace(backbone, transform=_timm_transform(backbone.model, 64))
+    return dataclasses.replace(backbone, transform=timm_transform(backbone.model, 64))
 
 
 def test_random_weights_rehearse_the_paper_cnn_labels(photos, random_wsl_classifier, loader, twice, tmp_path,

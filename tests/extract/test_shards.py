@@ -8,8 +8,9 @@ import pytest
 
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.extract import ParamsError, run_extractor
-from mmsets.extract.common import merged_summary
+from mmsets.extract.shard_summary import merged_summary
 from mmsets.extract.shards import gather_shards, parse_shard, shard_bounds
+from mmsets.plan.extractors import EXTRACTORS
 from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore, StoreError
 
@@ -102,7 +103,7 @@ def test_a_gathered_summary_sums_counts_and_keeps_each_shards_own():
          "device": "cuda:0", "resumed": 2, "truncated": {"title": 0, "plot": 2}, "max_length": 64,
          "tokens_per_item": {"mean": 4.0, "max": 9}, "restarted": "its params changed"},
     ]
-    merged = merged_summary(shards)
+    merged = merged_summary(shards, EXTRACTORS["tokens"].count_keys)
     assert merged["items"] == 7 and merged["with_elements"] == 5 and merged["elements"] == 11
     assert merged["skipped"] == {"corrupt": 1, "no_image": 2}
     assert merged["truncated"] == {"plot": 2, "title": 1} and merged["resumed"] == 2

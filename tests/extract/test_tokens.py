@@ -9,8 +9,9 @@ from mmsets.store import store_modalities
 from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import tokens as tokens_mod
 from mmsets.extract.tokens import (TokensParams, categorical_text, extract_tokens, faces_text, modality_position_ids,
-                                   position_offset, upstream_stores)
+                                   position_offset)
 from mmsets.models.dm2s2 import dm2s2
+from mmsets.plan.sources import upstream_stores
 from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore, RaggedWriter
 
