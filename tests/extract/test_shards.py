@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmsets.data.manifest import Manifest, write_manifest
+from mmsets.data.manifest import Manifest, read_manifest, write_manifest
 from mmsets.extract import ParamsError, run_extractor
 from mmsets.extract.shard_summary import merged_summary
 from mmsets.extract.shards import gather_shards, parse_shard, shard_bounds
@@ -63,6 +63,21 @@ def test_gathered_shards_equal_one_unsharded_store(name, manifest, tmp_path):
         assert summary[key] == full[key], key
     assert len(summary["shards"]) == 4 and sum(s["items"] for s in summary["shards"]) == len(NAMES)
     assert sorted(e["id"] for e in summary["errors"]) == sorted(e["id"] for e in full["errors"])
+
+
+def test_a_manifest_in_memory_is_sharded_and_fingerprinted_as_its_file(manifest, tmp_path):
+    in_memory = read_manifest(manifest)
+    (tmp_path / "file").mkdir()
+    (tmp_path / "memory").mkdir()
+    from_file = extract_in_shards("image", manifest, tmp_path / "file", 2)
+    from_memory = extract_in_shards("image", in_memory, tmp_path / "memory", 2)
+    for a_path, b_path in zip(from_file, from_memory):
+        with RaggedStore(a_path) as a, RaggedStore(b_path) as b:
+            assert b.ids == a.ids
+            np.testing.assert_array_equal(b.file["inputs"][:], a.file["inputs"][:])  # what a resume checks
+            np.testing.assert_array_equal(b.file["data"][:], a.file["data"][:])
+    gathered = gather_shards("image", in_memory, from_memory, tmp_path / "gathered.h5")
+    assert gathered["items"] == len(NAMES)
 
 
 def test_gather_refuses_shards_out_of_order_or_made_otherwise(manifest, tmp_path):
