@@ -84,7 +84,7 @@ def model_only(name: str, settings: dict, manifest, device: torch.device, batch_
 
         return _timed_batches(forward, batches, n, device)
     if name == "objects":
-        from mmsets.extract.objects import pil_to_uint8, load_detector
+        from mmsets.extract.objects import load_detector, pil_to_uint8
 
         detector = load_detector(make_params("objects", settings), device)
         paths = [p for p in manifest.frame["image"] if isinstance(p, str)]

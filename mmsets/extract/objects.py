@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from mmsets.data.manifest import Manifest
-from mmsets.extract.backbones import BackboneError
 from mmsets.extract.autocast import autocast
+from mmsets.extract.backbones import BackboneError
 from mmsets.extract.fingerprints import item_inputs
 from mmsets.extract.item_loop import Elements
 from mmsets.extract.params import check_choice

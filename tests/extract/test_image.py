@@ -8,8 +8,8 @@ from PIL import Image
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.extract import ParamsError, make_params, run_extractor
 from mmsets.extract import image as image_mod
-from mmsets.extract.fingerprints import item_inputs
 from mmsets.extract.backbones import embed_images, load_image_backbone, to_rgb
+from mmsets.extract.fingerprints import item_inputs
 from mmsets.extract.image import ImageParams, extract_image
 from mmsets.extract.item_loop import ImageSkip
 from mmsets.extract.per_image import open_image

@@ -7,8 +7,8 @@ import pytest
 
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.extract import ParamsError, make_params, run_extractor
-from mmsets.extract.errors import ExtractError
 from mmsets.extract import labels as labels_mod
+from mmsets.extract.errors import ExtractError
 from mmsets.extract.labels import LabelsParams, extract_labels, imagenet_class_names
 from mmsets.runtime import Runtime
 from mmsets.store import RaggedStore, partial_path
