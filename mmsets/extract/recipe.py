@@ -19,7 +19,7 @@ from mmsets.plan.errors import ParamsError
 from mmsets.plan.extractors import MANIFEST_FIELD_KINDS, extractor
 from mmsets.plan.layout import store_name, store_path
 
-if TYPE_CHECKING:  # the workflow's plain Python imports the recipe without pandas
+if TYPE_CHECKING:  # reading a recipe loads no pandas
     from mmsets.data.manifest import Manifest
 
 
