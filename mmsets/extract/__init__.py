@@ -31,13 +31,13 @@ def run_extractor(
     ``runtime`` only changes how it is computed: a Runtime, or a mapping of its fields. ``shard`` (i, K)
     extracts the i-th of K blocks of the manifest's items only (``mmsets.extract.shards``).
     """
-    from mmsets.extract.shards import check_shardable, shard_manifest
+    from mmsets.extract.shards import shard_manifest
 
     config = make_params(name, params)
     runtime = as_runtime(runtime, where=f"{name} runtime")
     manifest = as_manifest(manifest)
     if shard is not None:
-        check_shardable(name)
+        extractor(name).check_shardable()
         manifest = shard_manifest(manifest, *shard)
     extract = getattr(importlib.import_module(extractor(name).module), extractor(name).function)
     return extract(manifest, out_path, config, runtime)

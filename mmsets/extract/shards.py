@@ -33,12 +33,6 @@ def shard_bounds(n_items: int, index: int, count: int) -> tuple[int, int]:
     return n_items * index // count, n_items * (index + 1) // count
 
 
-def check_shardable(name: str) -> None:
-    why = extractor(name).unshardable
-    if why is not None:
-        raise ParamsError(f"extractor {name!r} cannot be sharded: {why}")
-
-
 def shard_manifest(manifest: Manifest, index: int, count: int) -> Manifest:
     """The items of shard ``index`` of ``count``, a manifest of their own."""
     from mmsets.data.manifest import Manifest

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from mmsets.plan.errors import ConfigError, ParamsError, SpecError
+from mmsets.plan.extractors import extractor, split_variant
 from mmsets.plan.families import FAMILIES, SEQUENCE
 from mmsets.plan.schema import check, fill_defaults, invalid, merge, subschema, validated
 from mmsets.plan.spec import RunSpec, expand_runs
@@ -55,8 +56,6 @@ def _check_variants(config: dict, schema: dict) -> None:
 
 def _check_extractor_variants(config: dict, schema: dict) -> None:
     """A variant ("ocr@easyocr") is its extractor's settings with its own over them: checked merged."""
-    from mmsets.plan.extractors import split_variant
-
     known = schema["properties"]["extractors"]["properties"]
     places = [("extractors.", config["extractors"])] + [
         (f"datasets.{name}.extractors.", d.get("extractors") or {}) for name, d in config["datasets"].items()]
@@ -78,8 +77,6 @@ def _check_extractor_variants(config: dict, schema: dict) -> None:
 
 def _check_shards(config: dict) -> None:
     """Shards name an extractor the dataset configures, one whose items can be split."""
-    from mmsets.extract.shards import check_shardable
-
     for dataset in config["datasets"]:
         known = configured_extractors(config, dataset)
         for name, count in dataset_section(config, dataset, "shards").items():
@@ -88,7 +85,7 @@ def _check_shards(config: dict) -> None:
                 raise invalid(f"{where}{name}: not an extractor of dataset {dataset!r} (one of {sorted(known)})")
             if count > 1:
                 try:
-                    check_shardable(name)
+                    extractor(name).check_shardable()
                 except ParamsError as err:
                     raise invalid(f"{where}{name}: {err}") from None
 
@@ -116,7 +113,7 @@ def _check_erasure(config: dict, dataset: str, run: RunSpec) -> None:
     if config["datasets"][dataset].get("cv"):
         raise invalid(f"{where}scores the test split; dataset {dataset!r} uses k-fold cross-validation")
     if run.features[0] in configured_extractors(config, dataset):
-        modalities = extractor_settings(config, dataset, run.features[0]).get("modalities", [])
+        modalities = extractor(run.features[0]).modalities(extractor_settings(config, dataset, run.features[0]))
         if len(modalities) < 2:
             raise invalid(f"{where}{run.features[0]} has one modality ({modalities}): nothing is left without it")
 
@@ -144,8 +141,6 @@ def configured_extractors(config: dict, dataset: str) -> list[str]:
 
 def extractor_settings(config: dict, dataset: str, name: str) -> dict:
     """Extractor ``name``'s settings for ``dataset``; a variant's are its extractor's with its own over them."""
-    from mmsets.plan.extractors import split_variant
-
     section = dataset_section(config, dataset, "extractors")
     if name not in section:
         raise ConfigError(f"extractors.{name}: no such extractor in the config")

@@ -99,6 +99,11 @@ class Extractor:
             raise ParamsError(f"extractor {self.name!r} has no modalities")
         return self.modality_list(settings)
 
+    def check_shardable(self) -> None:
+        """A ParamsError saying why, when its items cannot be split into shards (mmsets.extract.shards)."""
+        if self.unshardable is not None:
+            raise ParamsError(f"extractor {self.name!r} cannot be sharded: {self.unshardable}")
+
     def erased(self, settings: Settings, k: int) -> dict[str, Any]:
         """``settings`` without their ``k``-th modality, extracting the test items only (modality erasure); a
         ParamsError for an extractor without modalities."""

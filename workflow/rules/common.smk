@@ -11,7 +11,7 @@ sys.path.insert(0, REPOSITORY)
 # Snakemake alone.
 from mmsets.plan.config import configured_extractors, dataset_runs, extractor_shards, validate_config  # noqa: E402
 from mmsets.plan.config import extractor_settings as _extractor_settings  # noqa: E402
-from mmsets.plan.extractors import environment, resources, upstream  # noqa: E402
+from mmsets.plan.extractors import environment, extractor, resources, upstream  # noqa: E402
 from mmsets.plan.dotted import set_dotted  # noqa: E402
 from mmsets.plan.layout import (  # noqa: E402
     ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS, benchmark_path, download_path, erased_store_path, feature_path,
@@ -145,12 +145,8 @@ def extractor_params(wildcards):
 
 def erase_params(wildcards):
     """The token store's own settings without its k-th modality, for the test items only."""
-    settings = store_settings(wildcards.dataset, wildcards.extractor)
-    del settings["modalities"][int(wildcards.k)]
-    settings["stores"] = {s: p for s, p in settings.get("stores", {}).items() if s in settings["modalities"]}
-    budgets = {s: n for s, n in (settings.get("budgets") or {}).items() if s in settings["modalities"]}
-    settings["budgets"] = budgets or None
-    settings["splits"] = ["test"]
+    settings = extractor(wildcards.extractor).erased(store_settings(wildcards.dataset, wildcards.extractor),
+                                                     int(wildcards.k))
     return json.dumps(settings, sort_keys=True)
 
 
@@ -225,7 +221,7 @@ def erasure_runs(dataset):
 
 def erased_stores(dataset, store):
     """{modality: the token store re-encoded without it} of one token store."""
-    modalities = extractor_settings(dataset, store)["modalities"]
+    modalities = extractor(store).modalities(extractor_settings(dataset, store))
     return {m: erased_store_path(dataset, store, k) for k, m in enumerate(modalities)}
 
 
