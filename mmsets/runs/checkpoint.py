@@ -25,6 +25,16 @@ def plain(obj: Any) -> Any:
     return obj
 
 
+# Settings renamed since a checkpoint may have been written: {family: {old name: new name}}
+RENAMED_SETTINGS = {"late_fusion": {"hidden": "head_hidden"}, "gmu": {"hidden": "head_hidden"}}
+
+
+def current_settings(model: str, model_config: dict) -> dict:
+    """A recorded model config with the settings renamed since it was written under their names of today."""
+    renamed = RENAMED_SETTINGS.get(model, {})
+    return {renamed.get(key, key): value for key, value in model_config.items()}
+
+
 def save_checkpoint(path: str | os.PathLike, config: dict, state_dict: dict, folds: list[dict] | None = None) -> None:
     checkpoint: dict[str, Any] = {"config": config, "state_dict": state_dict}
     if folds is not None:
@@ -57,6 +67,7 @@ def fold_model(checkpoint: dict, fold: int | None = None, path: str | os.PathLik
         config.update(decision=part["decision"], task=part["task"], fold=fold or 0)
     elif fold not in (None, 0):
         raise ValueError(f"{path}: not a k-fold run, it has no fold {fold}")
+    config["model_config"] = current_settings(config["model"], config["model_config"])
     model = build_model(config["model"], **config["model_config"])
     model.load_state_dict(state)
     return model.eval(), config

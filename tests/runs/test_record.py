@@ -48,3 +48,20 @@ def test_importance_record_round_trips(tmp_path):
     (tmp_path / "feature_importance.json").write_text("{}")
     with pytest.raises(RecordError, match="unreadable"):
         ImportanceRecord.read(tmp_path)
+
+
+def test_a_checkpoint_written_before_a_setting_was_renamed_still_loads(tmp_path):
+    from dataclasses import asdict
+
+    import torch
+
+    from mmsets.plan.families import build_model
+    from mmsets.runs.checkpoint import load_checkpoint, save_checkpoint
+
+    model = build_model("gmu", input_dims={"image": 4, "text": 3}, n_classes=2, d_model=8, head_hidden=[6])
+    old_config = {("hidden" if k == "head_hidden" else k): v for k, v in asdict(model.config).items()}
+    save_checkpoint(tmp_path / "model.pt", {"model": "gmu", "model_config": old_config}, model.state_dict())
+    loaded, config = load_checkpoint(tmp_path / "model.pt")
+    assert list(loaded.config.head_hidden) == [6] and "hidden" not in config["model_config"]
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
