@@ -4,8 +4,10 @@
 
 Feature stores (every array, and every attribute but the timing in the summary), each run's
 metrics.json (every key the first tree has; timings apart), feature_importance.json and
-predictions.parquet must be equal. Keys only the second tree has are listed, not failed. Exit status 1
-on any difference.
+predictions.parquet must be equal. Keys only the second tree has are listed, not failed; ``--renamed OLD=NEW``
+compares a key renamed on purpose under its new name. A store's ``inputs`` (per-item fingerprints of absolute
+paths and file times, for resuming) differ between any two trees and are not compared. Exit status 1 on any
+difference.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 TIMING = {"train_seconds", "seconds", "items_per_s", "tokens_per_s"}  # wall-clock figures differ from run to run
+TREE_SPECIFIC = {"inputs"}  # store datasets that name the tree's own paths and file times
+RENAMED: dict[str, str] = {}  # --renamed: key before -> key after
 
 
 def _diff(a, b, where: str, out: list[str], added: set[str]) -> None:
@@ -27,7 +31,9 @@ def _diff(a, b, where: str, out: list[str], added: set[str]) -> None:
         for key in a:
             if key in TIMING:
                 continue
-            if key not in b:
+            if key in RENAMED and RENAMED[key] in b and key not in b:
+                _diff(a[key], b[RENAMED[key]], f"{where}.{key}->{RENAMED[key]}", out, added)
+            elif key not in b:
                 out.append(f"{where}.{key}: missing after")
             else:
                 _diff(a[key], b[key], f"{where}.{key}", out, added)
@@ -47,7 +53,7 @@ def _store(path_a: Path, path_b: Path, out: list[str]) -> None:
         if sorted(a) != sorted(b):
             out.append(f"{path_a.name}: datasets {sorted(a)} before, {sorted(b)} after")
         for name in a:
-            if name in b and not np.array_equal(a[name][()], b[name][()]):
+            if name in b and name not in TREE_SPECIFIC and not np.array_equal(a[name][()], b[name][()]):
                 out.append(f"{path_a.name}: dataset {name!r} differs")
         attrs_a = {k: v for k, v in a.attrs.items()}
         attrs_b = {k: v for k, v in b.attrs.items()}
@@ -92,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
+    parser.add_argument("--renamed", action="append", default=[], metavar="OLD=NEW",
+                        help="a key renamed on purpose: its value before is compared with NEW's after")
     args = parser.parse_args(argv)
+    RENAMED.update(pair.split("=", 1) for pair in args.renamed)
     problems, counts, added = compare(args.before, args.after)
     print(f"compared {counts['stores']} feature stores and {counts['runs']} runs "
           "(metrics.json, feature_importance.json, predictions.parquet)")
