@@ -13,7 +13,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -23,9 +23,6 @@ from mmsets.extract.autocast import autocast
 from mmsets.extract.backbones import BackboneError, seeded_init
 from mmsets.extract.params import WEIGHTS, check_choice
 from mmsets.plan.errors import ParamsError
-
-if TYPE_CHECKING:
-    from mmsets.extract.faces import Faces
 
 FACENET_SIZE = 160  # FaceNet's input: a square face crop
 SFACE_SIZE = 112
@@ -44,8 +41,9 @@ class FaceEmbedder:
     crop: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (image, box, landmarks) -> uint8 RGB
     forward: Callable[[np.ndarray], np.ndarray]  # (n, h, w, 3) uint8 RGB crops -> (n, dim)
 
-    def crops(self, image: np.ndarray, faces: Faces) -> list[np.ndarray]:
-        return [self.crop(image, box, points) for box, points in zip(faces.boxes, faces.landmarks)]
+    def crops(self, image: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> list[np.ndarray]:
+        """One crop per face of an image: boxes (k, 4), landmarks (k, 5, 2)."""
+        return [self.crop(image, box, points) for box, points in zip(boxes, landmarks)]
 
     def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         """(len(crops), dim) unit vectors."""

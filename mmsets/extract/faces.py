@@ -170,7 +170,7 @@ def extract_faces(manifest: Manifest, out_path: str | os.PathLike, params: Faces
 
     def embed(images: list[tuple[np.ndarray, np.ndarray | None]]) -> list[Elements]:
         found = _detect(detector, images)
-        crops = [[] if isinstance(faces, ImageSkip) else embedder.crops(image, faces)
+        crops = [[] if isinstance(faces, ImageSkip) else embedder.crops(image, faces.boxes, faces.landmarks)
                  for (image, _), faces in zip(images, found)]
         vectors = np.split(embedder.embed_crops([c for item in crops for c in item]),
                            np.cumsum([len(item) for item in crops])[:-1])

@@ -118,7 +118,7 @@ def test_same_face_is_closer_than_another(name, detector, astronaut_faces):
     shifted = Faces(astronaut_faces.boxes + [4, -4, 4, -4], astronaut_faces.prob, astronaut_faces.landmarks + [4, -4])
     mirrored_faces, cameraman_faces = detector([mirrored, cameraman])
     assert len(cameraman_faces) == 1
-    crops = [embedder.crops(image, faces)[0] for image, faces in [
+    crops = [embedder.crops(image, faces.boxes, faces.landmarks)[0] for image, faces in [
         (astronaut, astronaut_faces), (astronaut, shifted), (mirrored, mirrored_faces), (cameraman, cameraman_faces),
         (noise, astronaut_faces), (skimage_data.chelsea(), astronaut_faces)]]
     z = embedder.embed_crops(crops)
