@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import SPLITS, Manifest, is_missing, read_manifest
-from mmsets.runs.record import (ERASURE, IMPORTANCE, MODEL, PREDICTIONS, ImportanceRecord, RecordError, RunRecord,
-                                 number, scores)
+from mmsets.plan.layout import ERASURE, IMPORTANCE, MODEL, PREDICTIONS
+from mmsets.runs.record import ImportanceRecord, RecordError, RunRecord, number, scores
 from mmsets.report.scores import main_metric
 from mmsets.store import RaggedStore, StoreError, partial_path
 

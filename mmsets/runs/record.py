@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mmsets.io import read_json, write_json
-from mmsets.plan.layout import ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS  # noqa: F401 (the run's files)
+from mmsets.plan.layout import IMPORTANCE, METRICS
 
 
 class RecordError(ValueError):
