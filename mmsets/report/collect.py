@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import SPLITS, Manifest, is_missing, read_manifest
+from mmsets.plan.dotted import get_dotted
+from mmsets.plan.errors import ParamsError
+from mmsets.plan.extractors import extractor
 from mmsets.plan.layout import ERASURE, IMPORTANCE, MODEL, PREDICTIONS
 from mmsets.runs.record import ImportanceRecord, RecordError, RunRecord, number, scores
 from mmsets.report.scores import main_metric
@@ -209,17 +212,22 @@ def load_store(name: str, path: str | os.PathLike, manifest_ids: set[str] | None
 
 
 def _ocr_backend(store: RaggedStore) -> str | None:
-    """The OCR backend whose words a store holds or was made from (ocr, ocr_text, tokens with an ocr span)."""
-    extractor = store.attrs.get("extractor")
-    if extractor == "ocr":
+    """The OCR backend whose words a store holds or was made from: its own (the ocr store), the one it recorded
+    (ocr_text), or that of the ocr store its registry entry says it read (tokens with an ocr span)."""
+    name = store.attrs.get("extractor")
+    if name == "ocr":
         return str(store.params.get("backend") or "") or None
-    if extractor == "ocr_text":
-        return str(store.attrs.get("ocr_backend") or "") or None
-    ocr_store = (store.params.get("stores") or {}).get("ocr") if extractor == "tokens" else None
-    if not ocr_store:
+    if store.attrs.get("ocr_backend"):
+        return str(store.attrs["ocr_backend"])
+    try:
+        reads = extractor(str(name)).upstream_of(store.params)
+    except ParamsError:
+        return None
+    paths = [get_dotted(store.params, key) for key, upstream in reads.items() if upstream == "ocr"]
+    if not paths or not paths[0]:
         return None
     try:
-        with RaggedStore(ocr_store) as ocr:
+        with RaggedStore(paths[0]) as ocr:
             return str(ocr.params.get("backend") or "") or None
     except (StoreError, OSError, KeyError, ValueError):
         return None

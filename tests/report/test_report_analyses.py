@@ -34,7 +34,8 @@ def _stores(tmp_path):
                 w.add(item, np.zeros((1, 1)), text=["word"])
     for name, ocr in (("tokens", "ocr"), ("tokens@easyocr", "ocr@easyocr")):
         paths[name] = str(tmp_path / f"{name}.h5")
-        with RaggedWriter(paths[name], extractor="tokens", dim=2, params={"stores": {"ocr": paths[ocr]}},
+        params = {"modalities": ["text:plot", "ocr"], "stores": {"ocr": paths[ocr]}}
+        with RaggedWriter(paths[name], extractor="tokens", dim=2, params=params,
                           fields={"modality": ((), "int8"), "token": ((), "str")},
                           attrs={"modalities": ["text:plot", "ocr"]}) as w:
             for item in ["r0", "r1", "r2", *TEST_IDS]:
