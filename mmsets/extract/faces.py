@@ -126,7 +126,7 @@ class FaceDetector:
 
     def _detect(self, batch: np.ndarray) -> list[Faces]:
         boxes, probs, points = self.mtcnn.detect(torch.from_numpy(batch), landmarks=True)
-        return [self._select(b, p, l) for b, p, l in zip(boxes, probs, points)]
+        return [self._select(b, p, marks) for b, p, marks in zip(boxes, probs, points)]
 
     def _select(self, boxes: Any, probs: Any, landmarks: Any) -> Faces:
         if boxes is None:
