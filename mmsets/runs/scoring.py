@@ -184,8 +184,8 @@ class Prediction:
 def predict_items(run: RunModels, manifest: Manifest, stores: Mapping[str, RaggedStore]) -> Prediction:
     """Every item of ``manifest`` (unlabelled) scored and explained by each of the run's models."""
     outputs, shares, kind, modalities = [], [], None, None
+    ds = run.folds[0].unlabelled(manifest, stores)  # the folds read the same items the same way: read them once
     for fold in run.folds:
-        ds = fold.unlabelled(manifest, stores)
         outputs.append(fold.outputs(ds))
         importance = fold.explain(ds)
         if importance is not None and importance.per_item and importance.shares.size:
