@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from sklearn.metrics import f1_score, mean_absolute_error, mean_absolute_percentage_error, roc_auc_score
 
-from mmsets.plan.vocab import DECISION_RULES
+from mmsets.plan.vocab import DECISION_RULES, SINGLE_LABEL_DECISION_METRICS
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 PAPER_THRESHOLD = 0.5  # the papers' protocol: a label is predicted when its probability is at least 0.5
@@ -148,24 +148,50 @@ def _auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     return float(roc_auc_score(positive, score))
 
 
-def single_label_metrics(y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, per-class accuracy, ROC AUC and F1-macro of class indices (N,) against probabilities (N, C).
+def class_counts(y_true: np.ndarray, pred: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class (each (C,)): the items predicted it rightly, the items predicted it, its members."""
+    y_true, pred = np.asarray(y_true, np.int64), np.asarray(pred, np.int64)
+    return (np.bincount(pred[pred == y_true], minlength=n_classes), np.bincount(pred, minlength=n_classes),
+            np.bincount(y_true, minlength=n_classes))
 
-    The prediction is the most probable class. ``per_class_accuracy`` is each class's recall (the
-    Ads-Parallelity papers' "per-class accuracy"; None for a class absent from ``y_true``) and
-    ``balanced_accuracy`` their mean over the classes present. ``auc`` is the positive (second)
-    class's ROC AUC for two classes, else the macro one-vs-rest AUC over the classes that are
-    present with both outcomes; None when undefined.
+
+def decision_score(metric: str, hits: np.ndarray, predicted: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """``accuracy``, ``balanced_accuracy`` (the mean recall of the classes present) or ``f1_macro`` (over every
+    class, an undefined F1 counting 0) from ``class_counts`` (..., C); leading axes are candidate decisions."""
+    hits, predicted = np.asarray(hits, np.float64), np.asarray(predicted, np.float64)
+    members = np.broadcast_to(np.asarray(members, np.float64), hits.shape)
+    if metric == "accuracy":
+        n = members.sum(axis=-1)
+        return np.divide(hits.sum(axis=-1), n, out=np.zeros(n.shape), where=n > 0)
+    if metric == "balanced_accuracy":
+        present = members > 0
+        recall = np.divide(hits, members, out=np.zeros(hits.shape), where=present)
+        n_present = present.sum(axis=-1)
+        return np.divide(recall.sum(axis=-1), n_present, out=np.zeros(n_present.shape), where=n_present > 0)
+    if metric == "f1_macro":
+        denominator = predicted + members
+        return np.divide(2.0 * hits, denominator, out=np.zeros(hits.shape), where=denominator > 0).mean(axis=-1)
+    raise ValueError(f"{metric!r} is not one of {SINGLE_LABEL_DECISION_METRICS}")
+
+
+def single_label_metrics(y_true: np.ndarray, probs: np.ndarray, label_names: Sequence[str],
+                         pred: np.ndarray) -> dict[str, Any]:
+    """Accuracy, per-class accuracy, ROC AUC and F1-macro of class indices (N,) predicted as ``pred`` (N,)
+    from probabilities (N, C).
+
+    ``per_class_accuracy`` is each class's recall (the Ads-Parallelity papers' "per-class accuracy"; None
+    for a class absent from ``y_true``) and ``balanced_accuracy`` their mean over the classes present.
+    ``auc`` is the positive (second) class's ROC AUC for two classes, else the macro one-vs-rest AUC over
+    the classes that are present with both outcomes; None when undefined: it reads the probabilities, not
+    ``pred``. ``n_predicted_classes`` counts the classes ``pred`` names (1: the run predicts one class only)
+    and ``accuracy_argmax`` is the accuracy of the most probable class, the papers' protocol.
     """
     y_true = np.asarray(y_true, np.int64)
     probs = np.asarray(probs, np.float64)
+    pred = np.asarray(pred, np.int64)
     n_classes = len(label_names)
-    pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
-    recall = {}
-    for k, name in enumerate(label_names):
-        members = y_true == k
-        recall[name] = float((pred[members] == k).mean()) if members.any() else None
-    present = [r for r in recall.values() if r is not None]
+    hits, predicted, members = class_counts(y_true, pred, n_classes)
+    recall = {name: float(hits[k] / members[k]) if members[k] else None for k, name in enumerate(label_names)}
     if n_classes == 2:
         auc = _auc(y_true == 1, probs[:, 1]) if len(y_true) else None
     else:
@@ -173,12 +199,77 @@ def single_label_metrics(y_true: np.ndarray, probs: np.ndarray, label_names: Seq
         per_class = [a for a in per_class if a is not None]
         auc = float(np.mean(per_class)) if per_class else None
     return {
-        "accuracy": float((pred == y_true).mean()) if len(y_true) else 0.0,
-        "balanced_accuracy": float(np.mean(present)) if present else 0.0,
+        "accuracy": float(decision_score("accuracy", hits, predicted, members)),
+        "balanced_accuracy": float(decision_score("balanced_accuracy", hits, predicted, members)),
         "auc": auc,
-        "f1_macro": float(f1_score(y_true, pred, labels=list(range(n_classes)), average="macro", zero_division=0)),
+        "f1_macro": float(decision_score("f1_macro", hits, predicted, members)),
         "per_class_accuracy": recall,
+        "n_predicted_classes": int(np.count_nonzero(predicted)),
+        "accuracy_argmax": float((probs.argmax(axis=1) == y_true).mean()) if len(y_true) else 0.0,
     }
+
+
+def best_binary_threshold(y_true: np.ndarray, p_positive: np.ndarray, metric: str = "accuracy"
+                          ) -> tuple[float, float]:
+    """The threshold on the positive class's probability maximising ``metric`` (see ``decision_score``) and
+    that score. The candidates lie halfway between neighbouring distinct probabilities, and beyond both
+    ends, so a model whose probabilities all sit on one side of 0.5 still gets a cut through them; on ties
+    the middle of the tied candidates, as ``best_class_thresholds`` does."""
+    p = np.asarray(p_positive, np.float64)
+    if not len(p):
+        return PAPER_THRESHOLD, 0.0
+    order = np.argsort(-p, kind="stable")
+    p, positive = p[order], (np.asarray(y_true) == 1)[order]
+    n, n_positive = len(p), int(positive.sum())
+    cuts = np.concatenate([[0], np.flatnonzero(p[1:] < p[:-1]) + 1, [n]])  # items each candidate calls positive
+    above_all = (p[0] + 1.0) / 2 if p[0] < 1.0 else np.nextafter(1.0, np.inf)
+    thresholds = np.concatenate([[above_all], (p[cuts[1:-1] - 1] + p[cuts[1:-1]]) / 2, [p[-1] / 2]])
+    true_positive = np.concatenate([[0], np.cumsum(positive)])[cuts]
+    hits = np.stack([(n - cuts) - (n_positive - true_positive), true_positive], axis=1)
+    predicted = np.stack([n - cuts, cuts], axis=1)
+    scores = decision_score(metric, hits, predicted, np.array([n - n_positive, n_positive]))
+    tied = np.flatnonzero(scores >= scores.max() - 1e-12)
+    k = tied[len(tied) // 2]
+    return float(thresholds[k]), float(scores[k])
+
+
+PRIOR_POWERS = np.round(np.arange(0.0, 2.001, 0.1), 2)
+
+
+def dev_class_priors(y_true: np.ndarray, n_classes: int) -> np.ndarray:
+    """The classes' shares of the dev items, each count plus one so an absent class keeps a finite log."""
+    counts = np.bincount(np.asarray(y_true, np.int64), minlength=n_classes) + 1.0
+    return counts / counts.sum()
+
+
+def choose_single_label_decision(y_true: np.ndarray, probs: np.ndarray, metric: str = "accuracy",
+                                 powers: np.ndarray = PRIOR_POWERS
+                                 ) -> ThresholdDecision | PriorDecision | ArgmaxDecision:
+    """The binary or multi-class decision tuned on dev for ``metric`` (one of SINGLE_LABEL_DECISION_METRICS).
+
+    Binary: a threshold on the positive class's probability (``best_binary_threshold``). Multi-class: the
+    probabilities divided by the dev class priors to the power in ``powers`` that scores best, kept only
+    when it beats the plain argmax on dev (ties among powers: the middle one); else the argmax.
+    """
+    if metric not in SINGLE_LABEL_DECISION_METRICS:
+        raise ValueError(f"a single-label decision is tuned for one of {SINGLE_LABEL_DECISION_METRICS}, "
+                         f"not {metric!r}")
+    y_true, probs = np.asarray(y_true, np.int64), np.asarray(probs, np.float64)
+    n_classes = probs.shape[1]
+    argmax_score = float(decision_score(metric, *class_counts(y_true, probs.argmax(axis=1), n_classes)))
+    if n_classes == 2:
+        threshold, score = best_binary_threshold(y_true, probs[:, 1], metric)
+        return ThresholdDecision(threshold, metric, score, argmax_score)
+    log_priors = np.log(dev_class_priors(y_true, n_classes))
+    log_probs = np.log(np.maximum(probs, np.finfo(np.float64).tiny))
+    scores = np.array([decision_score(metric, *class_counts(y_true, (log_probs - a * log_priors).argmax(axis=1),
+                                                             n_classes)) for a in powers])
+    if not len(y_true) or scores.max() <= argmax_score + 1e-12:
+        return ArgmaxDecision()
+    tied = np.flatnonzero(scores >= scores.max() - 1e-12)
+    power = float(powers[tied[len(tied) // 2]])
+    return PriorDecision((-power * log_priors).tolist(), metric, float(scores.max()), argmax_score, power,
+                         np.exp(log_priors).tolist())
 
 
 def grouped_accuracy(y_true: np.ndarray, pred: np.ndarray, groups: Sequence[Any]) -> dict[str, float]:
@@ -269,7 +360,8 @@ def aggregate_runs(metrics_list: Sequence[Mapping[str, Any]], splits: Sequence[s
 
 @dataclass
 class ArgmaxDecision:
-    """Single-label: the most probable class; nothing is tuned on dev."""
+    """Single-label: the most probable class; nothing is tuned on dev (runs from before tuned decisions, and
+    multi-class runs whose prior correction did not help on dev)."""
 
     rule: str = "argmax"
     threshold = None
@@ -279,6 +371,47 @@ class ArgmaxDecision:
 
     def to_dict(self) -> dict:
         return {"rule": self.rule}
+
+
+@dataclass
+class ThresholdDecision:
+    """Binary: the positive class (``label_names[1]``) when its probability is at least ``threshold``, tuned
+    on dev for ``metric`` (``choose_single_label_decision``); the argmax is the threshold 0.5."""
+
+    threshold: float
+    metric: str = "accuracy"
+    dev_score: float | None = None  # ``metric`` on dev with this threshold
+    dev_score_argmax: float | None = None  # and with the most probable class
+    rule: str = "threshold"
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        return (np.asarray(probs)[:, 1] >= self.threshold).astype(np.int64)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PriorDecision:
+    """Multi-class: the most probable class after adding ``log_offsets`` to the log-probabilities, i.e. the
+    probabilities divided by the dev class priors to ``power``, tuned on dev for ``metric``. A k-fold
+    run's folds combined carry the mean of their offsets, without one power or prior."""
+
+    log_offsets: list[float]
+    metric: str = "accuracy"
+    dev_score: float | None = None
+    dev_score_argmax: float | None = None
+    power: float | None = None
+    class_priors: list[float] | None = None
+    rule: str = "prior"
+    threshold = None
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        log_probs = np.log(np.maximum(np.asarray(probs, np.float64), np.finfo(np.float64).tiny))
+        return (log_probs + np.asarray(self.log_offsets)).argmax(axis=1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -295,14 +428,16 @@ class ValueDecision:
         return {"rule": self.rule}
 
 
-def decision_from_dict(raw: Mapping[str, Any]) -> Decision | ArgmaxDecision | ValueDecision:
+def decision_from_dict(raw: Mapping[str, Any]
+                       ) -> Decision | ArgmaxDecision | ThresholdDecision | PriorDecision | ValueDecision:
     """The decision rule saved in a checkpoint's config (multi-label ones carry no ``rule`` key)."""
     rule = raw.get("rule")
     if rule is None or rule in DECISION_RULES:
         old = {"dev_f1_micro": "dev_score", "dev_f1_micro_plain": "dev_score_plain",
                "dev_f1_micro_top1": "dev_score_top1"}  # checkpoints written before the decision rules
         return Decision(**{old.get(k, k): v for k, v in raw.items()})
-    rules = {"argmax": ArgmaxDecision, "value": ValueDecision}
+    rules = {"argmax": ArgmaxDecision, "value": ValueDecision, "threshold": ThresholdDecision,
+             "prior": PriorDecision}
     if rule not in rules:
         raise ValueError(f"decision rule {rule!r} is not one of {sorted(rules)}")
-    return rules[rule]()
+    return rules[rule](**{k: v for k, v in raw.items() if k != "rule"})

@@ -5,8 +5,8 @@ metric that selects the epoch. The trainer and the models know nothing of it bey
 task            targets (``ds.labels``)       loss                               decision             selection
 ==============  ============================  =================================  ===================  =========
 multilabel      multi-hot (N, C)              sigmoid CE, class weights          threshold (+ top-1)  f1_micro
-binary          one-hot (N, 2)                sigmoid CE (papers) or softmax CE  argmax               accuracy
-multiclass      one-hot (N, C)                sigmoid CE (papers) or softmax CE  argmax               accuracy
+binary          one-hot (N, 2)                sigmoid CE (papers) or softmax CE  threshold            accuracy
+multiclass      one-hot (N, C)                sigmoid CE (papers) or softmax CE  argmax (+ priors)    accuracy
 regression      standardised target (N, 1)    RMSE (DM2S2 Eq. 17)                the value            rmse
 ==============  ============================  =================================  ===================  =========
 
@@ -17,6 +17,12 @@ unchanged; one-vs-rest AUC needs a distribution). ``single_label_loss: softmax``
 softmax cross-entropy instead. Only sigmoid outputs keep the prior-initialised last bias
 (``-log((1 - pi) / pi)``): for softmax a constant bias does nothing, and for regression it would start
 every prediction 4.6 standard deviations off, so the trainer zeroes it.
+
+Single-label decisions are tuned on dev for the selection metric (``training.select``) when it is
+accuracy, balanced accuracy or F1-macro, else for accuracy: binary, a threshold on the positive class's
+probability; multiclass, the probabilities divided by the dev class priors to a tuned power, kept only
+when that beats the argmax on dev (``mmsets.metrics.choose_single_label_decision``). The epochs are
+compared the same way, each at its own tuned decision, as multi-label epochs are at their best threshold.
 
 Regression targets are standardised with the training split's mean and standard deviation; outputs
 and metrics are in the target's own units.
@@ -33,10 +39,10 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from mmsets.data.manifest import Manifest
-from mmsets.metrics import (ArgmaxDecision, ValueDecision, best_threshold, choose_decision, f1_micro,
+from mmsets.metrics import (ValueDecision, best_threshold, choose_decision, choose_single_label_decision, f1_micro,
                             multilabel_metrics, paper_protocol_metrics, regression_metrics,
                             single_label_metrics)
-from mmsets.plan.vocab import SINGLE_LABEL_LOSSES
+from mmsets.plan.vocab import SINGLE_LABEL_DECISION_METRICS, SINGLE_LABEL_LOSSES
 
 LOWER_IS_BETTER = frozenset({"loss", "rmse", "mae", "mape"})
 TARGET_COLUMN = "target"
@@ -166,13 +172,19 @@ class MultiLabelTask(Task):
 
 
 class SingleLabelTask(Task):
-    """Binary and multiclass: exactly one label per item; for binary, ``label_names[1]`` is the positive class."""
+    """Binary and multiclass: exactly one label per item; for binary, ``label_names[1]`` is the positive class.
+
+    ``select`` (training.select) names the metric the decision is tuned for when it is one of
+    SINGLE_LABEL_DECISION_METRICS; otherwise (auto, auc, loss) the decision is tuned for accuracy.
+    """
 
     default_select = "accuracy"
     select_metrics = ("accuracy", "balanced_accuracy", "auc", "f1_macro")
 
-    def __init__(self, label_names: Sequence[str], name: str = "multiclass", loss: str = "sigmoid"):
+    def __init__(self, label_names: Sequence[str], name: str = "multiclass", loss: str = "sigmoid",
+                 select: str = "auto"):
         super().__init__(label_names)
+        self.decision_metric = select if select in SINGLE_LABEL_DECISION_METRICS else "accuracy"
         if loss not in SINGLE_LABEL_LOSSES:
             raise ValueError(f"training.single_label_loss: {loss!r} is not one of {SINGLE_LABEL_LOSSES}")
         if name == "binary" and len(self.label_names) != 2:
@@ -206,15 +218,22 @@ class SingleLabelTask(Task):
         return np.asarray(targets).argmax(axis=1)
 
     def epoch_metrics(self, truth, outputs):
-        metrics = single_label_metrics(truth, outputs, self.label_names)
+        # At this epoch's own tuned decision: the way the model will be used.
+        metrics = self.metrics(truth, outputs, self.decide(truth, outputs))
         del metrics["per_class_accuracy"]
         return metrics
 
     def decide(self, truth, outputs, rule="f1_micro", try_top1=True):
-        return ArgmaxDecision()
+        """Tuned for ``decision_metric``; ``rule`` and ``try_top1`` are multi-label settings."""
+        return choose_single_label_decision(truth, outputs, self.decision_metric)
 
     def metrics(self, truth, outputs, decision):
-        return single_label_metrics(truth, outputs, self.label_names)
+        return single_label_metrics(truth, outputs, self.label_names, decision.apply(outputs))
+
+    def pooled_metrics(self, parts):
+        outputs = np.concatenate([p[1] for p in parts])
+        pred = np.concatenate([p[2].apply(p[1]) for p in parts])
+        return single_label_metrics(np.concatenate([p[0] for p in parts]), outputs, self.label_names, pred)
 
     def to_dict(self):
         return {"name": self.name, "loss": self.loss_kind}
@@ -297,12 +316,13 @@ class RegressionTask(Task):
 
 
 def make_task(name: str, label_names: Sequence[str], single_label_loss: str = "sigmoid",
-              auc_threshold: float | None = None) -> Task:
-    """The task of a manifest (``manifest.task``), before ``fit`` on the training split."""
+              auc_threshold: float | None = None, select: str = "auto") -> Task:
+    """The task of a manifest (``manifest.task``), before ``fit`` on the training split; ``select``
+    (training.select) is the metric single-label decisions are tuned for (see SingleLabelTask)."""
     if name == "multilabel":
         return MultiLabelTask(label_names)
     if name in ("binary", "multiclass"):
-        return SingleLabelTask(label_names, name, single_label_loss)
+        return SingleLabelTask(label_names, name, single_label_loss, select)
     if name == "regression":
         return RegressionTask(auc_threshold=auc_threshold)
     raise ValueError(f"task {name!r} is not one of multilabel, binary, multiclass, regression")

@@ -33,6 +33,7 @@ def test_dotted_keys_are_nested():
     (("datasets", "demo", "n_items"), "many", "datasets.demo.n_items"),
     (("datasets", "mmimdb", "sha256"), "abc", "datasets.mmimdb.sha256"),
     (("experiments", "dmms", "pooling"), ["median"], "experiments.dmms.pooling.0"),
+    (("training", "select"), "balanced", "training.select"),
 ])
 def test_bad_value_names_the_key(path, value, key):
     config = _config()
@@ -43,6 +44,15 @@ def test_bad_value_names_the_key(path, value, key):
     with pytest.raises(ConfigError) as err:
         validate_config(config, SCHEMA)
     assert f"  {key}:" in str(err.value)
+
+
+def test_the_schema_offers_every_selection_metric_of_every_task():
+    from mmsets.tasks import MultiLabelTask, RegressionTask, SingleLabelTask
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    offered = schema["properties"]["training"]["properties"]["select"]["enum"]
+    tasks = (MultiLabelTask, SingleLabelTask, RegressionTask)
+    assert set(offered) == {"auto", "loss", *(m for task in tasks for m in task.select_metrics)}
 
 
 def test_command_line_strings_become_numbers_where_numbers_are_expected():

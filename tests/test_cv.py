@@ -100,8 +100,11 @@ def test_cv_run_writes_per_fold_metrics_mean_std_and_out_of_fold_predictions(bin
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert list(predictions.columns) == ["id", "split", "fold", "neg", "pos", "labels"]
     assert predictions["id"].is_unique and len(predictions) == 200  # every item once, out of fold
-    truth = (predictions["labels"].str[0] == np.where(predictions["pos"] > predictions["neg"], "pos", "neg"))
+    thresholds = predictions["fold"].map(lambda k: metrics["folds"][k]["threshold"])  # each fold's own
+    truth = (predictions["labels"].str[0] == np.where(predictions["pos"] >= thresholds, "pos", "neg"))
     assert truth.mean() == pytest.approx(metrics["test_pooled"]["accuracy"])
+    argmax = (predictions["labels"].str[0] == np.where(predictions["pos"] > predictions["neg"], "pos", "neg"))
+    assert argmax.mean() == pytest.approx(metrics["test_pooled"]["accuracy_argmax"])
 
     checkpoint = torch.load(out / "model.pt", weights_only=True)
     assert len(checkpoint["folds"]) == 5 and len(checkpoint["config"]["cv"]["test_ids"]) == 5

@@ -79,30 +79,116 @@ def test_old_checkpoint_decisions_still_read():
 
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from mmsets.metrics import (ArgmaxDecision, Decision, ValueDecision, aggregate, aggregate_runs,  # noqa: E402
+from mmsets.metrics import (ArgmaxDecision, Decision, PriorDecision, ThresholdDecision,  # noqa: E402
+                            ValueDecision, aggregate, aggregate_runs, choose_single_label_decision,
                             decision_from_dict, regression_metrics, single_label_metrics)
 
 
 def test_binary_metrics_by_hand():
     y = np.array([0, 0, 0, 1, 1])
     probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.55, 0.45]])
-    m = single_label_metrics(y, probs, ["non-parallel", "parallel"])
-    assert m["accuracy"] == pytest.approx(3 / 5)
+    m = single_label_metrics(y, probs, ["non-parallel", "parallel"], probs.argmax(axis=1))
+    assert m["accuracy"] == pytest.approx(3 / 5) and m["accuracy_argmax"] == pytest.approx(3 / 5)
     assert m["per_class_accuracy"] == {"non-parallel": pytest.approx(2 / 3), "parallel": pytest.approx(1 / 2)}
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert m["auc"] == pytest.approx(roc_auc_score(y, probs[:, 1]))
+    assert m["n_predicted_classes"] == 2
+    everything_positive = single_label_metrics(y, probs, ["non-parallel", "parallel"], np.ones(5, int))
+    assert everything_positive["n_predicted_classes"] == 1 and everything_positive["balanced_accuracy"] == 0.5
+    assert everything_positive["accuracy_argmax"] == m["accuracy_argmax"]  # the papers' figure reads the probabilities
+    assert everything_positive["auc"] == m["auc"]  # and so does the AUC
+
+
+def test_single_label_metrics_match_sklearn_under_any_prediction():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 60)
+    probs = rng.dirichlet(np.ones(4), size=60)
+    pred = rng.integers(0, 3, 60)  # never the last class
+    m = single_label_metrics(y, probs, list("abcd"), pred)
+    assert m["accuracy"] == pytest.approx((pred == y).mean())
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["f1_macro"] == pytest.approx(f1_score(y, pred, labels=range(4), average="macro", zero_division=0))
+    assert m["n_predicted_classes"] == 3
+
+
+def _collapsed_binary(n=90, positives=0.37, seed=0):
+    """A binary table as the issue found it: 37 % positives, probabilities that rank the items well but all
+    sit below 0.5, so the argmax predicts the negative class for every item."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) < round(n * positives)).astype(int)
+    rng.shuffle(y)
+    p = 0.45 / (1 + np.exp(-(rng.normal(0, 1, n) + 1.5 * y - 0.5)))
+    return y, np.stack([1 - p, p], axis=1)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy", "f1_macro"])
+def test_a_binary_threshold_tuned_on_dev_ends_the_one_class_collapse(metric):
+    y, probs = _collapsed_binary()
+    assert (y == 1).mean() == pytest.approx(0.37, abs=0.01)
+    argmax = single_label_metrics(y, probs, ["neg", "pos"], ArgmaxDecision().apply(probs))
+    assert argmax["n_predicted_classes"] == 1 and argmax["balanced_accuracy"] == 0.5
+    decision = choose_single_label_decision(y, probs, metric)
+    assert isinstance(decision, ThresholdDecision) and decision.metric == metric and decision.threshold < 0.5
+    tuned = single_label_metrics(y, probs, ["neg", "pos"], decision.apply(probs))
+    assert tuned["n_predicted_classes"] == 2
+    assert tuned[metric] == pytest.approx(decision.dev_score) and decision.dev_score > decision.dev_score_argmax
+    assert tuned["balanced_accuracy"] > 0.7 and tuned["auc"] == argmax["auc"]
+    # unseen items of the same kind (a test split) are not collapsed either
+    y_test, probs_test = _collapsed_binary(seed=1)
+    assert single_label_metrics(y_test, probs_test, ["neg", "pos"],
+                                decision.apply(probs_test))["n_predicted_classes"] == 2
+
+
+def test_binary_threshold_is_the_best_cut_and_the_middle_of_ties():
+    from mmsets.metrics import best_binary_threshold
+
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7])
+    threshold, accuracy = best_binary_threshold(np.array([0, 0, 0, 1, 1, 1]), p)
+    assert accuracy == 1.0 and threshold == pytest.approx(0.35)  # halfway between the classes
+    # every cut that leaves one item wrong ties: the middle one of them
+    threshold, accuracy = best_binary_threshold(np.array([0, 1, 0, 1, 0, 1]), p)
+    scores = {t: ((p >= t) == np.array([0, 1, 0, 1, 0, 1], bool)).mean() for t in (0.05, 0.15, 0.25, 0.35, 0.5, 0.65)}
+    assert accuracy == max(scores.values())
+    tied = sorted(t for t, s in scores.items() if s == accuracy)
+    assert threshold == pytest.approx(sorted(tied, reverse=True)[len(tied) // 2])
+    # equal probabilities cannot be cut apart, and the ends predict one class
+    assert best_binary_threshold(np.array([1, 0, 1]), np.array([0.5, 0.5, 0.5])) == (0.25, pytest.approx(2 / 3))
+    assert best_binary_threshold(np.array([1, 1]), np.array([1.0, 1.0]))[1] == 1.0
+
+
+def test_multiclass_prior_correction_is_kept_only_when_it_helps_on_dev():
+    rng = np.random.default_rng(0)
+    y = rng.choice(3, 300, p=[0.7, 0.2, 0.1])
+    logits = rng.normal(0, 1, (300, 3))
+    logits[np.arange(300), y] += 1.0
+    logits[:, 0] += 1.5  # the frequent class dominates the argmax
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    decision = choose_single_label_decision(y, probs, "balanced_accuracy")
+    assert isinstance(decision, PriorDecision) and decision.power > 0
+    corrected = single_label_metrics(y, probs, list("abc"), decision.apply(probs))
+    plain = single_label_metrics(y, probs, list("abc"), probs.argmax(axis=1))
+    assert corrected["balanced_accuracy"] == pytest.approx(decision.dev_score)
+    assert decision.dev_score > plain["balanced_accuracy"] == pytest.approx(decision.dev_score_argmax)
+    np.testing.assert_allclose(decision.log_offsets, -decision.power * np.log(decision.class_priors))
+    # a model already right on every dev item: nothing to correct, the argmax stays
+    onehot = np.eye(3)[y] * 0.8 + 0.2 / 3
+    assert isinstance(choose_single_label_decision(y, onehot, "balanced_accuracy"), ArgmaxDecision)
+    with pytest.raises(ValueError, match="auc"):
+        choose_single_label_decision(y, probs, "auc")
 
 
 def test_multiclass_auc_is_macro_one_vs_rest_and_undefined_parts_are_none():
     rng = np.random.default_rng(0)
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
     probs = rng.dirichlet(np.ones(3), size=len(y))
-    m = single_label_metrics(y, probs, ["a", "b", "c"])
+    m = single_label_metrics(y, probs, ["a", "b", "c"], probs.argmax(axis=1))
     assert m["auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr", average="macro"))
-    one_class = single_label_metrics(np.zeros(3, int), probs[:3], ["a", "b", "c"])
+    one_class = single_label_metrics(np.zeros(3, int), probs[:3], ["a", "b", "c"], probs[:3].argmax(axis=1))
     assert one_class["auc"] is None and one_class["per_class_accuracy"]["b"] is None
     assert single_label_metrics(np.zeros(3, int), probs[:3, :2] / probs[:3, :2].sum(1, keepdims=True),
-                                ["a", "b"])["auc"] is None
+                                ["a", "b"], np.zeros(3, int))["auc"] is None
 
 
 def test_regression_metrics_by_hand():
@@ -136,11 +222,23 @@ def test_aggregate_runs_over_seeds():
 
 
 def test_decisions_round_trip_through_their_dicts():
+    import json
+
     for decision in (ArgmaxDecision(), ValueDecision(), Decision(0.3, True, "f1_micro", 0.8, 0.7, 0.8),
-                     Decision([0.2, 0.4], False, "f1_macro", 0.5, 0.5, 0.4), Decision(0.5, False, "paper", 0.6, 0.6)):
-        again = decision_from_dict(decision.to_dict())
+                     Decision([0.2, 0.4], False, "f1_macro", 0.5, 0.5, 0.4), Decision(0.5, False, "paper", 0.6, 0.6),
+                     ThresholdDecision(0.31, "balanced_accuracy", 0.8, 0.5),
+                     PriorDecision([0.1, 0.7, 1.2], "f1_macro", 0.6, 0.55, 0.5, [0.8, 0.25, 0.1]),
+                     PriorDecision([0.0, 0.3, 0.4])):
+        again = decision_from_dict(json.loads(json.dumps(decision.to_dict())))
         assert type(again) is type(decision) and again.to_dict() == decision.to_dict()
     np.testing.assert_array_equal(ArgmaxDecision().apply(np.array([[0.2, 0.8], [0.6, 0.4]])), [1, 0])
+    # a checkpoint from before tuned decisions still decides by argmax
+    old = decision_from_dict({"rule": "argmax"})
+    assert isinstance(old, ArgmaxDecision) and old.to_dict() == {"rule": "argmax"}
+    probs = np.array([[0.7, 0.3], [0.45, 0.55], [0.5, 0.5]])
+    np.testing.assert_array_equal(old.apply(probs), [0, 1, 0])
+    np.testing.assert_array_equal(ThresholdDecision(0.3).apply(probs), [1, 1, 1])
+    np.testing.assert_array_equal(PriorDecision([0.0, np.log(0.5)]).apply(probs), [0, 0, 0])
 
 
 def test_grouped_accuracy_is_the_accuracy_within_each_fine_class():

@@ -8,6 +8,7 @@ import torch
 from mmsets.data.manifest import Manifest, read_manifest, write_manifest
 from mmsets.data.synthetic import write_synthetic_sets
 from mmsets.runs.evaluate import evaluate_run
+from mmsets.metrics import ThresholdDecision
 from mmsets.models.dmms import dmms
 from mmsets.predict import load_run
 from mmsets.store import RaggedStore
@@ -47,8 +48,14 @@ def test_binary_task_learns_and_reports_accuracy_auc_and_per_class_accuracy(data
     test = metrics["test"]
     labels = read_manifest(root / "manifest.parquet").split("test")["labels"].map(lambda v: v[0])
     majority = labels.value_counts(normalize=True).max()
-    assert metrics["task"] == "binary" and metrics["selection"] == "accuracy" and metrics["threshold"] is None
-    assert set(test) == {"accuracy", "balanced_accuracy", "auc", "f1_macro", "per_class_accuracy"}
+    assert metrics["task"] == "binary" and metrics["selection"] == "accuracy"
+    threshold = metrics["threshold"]
+    assert metrics["decision"] == {"rule": "threshold", "threshold": threshold, "metric": "accuracy",
+                                   "dev_score": metrics["dev"]["accuracy"],
+                                   "dev_score_argmax": metrics["dev"]["accuracy_argmax"]}
+    assert set(test) == {"accuracy", "balanced_accuracy", "auc", "f1_macro", "per_class_accuracy",
+                         "n_predicted_classes", "accuracy_argmax"}
+    assert test["n_predicted_classes"] == 2
     assert test["accuracy"] > majority + 0.05
     assert test["auc"] > 0.8
     assert set(test["per_class_accuracy"]) == {"neg", "pos"}
@@ -58,11 +65,13 @@ def test_binary_task_learns_and_reports_accuracy_auc_and_per_class_accuracy(data
     predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
     assert list(predictions.columns) == ["id", "split", "neg", "pos", "labels"]
     np.testing.assert_allclose(predictions[["neg", "pos"]].sum(axis=1), 1.0, rtol=1e-6)
-    accuracy = (np.where(predictions["pos"] > predictions["neg"], "pos", "neg") == predictions["labels"].str[0]).mean()
+    accuracy = (np.where(predictions["pos"] >= threshold, "pos", "neg") == predictions["labels"].str[0]).mean()
     assert accuracy == pytest.approx(test["accuracy"])
+    argmax = (np.where(predictions["pos"] > predictions["neg"], "pos", "neg") == predictions["labels"].str[0]).mean()
+    assert argmax == pytest.approx(test["accuracy_argmax"])
 
     again = evaluate_run(tmp_path / "run", root / "manifest.parquet", root, device="cpu")
-    for key in ("accuracy", "auc", "balanced_accuracy"):
+    for key in ("accuracy", "auc", "balanced_accuracy", "n_predicted_classes"):
         assert again[key] == pytest.approx(test[key], abs=1e-9)
 
     # the stores came from the user's own code: the run loads, but new items cannot be extracted the same way
@@ -206,3 +215,39 @@ def test_multilabel_metrics_report_the_papers_protocol_beside_the_tuned_decision
     assert metrics["f1_micro"] == 1.0  # a threshold of 0.3 separates them
     assert metrics["f1_micro_at_0.5"] == 0.0 and metrics["f1_macro_at_0.5"] == 0.0  # nothing reaches 0.5
     assert task.decide(truth, probs, "paper").apply(probs).sum() == 0
+
+
+def test_a_binary_run_whose_argmax_predicts_one_class_predicts_both_with_its_tuned_threshold(tmp_path):
+    """The collapse found on a 90-item table with 37 % positives: a strongly regularised logistic regression
+    puts every item below 0.5, so the argmax calls all of them negative (balanced accuracy 50 %)."""
+    root = write_synthetic_sets(tmp_path / "data", "binary", n_items=90)
+    labels = read_manifest(root / "manifest.parquet").frame["labels"].str[0]
+    assert (labels == "pos").mean() == pytest.approx(0.37, abs=0.02)
+    spec = {"model": "logreg", "features": list(FEATURES), "C": 1e-3}
+    metrics = run(root, tmp_path / "run", spec)
+    predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    assert (predictions["pos"] < predictions["neg"]).all()  # the argmax says "neg" for every item
+    test = metrics["test"]
+    assert test["accuracy_argmax"] == pytest.approx((predictions.loc[predictions["split"] == "test", "labels"].str[0]
+                                                     == "neg").mean())
+    assert metrics["decision"]["rule"] == "threshold" and metrics["threshold"] < 0.5
+    assert test["n_predicted_classes"] == 2 and test["balanced_accuracy"] > 0.6
+    assert metrics["dev"]["n_predicted_classes"] == 2
+
+
+def test_single_label_decisions_are_tuned_for_the_selection_metric():
+    truth = np.array([0, 0, 0, 0, 1, 1, 0, 1])
+    positive = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.42, 0.05])
+    probs = np.stack([1 - positive, positive], axis=1)
+    for select, metric in (("auto", "accuracy"), ("auc", "accuracy"), ("loss", "accuracy"),
+                           ("balanced_accuracy", "balanced_accuracy"), ("f1_macro", "f1_macro")):
+        task = make_task("binary", ["n", "p"], select=select)
+        decision = task.decide(truth, probs)
+        assert decision.metric == metric
+        assert task.epoch_metrics(truth, probs)[metric] == pytest.approx(decision.dev_score)  # epochs compare so
+    assert make_task("binary", ["n", "p"]).epoch_metrics(truth, probs)["accuracy_argmax"] == pytest.approx(5 / 8)
+    # k-fold test folds taken together: each fold's items under that fold's own threshold
+    task = make_task("binary", ["n", "p"])
+    pooled = task.pooled_metrics([(truth[:4], probs[:4], ThresholdDecision(0.4)),
+                                  (truth[4:], probs[4:], ThresholdDecision(0.04))])
+    assert pooled["accuracy"] == pytest.approx((4 + 3) / 8)

@@ -39,7 +39,9 @@ class TrainConfig:
     # multi-label: thresholds tuned on dev for f1_micro (one) or f1_macro (one per class), or paper (0.5)
     decision: str = "f1_micro"
     top1_rule: bool = True  # multi-label: try "every item gets at least its top-1 label"; kept only if it helps on dev
-    select: str = "auto"  # dev metric choosing the epoch; auto: f1_micro, accuracy or rmse by task (mmsets.tasks)
+    # dev metric choosing the epoch; auto: f1_micro, accuracy or rmse by task (mmsets.tasks); binary and
+    # multiclass: also the metric their decision is tuned for (accuracy, balanced_accuracy, f1_macro; else accuracy)
+    select: str = "auto"
     single_label_loss: str = "sigmoid"  # binary/multiclass: sigmoid (both papers) or softmax cross-entropy
     auc_threshold: float | None = None  # regression: also report the AUC of predictions for target > this
     # data-parallel processes (torchrun + DDP, mmsets.runs.distributed): one per GPU; batch_size is their total

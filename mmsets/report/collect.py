@@ -36,8 +36,8 @@ def _empty_run(run_dir: Path) -> dict:
         "model": None, "features": [], "pooling": None, "variant": None, "config": run_dir.name, "seed": None,
         "epochs": None, "best_epoch": None, "threshold": None, "n_params": None, "train_seconds": None,
         "dev": {}, "test": {}, "dev_std": {}, "test_std": {}, "test_pooled": {}, "folds": [], "cv": None,
-        "model_config": {}, "history": [], "top1": False, "fi": None, "predictions": None, "best": False,
-        "erasure": None, "intra": {},
+        "model_config": {}, "history": [], "top1": False, "decisions": [], "fi": None, "predictions": None,
+        "best": False, "erasure": None, "intra": {},
     }
 
 
@@ -67,6 +67,8 @@ def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
                test_pooled=record.test_pooled or {})
     # Training may also force each item's most likely label (chosen on dev); predictions follow it.
     run["top1"] = bool((record.top1_rule or {}).get("applied"))
+    # The decisions chosen on dev, one per fold of a k-fold run (None: a run from before they were recorded).
+    run["decisions"] = [f.get("decision") for f in record.folds or []] if record.cv is not None else [record.decision]
     if record.cv is not None:
         run["cv"] = {str(k): v for k, v in record.cv.items() if isinstance(v, (int, float, str, bool))}
         run["folds"] = [{"dev": scores(f.get("dev")), "test": scores(f.get("test"))}

@@ -16,6 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from mmsets.data.manifest import Manifest
+from mmsets.metrics import ArgmaxDecision, decision_from_dict
 from mmsets.report.collect import store_texts
 from mmsets.runs.record import number
 
@@ -74,6 +75,29 @@ def test_predictions(run: dict) -> pd.DataFrame | None:
     return preds[preds["split"] == "test"] if "split" in preds.columns else preds
 
 
+def row_decision(run: dict, fold: Any) -> Any:
+    """A single-label run's decision for the rows of one fold (any row of a run without folds): the one it
+    chose on dev, or the argmax for a run that recorded none (from before tuned decisions)."""
+    decisions = run.get("decisions") or []
+    k = 0 if len(decisions) == 1 else number(fold)
+    raw = decisions[int(k)] if k is not None and 0 <= k < len(decisions) else None
+    try:
+        return decision_from_dict(raw) if isinstance(raw, dict) else ArgmaxDecision()
+    except (TypeError, ValueError):  # an unreadable record: the run is still shown
+        return ArgmaxDecision()
+
+
+def decided_classes(preds: pd.DataFrame, run: dict, label_cols: list[str]) -> np.ndarray:
+    """The class index a single-label run predicted for each row of its predictions, fold by fold."""
+    probs = np.nan_to_num(preds[label_cols].to_numpy(float), nan=0.0)
+    folds = preds["fold"].to_numpy() if "fold" in preds.columns else np.zeros(len(preds))
+    decided = np.zeros(len(preds), np.int64)
+    for fold in pd.unique(folds):
+        rows = folds == fold
+        decided[rows] = row_decision(run, fold).apply(probs[rows])
+    return decided
+
+
 def _best_predictions(runs: list[dict]) -> tuple[dict | None, pd.DataFrame | None]:
     """The highest-ranked run whose predictions file reads, with its test rows."""
     for run in runs:
@@ -91,12 +115,12 @@ def output_columns(preds: pd.DataFrame, manifest: Manifest | None) -> list[str]:
 
 
 def predicted_labels(row: pd.Series, run: dict, label_cols: list[str], task: str) -> list[str]:
-    """The labels a run predicted for one row: its decision (threshold, top-1) for multi-label, else the argmax."""
+    """The labels a run predicted for one row under its decision (multi-label: threshold, top-1)."""
     probs = row[label_cols].to_numpy(float) if label_cols else np.zeros(0)
     if not len(probs) or not np.isfinite(probs).any():
         return []
     if task != "multilabel":
-        return [label_cols[int(np.nanargmax(probs))]]
+        return [label_cols[_row_class(row, run, probs)]]
     thresholds = thresholds_of(run["threshold"], len(label_cols))
     if thresholds is None:
         return []
@@ -104,6 +128,11 @@ def predicted_labels(row: pd.Series, run: dict, label_cols: list[str], task: str
     if run["top1"]:
         above[int(np.nanargmax(probs))] = True
     return [c for c, a in zip(label_cols, above) if a]
+
+
+def _row_class(row: pd.Series, run: dict, probs: np.ndarray) -> int:
+    """The class a single-label run predicted for one row of its predictions."""
+    return int(row_decision(run, row.get("fold")).apply(np.nan_to_num(probs[None], nan=0.0))[0])
 
 
 def _true_labels(row: pd.Series, has_labels: bool, meta: pd.Series | None) -> list[str]:
@@ -120,14 +149,16 @@ def _multilabel(row, labels, run, label_cols, thresholds) -> dict:
                            "above": bool(a)} for i, a in zip(top, above)]}
 
 
-def _single_label(row, labels, label_cols) -> dict:
+def _single_label(row, labels, run, label_cols) -> dict:
     probs = row[label_cols].to_numpy(float) if label_cols else np.zeros(0)
     if not len(probs) or not np.isfinite(probs).any():
         return {"predicted": [], "pred_class": None, "pred_p": None, "correct": None}
-    top = np.argsort(-np.nan_to_num(probs, nan=-1.0), kind="stable")[:TOP_K]
-    k = int(top[0])
+    k = _row_class(row, run, probs)
+    top = [int(i) for i in np.argsort(-np.nan_to_num(probs, nan=-1.0), kind="stable")[:TOP_K]]
+    if k not in top:  # a tuned decision may choose a class below the most probable ones
+        top[-1] = k
     return {"predicted": [{"label": label_cols[i], "p": float(probs[i]), "hit": label_cols[i] in labels,
-                           "above": rank == 0} for rank, i in enumerate(top)],
+                           "above": i == k} for i in top],
             "pred_class": label_cols[k], "pred_p": float(probs[k]), "correct": label_cols[k] in labels}
 
 
@@ -169,7 +200,7 @@ def examples(runs: list[dict], manifest: Manifest | None, stores: list[dict], ta
         if task == "regression":
             item.update(_regression(row, meta))
         elif task in ("binary", "multiclass"):
-            item.update(_single_label(row, labels, label_cols))
+            item.update(_single_label(row, labels, run, label_cols))
         else:
             item.update(_multilabel(row, labels, run, label_cols, thresholds))
         if meta is not None:

@@ -2,8 +2,9 @@
 
 For the best configuration and the best of each model family: each label's precision, recall, F1 and
 average precision (AP) with the run's own decision (multi-label: its threshold and top-1 rule; single-label:
-the most probable class), mean ± std over seeds, and the support (test items with the label). k-fold
-multi-label runs decide per fold and are left out. Metrics are scikit-learn's.
+its tuned threshold or prior correction, a k-fold row its fold's), mean ± std over seeds, and the support
+(test items with the label). k-fold multi-label runs decide per fold and are left out. Metrics are
+scikit-learn's.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support
 
 from mmsets.metrics import aggregate, binarize
-from mmsets.report.examples import thresholds_of, test_predictions
+from mmsets.report.examples import decided_classes, thresholds_of, test_predictions
 from mmsets.report.tables import cell
 
 METRICS = ("precision", "recall", "f1", "ap")
@@ -39,7 +40,7 @@ def run_outputs(run: dict, label_names: list[str], task: str) -> tuple[np.ndarra
         decided = binarize(probs, thresholds, run["top1"])
     else:
         decided = np.zeros_like(truth)
-        decided[np.arange(len(probs)), probs.argmax(axis=1)] = 1
+        decided[np.arange(len(probs)), decided_classes(preds, run, label_names)] = 1
     return truth, probs, decided
 
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from mmsets.metrics import Decision
+from mmsets.metrics import Decision, PriorDecision, ThresholdDecision
 from mmsets.models.parts import TrainedModel
 from mmsets.runs.distributed import local_device, sum_over_processes, world
 from mmsets.plan.spec import TrainConfig
@@ -51,7 +51,7 @@ class Items(Protocol):
 class TrainResult:
     best_epoch: int | None  # None for fitted models
     history: list[dict]
-    decision: Any  # mmsets.metrics Decision (multi-label), ArgmaxDecision or ValueDecision, chosen on dev
+    decision: Any  # chosen on dev: an mmsets.metrics Decision (multi-label), ThresholdDecision, ... (by task)
     dev: dict[str, Any]  # the task's metrics under ``decision``, and loss
     dev_probs: np.ndarray  # dev outputs: probabilities, or values for regression
     train_seconds: float
@@ -197,6 +197,11 @@ def fit(model: TrainedModel, train_ds: Items, dev_ds: Items, cfg: TrainConfig, t
         log.info("decision %s: threshold %s, top-1 rule %s (dev %s without %.4f, with %s)", decision.rule,
                  decision.threshold, "on" if decision.top1 else "off", decision.rule, decision.dev_score_plain,
                  decision.dev_score_top1)
+    elif isinstance(decision, (ThresholdDecision, PriorDecision)):
+        log.info("decision %s tuned for dev %s: %.4f (argmax %.4f)%s", decision.rule, decision.metric,
+                 decision.dev_score, decision.dev_score_argmax,
+                 f", threshold {decision.threshold:.4f}" if isinstance(decision, ThresholdDecision)
+                 else f", class priors to the power {decision.power}")
     return TrainResult(best_epoch, history, decision, dev, dev_outputs, train_seconds,
                        {k: v.cpu() for k, v in best_state.items()}, select)
 

@@ -85,7 +85,8 @@ class RunRecord:
     training: dict = field(default_factory=dict)
     epochs: int | None = None
     best_epoch: float | None = None
-    threshold: Any = None  # multi-label: the threshold chosen on dev (a list: one per class)
+    threshold: Any = None  # multi-label and binary: the threshold chosen on dev (a list: one per class)
+    decision: dict | None = None  # the decision chosen on dev (mmsets.metrics.decision_from_dict reads it)
     train_seconds: float | None = None
     n_items: dict = field(default_factory=dict)
     dev: dict = field(default_factory=dict)
@@ -110,8 +111,8 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extras"}
-        for key in ("top1_rule", "cv", "dev_std", "test_std", "test_pooled", "folds", "group", "combination",
-                    "variant"):
+        for key in ("decision", "top1_rule", "cv", "dev_std", "test_std", "test_pooled", "folds", "group",
+                    "combination", "variant"):
             if out[key] is None:
                 del out[key]
         return {**out, **self.extras}
@@ -136,6 +137,7 @@ class RunRecord:
             or isinstance(raw.get("threshold"), list) else None,
             dev=scores(raw.get("dev")), test=scores(raw.get("test")),
             history=[h for h in raw.get("history", []) if isinstance(h, dict)] if isinstance(raw.get("history"), list) else [],
+            decision=raw["decision"] if isinstance(raw.get("decision"), dict) else None,
             top1_rule=raw["top1_rule"] if isinstance(raw.get("top1_rule"), dict) else None,
             cv=raw["cv"] if isinstance(raw.get("cv"), dict) else None,
             **{k: scores(raw[k]) if isinstance(raw.get(k), dict) else None for k in ("dev_std", "test_std", "test_pooled")},

@@ -76,7 +76,7 @@ class _Part:
 
 def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedStore]) -> _Part:
     cfg = run.training
-    task = make_task(manifest.task, manifest.label_names, cfg.single_label_loss, cfg.auc_threshold)
+    task = make_task(manifest.task, manifest.label_names, cfg.single_label_loss, cfg.auc_threshold, cfg.select)
     try:
         task.check_select(cfg.select)
     except ValueError as err:
@@ -177,6 +177,7 @@ def _part_metrics(part: _Part) -> dict:
         "epochs": len(result.history) if result.best_epoch is not None else None,
         "best_epoch": result.best_epoch,
         "threshold": result.decision.threshold,
+        "decision": result.decision.to_dict(),
         "train_seconds": result.train_seconds,
         "n_items": part.n_items,
         "dev": result.dev,
@@ -207,6 +208,7 @@ def _cv_metrics(parts: list[_Part], cv: dict) -> dict:
         "epochs": max((f["epochs"] for f in per_fold if f["epochs"] is not None), default=None),
         "best_epoch": float(np.mean(best)) if best else None,
         "threshold": None,  # one per fold, in "folds"
+        "decision": None,
         "train_seconds": float(sum(p.result.train_seconds for p in parts)),
         "n_items": {"total": sum(p.n_items["test"] for p in parts), "folds": [p.n_items for p in parts]},
         "dev": dev_mean,

@@ -18,7 +18,7 @@ import numpy as np
 from mmsets.data.manifest import Manifest
 from mmsets.data.sequences import SequenceDataset
 from mmsets.data.sets import SetDataset
-from mmsets.metrics import Decision, decision_from_dict
+from mmsets.metrics import Decision, PriorDecision, ThresholdDecision, decision_from_dict
 from mmsets.models.importance import Importance
 from mmsets.plan.errors import SpecError
 from mmsets.plan.families import SEQUENCE, family
@@ -197,10 +197,20 @@ def predict_items(run: RunModels, manifest: Manifest, stores: Mapping[str, Ragge
 
 
 def combined_decision(decisions: list[Any]) -> Any:
-    """The folds' decisions as one: multi-label thresholds averaged, the top-1 rule by majority."""
-    if len(decisions) == 1 or not isinstance(decisions[0], Decision):
-        return decisions[0]
-    thresholds = np.mean([np.broadcast_to(np.asarray(d.threshold, float), np.shape(decisions[0].threshold))
+    """The folds' decisions as one: multi-label thresholds averaged, the top-1 rule by majority; a binary
+    threshold averaged; multi-class log-offsets averaged (a fold that kept the argmax adds none)."""
+    first = decisions[0]
+    if len(decisions) == 1:
+        return first
+    if isinstance(first, ThresholdDecision):
+        return ThresholdDecision(float(np.mean([d.threshold for d in decisions])), first.metric)
+    offsets = [d.log_offsets for d in decisions if isinstance(d, PriorDecision)]
+    if offsets:
+        mean = np.sum(offsets, axis=0) / len(decisions)
+        return PriorDecision(mean.tolist(), next(d for d in decisions if isinstance(d, PriorDecision)).metric)
+    if not isinstance(first, Decision):
+        return first
+    thresholds = np.mean([np.broadcast_to(np.asarray(d.threshold, float), np.shape(first.threshold))
                           for d in decisions], axis=0)
     top1 = sum(d.top1 for d in decisions) * 2 > len(decisions)
-    return Decision(thresholds.tolist() if thresholds.ndim else float(thresholds), top1, decisions[0].rule)
+    return Decision(thresholds.tolist() if thresholds.ndim else float(thresholds), top1, first.rule)

@@ -246,3 +246,32 @@ def test_dm2s2_ablations_baselines_and_inter_attention(tmp_path):
     assert "tokens_per_item.mean=12.50" in html and "no_face: 4" in html and "no_label: 2" in html
     assert "unknown.genre.&lt;odd&gt;=2" in html and "&lt;face&gt;" in html
     assert "<script" not in html and 'src="http' not in html
+
+
+def test_single_label_predictions_follow_each_runs_own_decision(tmp_path):
+    from mmsets.report.collect import load_run
+    from mmsets.report.examples import predicted_labels
+    from mmsets.report.labels import run_outputs
+
+    manifest = make_manifest(tmp_path / "manifest.parquet", "binary")
+    thresholds = [0.25, 0.35, 0.95]
+    folds = [{"fold": k, "threshold": t, "decision": {"rule": "threshold", "threshold": t, "metric": "accuracy"},
+              "dev": single_label(0.7), "test": single_label(0.7)} for k, t in enumerate(thresholds)]
+    kfold = load_run(cv_run(tmp_path / "runs", "dmms-image-max-s0", 0, [0.7] * 3, folds_field=folds), "binary")
+    old = load_run(cv_run(tmp_path / "runs", "dmms-image-max-s1", 1, [0.7] * 3), "binary")  # no decision recorded
+    preds = pd.read_parquet(kfold["predictions"])  # folds 0, 0, 1, 2; pos 0.2, 0.7, 0.4, 0.9
+    tuned = ["neg", "pos", "pos", "neg"]  # each row at its fold's threshold
+    rows = [row for _, row in preds.iterrows()]
+    assert [predicted_labels(row, kfold, ["neg", "pos"], "binary") for row in rows] == [[c] for c in tuned]
+    assert [predicted_labels(row, old, ["neg", "pos"], "binary") for row in rows] == [
+        ["neg"], ["pos"], ["neg"], ["pos"]]  # the argmax, as such runs decided
+    _, _, decided = run_outputs(kfold, ["neg", "pos"], "binary")
+    np.testing.assert_array_equal(decided[:, 1], [c == "pos" for c in tuned])
+    ctx = report_context(manifest, [tmp_path / "runs" / "dmms-image-max-s0"], {})
+    assert [item["pred_class"] for item in ctx["examples"]["items"]] == tuned
+    # a run without folds: its one decision, whatever its rule (here log-offsets, as a multi-class run records)
+    run = write_run(tmp_path / "runs", "dmms-image-mean-s0", "dmms", "binary", single_label(0.7), single_label(0.7),
+                    pooling="mean", preds=preds.drop(columns="fold"),
+                    decision={"rule": "prior", "log_offsets": [0.0, 1.0], "metric": "balanced_accuracy"})
+    _, _, decided = run_outputs(load_run(run, "binary"), ["neg", "pos"], "binary")
+    np.testing.assert_array_equal(decided[:, 1], [0, 1, 1, 1])  # pos when pos / neg > e^-1 (argmax: 0, 1, 0, 1)
