@@ -97,9 +97,15 @@ def test_cv_run_writes_per_fold_metrics_mean_std_and_out_of_fold_predictions(bin
     assert sum(f["n_items"]["test"] for f in metrics["folds"]) == metrics["n_items"]["total"] == 200
     assert len(metrics["history"]) == 3 and "dev_accuracy" in metrics["history"][0]
 
-    predictions = pd.read_parquet(out / "predictions.parquet")
-    assert list(predictions.columns) == ["id", "split", "fold", "neg", "pos", "labels"]
+    rows = pd.read_parquet(out / "predictions.parquet")
+    assert list(rows.columns) == ["id", "split", "fold", "neg", "pos", "labels"]
+    predictions = rows[rows["split"] == "test"]
     assert predictions["id"].is_unique and len(predictions) == 200  # every item once, out of fold
+    dev = rows[rows["split"] == "dev"]  # each fold's own dev items, which chose its epoch and decision
+    assert sorted(dev["fold"].unique()) == list(range(5))
+    for k in range(5):
+        fold_dev, fold_test = (set(rows["id"][(rows["fold"] == k) & (rows["split"] == s)]) for s in ("dev", "test"))
+        assert fold_dev and not fold_dev & fold_test
     thresholds = predictions["fold"].map(lambda k: metrics["folds"][k]["threshold"])  # each fold's own
     truth = (predictions["labels"].str[0] == np.where(predictions["pos"] >= thresholds, "pos", "neg"))
     assert truth.mean() == pytest.approx(metrics["test_pooled"]["accuracy"])
@@ -132,7 +138,8 @@ def test_cv_regression_with_a_pooled_model(tmp_path):
     assert len(metrics["folds"]) == 3 and metrics["test_std"]["rmse"] >= 0
     assert metrics["test"]["rmse"] == pytest.approx(np.mean([f["test"]["rmse"] for f in metrics["folds"]]))
     predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
-    assert list(predictions.columns) == ["id", "split", "fold", "prediction", "target"] and len(predictions) == 150
+    assert list(predictions.columns) == ["id", "split", "fold", "prediction", "target"]
+    assert (predictions["split"] == "test").sum() == 150 and (predictions["split"] == "dev").any()
 
 
 @pytest.mark.parametrize("cv, key", [({"folds": 5, "sed": 1}, "'cv.sed'"), ({"folds": 1}, "cv.folds"),

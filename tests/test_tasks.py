@@ -64,6 +64,8 @@ def test_binary_task_learns_and_reports_accuracy_auc_and_per_class_accuracy(data
 
     predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
     assert list(predictions.columns) == ["id", "split", "neg", "pos", "labels"]
+    assert (predictions["split"] == "dev").sum() == metrics["n_items"]["dev"]
+    predictions = predictions[predictions["split"] == "test"]
     np.testing.assert_allclose(predictions[["neg", "pos"]].sum(axis=1), 1.0, rtol=1e-6)
     accuracy = (np.where(predictions["pos"] >= threshold, "pos", "neg") == predictions["labels"].str[0]).mean()
     assert accuracy == pytest.approx(test["accuracy"])
@@ -106,6 +108,7 @@ def test_regression_beats_predicting_the_mean(data, tmp_path):
 
     predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
     assert list(predictions.columns) == ["id", "split", "prediction", "target"]
+    predictions = predictions[predictions["split"] == "test"]
     np.testing.assert_allclose(predictions["target"], y_test)
     rmse = np.sqrt(np.mean((predictions["prediction"] - predictions["target"]) ** 2))
     assert rmse == pytest.approx(test["rmse"])

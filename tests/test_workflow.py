@@ -238,6 +238,7 @@ def test_binary_cross_validation_and_regression_tables_end_to_end(tmp_path):
     assert set(fine) == {"non-parallel", "parallel-equivalent", "parallel-non-equivalent"}
     assert "Per fine-grained class accuracy" in (tmp_path / "results/parallel_demo/report.html").read_text()
     predictions = pd.read_parquet(tmp_path / "results/parallel_demo/runs/table-image_text-sum-dmms-s0/predictions.parquet")
+    predictions = predictions[predictions["split"] == "test"]
     assert sorted(predictions["fold"].unique()) == [0, 1, 2, 3, 4] and predictions["id"].is_unique
     assert len(predictions) == 100
     regression = json.loads((tmp_path / "results/appeal_demo/runs/table-image_text-logreg-s0/metrics.json").read_text())

@@ -64,6 +64,7 @@ class _Part:
     task: Task
     result: TrainResult
     n_params: int
+    dev_ids: list[str]
     test_ids: list[str]
     test_truth: np.ndarray
     test_outputs: np.ndarray
@@ -104,7 +105,8 @@ def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedSto
         test["per_fine_class_accuracy"] = grouped_accuracy(test_truth, result.decision.apply(test_outputs),
                                                            [fine.get(i) for i in test_ds.ids])
     log.info("test %s", format_metrics(test))
-    return _Part(asdict(model.config), task, result, learner.n_params, list(test_ds.ids), test_truth, test_outputs, test,
+    return _Part(asdict(model.config), task, result, learner.n_params, list(dev_ds.ids), list(test_ds.ids), test_truth,
+                 test_outputs, test,
                  {"train": len(train_ds), "dev": len(dev_ds), "test": len(test_ds)}, importance, learner.extras(),
                  modalities)
 
@@ -229,21 +231,32 @@ def _mean_history(histories: list[list[dict]]) -> list[dict]:
 
 
 def _predictions(manifest: Manifest, parts: list[_Part], with_fold: bool) -> pd.DataFrame:
+    """Dev and test rows of every part: the dev rows let decisions and ensembles be fitted without the model."""
     frames = []
     for k, part in enumerate(parts):
-        frame = pd.DataFrame({"id": part.test_ids, "split": "test"})
-        if with_fold:
-            frame["fold"] = k
-        if isinstance(part.task, RegressionTask):
-            frame["prediction"] = np.asarray(part.test_outputs, np.float64)
-            frame["target"] = np.asarray(part.test_truth, np.float64)
-        else:
-            for j, name in enumerate(part.task.output_names):
-                frame[name] = np.asarray(part.test_outputs[:, j], np.float64)
-            labels = manifest.frame.set_index(manifest.frame["id"].astype(str))["labels"]
-            frame["labels"] = [list(labels[i]) for i in part.test_ids]
-        frames.append(frame)
+        for split, ids, outputs in (("dev", part.dev_ids, part.result.dev_probs),
+                                    ("test", part.test_ids, part.test_outputs)):
+            frame = _output_rows(manifest, part.task, ids, outputs)
+            frame.insert(1, "split", split)
+            if with_fold:
+                frame.insert(2, "fold", k)
+            frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _output_rows(manifest: Manifest, task: Task, ids: list[str], outputs: np.ndarray) -> pd.DataFrame:
+    """``id``, the outputs (a column per class, or ``prediction``) and the truth (``labels``, or ``target``)."""
+    frame = pd.DataFrame({"id": ids})
+    if isinstance(task, RegressionTask):
+        frame["prediction"] = np.asarray(outputs, np.float64)
+        frame["target"] = task.raw_targets(manifest, ids)
+        return frame
+    values = np.asarray(outputs, np.float64).reshape(len(ids), len(task.output_names))
+    for j, name in enumerate(task.output_names):
+        frame[name] = values[:, j]
+    labels = manifest.frame.set_index(manifest.frame["id"].astype(str))["labels"]
+    frame["labels"] = [list(labels[i]) for i in ids]
+    return frame
 
 
 def _importance_record(parts: list[_Part], modalities: list[str], pooling: str | None) -> ImportanceRecord:

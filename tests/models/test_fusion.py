@@ -95,6 +95,7 @@ def test_each_baseline_trains_on_a_binary_task(data, tmp_path, model, run):
     test_ds = SetDataset(read_manifest(root / "manifest.parquet"), stores, "test")
     task = make_task("binary", config["label_names"])
     predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
+    predictions = predictions[predictions["split"] == "test"]
     np.testing.assert_allclose(learner_for(loaded).predict(test_ds, 256, task), predictions[["neg", "pos"]], rtol=1e-5, atol=1e-6)
     again = evaluate_run(tmp_path / "run", root / "manifest.parquet", root, device="cpu")
     assert again["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-9)

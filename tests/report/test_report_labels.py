@@ -24,6 +24,7 @@ def test_per_label_scores_are_sklearns_with_each_runs_decision(tmp_path):
     assert [row["label"] for row in table["labels"]] == LABELS
 
     preds = pd.read_parquet(tmp_path / "runs" / "dmms-image_plot-max-s0" / "predictions.parquet")
+    preds = preds[preds["split"] == "test"]
     probs = preds[LABELS].to_numpy()
     truth = np.array([[label in labels for label in LABELS] for labels in preds["labels"]], int)
     decided = {0: (probs >= 0.5).astype(int)}  # seed 0: threshold 0.5; seed 1 adds the top-1 label

@@ -42,6 +42,7 @@ def test_new_items_get_the_runs_own_test_predictions(trained, tmp_path):
     root, table = trained
     rows = pd.read_csv(table, dtype=str)
     expected = pd.read_parquet(root / "run" / "predictions.parquet")
+    expected = expected[expected["split"] == "test"].reset_index(drop=True)
     new = rows[rows["id"].isin(expected["id"])].drop(columns=["parallel"])  # the labels removed
     new_table = root / "data" / "new.csv"  # beside the images: relative paths as in the training table
     new.to_csv(new_table, index=False)

@@ -111,7 +111,9 @@ def test_train_run_writes_the_run_directory(synthetic, tmp_path):
 
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert list(predictions.columns) == ["id", "split", *LABELS, "labels"]
-    assert len(predictions) == 150 and (predictions["split"] == "test").all()
+    assert (predictions["split"] == "test").sum() == 150
+    assert (predictions["split"] == "dev").sum() == on_disk["n_items"]["dev"]  # what the decision was tuned on
+    predictions = predictions[predictions["split"] == "test"]
 
     importance = json.loads((out / "feature_importance.json").read_text())
     assert importance["modalities"] == ["signal", "noise"] and importance["pooling"] == "max"
