@@ -325,3 +325,12 @@ def test_erasure_reencodes_the_test_items_without_each_modality(tmp_path):
     (workdir_config(tmp_path)).write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "-n", "results/demo/report.html", check=False)
     assert proc.returncode != 0 and "experiments.dm2s2.erasure" in proc.stdout + proc.stderr
+
+
+def test_a_changed_split_setting_reruns_prepare(tmp_path):
+    shutil.copy(SMALL, workdir_config(tmp_path))
+    snakemake(tmp_path, "results/demo/manifest.parquet")
+    assert planned_jobs(snakemake(tmp_path, "-n", "results/demo/manifest.parquet")) == []
+    for change in ("datasets={demo: {split_seed: 1}}", "datasets={demo: {split_fractions: [0.5, 0.25, 0.25]}}"):
+        proc = snakemake(tmp_path, "-n", "results/demo/manifest.parquet", "--config", change)
+        assert planned_jobs(proc) == ["prepare_demo[dataset=demo]"], change

@@ -21,7 +21,8 @@ encoder is an ImageNet CNN looking at the whole poster (128-224 px); plots are b
 mixing genre phrases with genre-neutral distractor sentences so a sentence encoder (MiniLM) picks up
 the topic rather than a fixed string. Every poster also carries neutral clutter (rectangles, bars),
 a few cues fire on items without the genre, and titles are genre-neutral, so nothing is trivially
-separable. Some items lack the image or the plot (never both). Everything follows from ``seed``.
+separable. Some items lack the image or the plot (never both). Everything follows from ``seed`` but the
+train/dev/test split: ``split_fractions`` drawn with ``split_seed``, stratified by genre.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from PIL import Image, ImageDraw
 
 from mmsets.data.drawing import font, hsv_color, star
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.data.splits import shuffled_splits
+from mmsets.data.splits import stratified_splits
 from mmsets.io import atomic_path
 
 GENRES = ("scifi", "comedy", "romance", "crime", "horror", "adventure")
@@ -107,7 +108,8 @@ def generate_demo(
     image_size: int = 128,
     missing_image: float = 0.1,
     missing_text: float = 0.1,
-    split: tuple[float, float, float] = (0.6, 0.15, 0.25),
+    split_fractions: tuple[float, float, float] = (0.6, 0.15, 0.25),
+    split_seed: int = 0,
 ) -> Manifest:
     """Write ``out_dir/images/<id>.png`` for the items that have an image and return the manifest."""
     if missing_image + missing_text > 1:
@@ -121,7 +123,7 @@ def generate_demo(
     order = rng.permutation(n_items)
     n_img, n_txt = round(missing_image * n_items), round(missing_text * n_items)
     no_image, no_text = set(order[:n_img]), set(order[n_img : n_img + n_txt])
-    splits = shuffled_splits(rng, n_items, split)
+    rng.permutation(n_items)  # where the splits were once drawn: a seed still makes the same items
 
     rows = []
     for i, item_id in enumerate(ids):
@@ -137,7 +139,6 @@ def generate_demo(
                 poster.save(tmp, format="PNG")
         rows.append({
             "id": item_id,
-            "split": splits[i],
             "image": image,
             "text_title": title,
             "text_plot": None if i in no_text else plot,
@@ -145,6 +146,7 @@ def generate_demo(
         })
     extra = {"generator": "mmsets.data.demo", "seed": seed, "image_size": image_size, "cues": CUES}
     frame = pd.DataFrame(rows, dtype=object)  # keeps None (pandas 3 would turn it into NaN in str columns)
+    frame.insert(1, "split", stratified_splits(frame["labels"].tolist(), split_fractions, split_seed))
     return Manifest(frame, list(GENRES), task="multilabel", dataset="demo", extra=extra)
 
 

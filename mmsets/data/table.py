@@ -22,8 +22,9 @@ holds "a|b" (``label_sep``) or, in JSON, a list; a regression column holds a num
 
 Relative image paths are resolved against ``image_root`` (default: the table's folder); an empty
 image cell gives ``image=None`` and the item is kept (extractors give it no image elements). Without
-a ``split_column`` items are split at random (``split_fractions``, ``split_seed``); k-fold runs
-ignore the split. Every error names the table line and the column. A generated table of this shape:
+a ``split_column`` items are split at random in ``split_fractions`` (train, dev, test) with ``split_seed``,
+stratified by class (binary, multiclass) or by label (multilabel, iterative stratification: see
+``mmsets.data.splits``); k-fold runs ignore the split. Every error names the table line and the column. A generated table of this shape:
 ``mmsets.data.table_demo``.
 """
 
@@ -42,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import CAT_PREFIX, FINE_LABEL, TASKS, TEXT_PREFIX, Manifest, is_missing, write_manifest
-from mmsets.data.splits import split_names
+from mmsets.data.splits import random_splits, stratified_splits
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
                  "validation": "dev", "test": "test", "testing": "test"}
@@ -151,7 +152,8 @@ def load_table(
         label_column: the label (binary, multiclass), labels joined by ``label_sep`` (multilabel,
             default "|"), or the number to regress (regression, stored as ``target``).
         task: multilabel, binary, multiclass or regression.
-        split_column: train/dev/test (also val, valid, validation); None: random ``split_fractions``.
+        split_column: train/dev/test (also val, valid, validation); None: ``split_fractions`` drawn with
+            ``split_seed``, stratified by the labels (regression: plain random).
         fold_column: integer folds for k-fold runs (the manifest's ``fold`` column).
         label_names: the classes in order (binary: negative, positive); default: sorted as found.
         fine_label_column: a finer class of each item that is not trained on but reported on (the manifest's
@@ -257,11 +259,12 @@ class _ItemReader:
         return item_id
 
     def frame(self, records: list[dict], split_fractions: Sequence[float], split_seed: int) -> pd.DataFrame:
-        """The records as the manifest's frame: its columns in order, numbers typed, random splits where the
-        table has none."""
+        """The records as the manifest's frame: its columns in order, numbers typed, stratified random splits
+        where the table has none."""
         frame = pd.DataFrame(records, dtype=object)
         if self.split_column is None:
-            frame["split"] = _random_splits(len(frame), split_fractions, split_seed)
+            frame["split"] = (random_splits(len(frame), split_fractions, split_seed) if self.task == "regression"
+                              else stratified_splits(frame["labels"].tolist(), split_fractions, split_seed))
         if self.task == "regression":
             frame["target"] = frame["target"].astype(np.float64)
         if self.fold_column is not None:
@@ -349,11 +352,6 @@ def _label_names(records: list[dict], task: str, given: Sequence[str] | None, pa
         found = ", ".join(f"{name!r} (first on line {first[name]})" for name in names)
         raise TableError(f"{path}: column {column!r}: a binary task needs 2 classes, found {len(names)}: {found}")
     return names
-
-
-def _random_splits(n: int, fractions: Sequence[float], seed: int) -> list[str]:
-    names = np.array(split_names(n, fractions), dtype=object)
-    return list(names[np.random.default_rng(seed).permutation(n)])
 
 
 def write_table_manifest(table_path: str | os.PathLike, manifest_path: str | os.PathLike, **kwargs: Any) -> Manifest:

@@ -70,6 +70,17 @@ def test_plots_carry_text_cues_only_for_text_genres(demo):
     assert (words & crime).sum() > (words & ~crime).sum()
 
 
+def test_split_fractions_and_seed_move_items_between_splits_and_change_nothing_else(demo, tmp_path):
+    _, m = demo
+    other = generate_demo(tmp_path, n_items=N, seed=3, image_size=64, split_fractions=(0.5, 0.25, 0.25), split_seed=9)
+    assert other.frame["labels"].tolist() == m.frame["labels"].tolist()
+    assert other.frame["text_plot"].tolist() == m.frame["text_plot"].tolist()
+    assert other.frame["split"].value_counts().to_dict() == {"train": 60, "dev": 30, "test": 30}
+    for genre in GENRES:  # stratified by genre: each one's items split about as the items are
+        members = other.frame["split"][other.frame["labels"].map(lambda labels: genre in labels)]
+        assert abs((members == "train").mean() - 0.5) <= 0.1, genre
+
+
 def test_write_demo_round_trips(tmp_path):
     path = tmp_path / "manifest.parquet"
     written = write_demo(tmp_path / "demo", path, n_items=20, seed=1, image_size=48)

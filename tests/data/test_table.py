@@ -113,6 +113,27 @@ def test_random_splits_follow_the_seed(tmp_path):
     assert a.frame["split"].tolist() == b.frame["split"].tolist() != c.frame["split"].tolist()
     assert a.frame["split"].value_counts().to_dict() == {"train": 35, "test": 10, "dev": 5}
     assert a.label_names == ["0", "1"]
+    # stratified: half of each split is either class, as nearly as its size allows
+    per_class = a.frame.groupby("split")["labels"].apply(lambda s: s.str[0].value_counts().tolist())
+    assert all(max(counts) - min(counts) <= 1 for counts in per_class)
+
+
+def test_split_fractions_and_seed_reach_a_table_of_any_task(tmp_path):
+    rows = [{"id": i, "genres": ["x", "y", "z"][i % 3] + ("|w" if i % 4 == 0 else ""), "score": i / 7}
+            for i in range(40)]
+    path = write(tmp_path, "t.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    multi = load_table(path, id_column="id", image_column=None, label_column="genres", task="multilabel",
+                       split_fractions=(2, 1, 1), split_seed=5)
+    assert multi.frame["split"].value_counts().to_dict() == {"train": 20, "dev": 10, "test": 10}
+    for label in "xyzw":
+        members = multi.frame["split"][multi.frame["labels"].map(lambda labels: label in labels)]
+        assert abs((members == "train").mean() - 0.5) <= 0.1, label
+    regression = load_table(path, id_column="id", image_column=None, label_column="score", task="regression",
+                            split_fractions=[0.5, 0.25, 0.25], split_seed=5)
+    assert regression.frame["split"].value_counts().to_dict() == {"train": 20, "dev": 10, "test": 10}
+    with pytest.raises(ValueError, match="split_fractions"):
+        load_table(path, id_column="id", image_column=None, label_column="score", task="regression",
+                   split_fractions=(0, 1, 1))
 
 
 def test_generated_demo_table_loads_for_both_tasks(tmp_path):
@@ -130,7 +151,8 @@ def test_generated_demo_table_loads_for_both_tasks(tmp_path):
                     "parallel-non-equivalent": ["parallel"]}
 
     r = write_table_demo(tmp_path / "demo2", tmp_path / "manifest.parquet", n_items=40, seed=3, task="regression",
-                         image_size=32)
+                         image_size=32, split_fractions=(0.5, 0.25, 0.25), split_seed=2)
+    assert r.frame["split"].value_counts().to_dict() == {"train": 20, "dev": 10, "test": 10}
     assert r.task == "regression" and np.isfinite(r.frame["target"]).all()
     # same seed, same table: parallel items have the higher appeal on average
     parallel = np.array([labels == ["parallel"] for labels in m.frame["labels"]])
