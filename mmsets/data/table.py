@@ -24,8 +24,8 @@ Relative image paths are resolved against ``image_root`` (default: the table's f
 image cell gives ``image=None`` and the item is kept (extractors give it no image elements). Without
 a ``split_column`` items are split at random in ``split_fractions`` (train, dev, test) with ``split_seed``,
 stratified by class (binary, multiclass) or by label (multilabel, iterative stratification: see
-``mmsets.data.splits``); k-fold runs ignore the split. Every error names the table line and the column. A generated table of this shape:
-``mmsets.data.table_demo``.
+``mmsets.data.splits``); k-fold runs ignore the split. Every error names the table line and the column.
+A generated table of this shape: ``mmsets.data.table_demo``.
 """
 
 from __future__ import annotations

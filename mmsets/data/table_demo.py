@@ -8,8 +8,9 @@ image's theme. Telling needs both modalities: neither the image nor the slogan a
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
