@@ -140,6 +140,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
+def cmd_ensemble(args: argparse.Namespace) -> None:
+    from mmsets.plan.ensembles import EnsembleSpec
+    from mmsets.runs.ensemble import build_ensemble
+
+    record = build_ensemble(EnsembleSpec.from_dict(args.spec), args.runs_dir, args.out_dir)
+    log.info("ensemble %s of %s: dev %s, test %s", record.run,
+             [c["configuration"] for c in record.extras["ensemble"]["configurations"]], record.dev, record.test)
+
+
 def cmd_erase(args: argparse.Namespace) -> None:
     from mmsets.runs.erasure import erasure
 
@@ -294,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", type=_json_arg, required=True, help="run spec as JSON (its keys below)")
     p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ensemble", help="combine trained runs into an ensemble run directory (nothing is trained)")
+    p.add_argument("--runs-dir", required=True, help="the folder holding the member run directories")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--spec", type=_json_arg, required=True, help="ensemble spec as JSON (mmsets.plan.ensembles)")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("evaluate", help="re-score a trained run on a split")
     p.add_argument("--run-dir", required=True)

@@ -16,6 +16,7 @@ from mmsets.plan.errors import ConfigError, ParamsError, SpecError
 from mmsets.plan.extractors import extractor, split_variant
 from mmsets.plan.families import FAMILIES, SEQUENCE
 from mmsets.plan.schema import check, fill_defaults, invalid, merge, subschema, validated
+from mmsets.plan.ensembles import ENSEMBLE, EnsembleSpec, expand_ensembles
 from mmsets.plan.spec import RunSpec, expand_runs
 
 OVERRIDABLE = ("extractors", "training", "models", "shards")  # the sections a dataset may override
@@ -95,6 +96,7 @@ def _check_runs(config: dict) -> None:
     read stores the dataset configures (an extractor variant must be named under extractors)."""
     for dataset in config["datasets"]:
         configured = configured_extractors(config, dataset)
+        dataset_ensembles(config, dataset)
         for run in dataset_runs(config, dataset).values():
             if config["experiments"][run.group].get("erasure"):
                 _check_erasure(config, dataset, run)
@@ -170,13 +172,25 @@ def family_training(config: dict, dataset: str, family: str) -> dict:
     return {**keys(top), **recipe, **of_family(top), **keys(own), **of_family(own)}
 
 
+def _groups(config: dict, dataset: str) -> list[str]:
+    return config["datasets"][dataset].get("experiments") or list(config["experiments"])
+
+
 def dataset_runs(config: dict, dataset: str) -> dict[str, RunSpec]:
     """The runs of a dataset in a validated config, by name (``mmsets.plan.spec.expand_runs``)."""
-    selected = config["datasets"][dataset].get("experiments") or list(config["experiments"])
+    trained = [g for g in _groups(config, dataset) if config["experiments"].get(g, {}).get("model") != ENSEMBLE]
     try:
-        return expand_runs(config["experiments"], selected, lambda family: family_training(config, dataset, family),
+        return expand_runs(config["experiments"], trained, lambda family: family_training(config, dataset, family),
                            dataset_section(config, dataset, "models"), config["datasets"][dataset].get("cv"))
     except (SpecError, TypeError) as err:
+        raise ConfigError(f"datasets.{dataset}: {err}") from err
+
+
+def dataset_ensembles(config: dict, dataset: str) -> dict[str, EnsembleSpec]:
+    """The ensembles of a dataset in a validated config, by name (``mmsets.plan.ensembles``)."""
+    try:
+        return expand_ensembles(config["experiments"], _groups(config, dataset), dataset_runs(config, dataset))
+    except SpecError as err:
         raise ConfigError(f"datasets.{dataset}: {err}") from err
 
 

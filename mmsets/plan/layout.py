@@ -28,6 +28,7 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.parquet"
 IMPORTANCE = "feature_importance.json"
 ERASURE = "erasure.json"  # DM2S2 Fig. 2, runs of groups with erasure: true (mmsets.runs.erasure)
+ENSEMBLE_MEMBERS = "ensemble.json"  # an ensemble's members, weights and decision (mmsets.runs.ensemble)
 
 
 def dataset_dir(dataset: str) -> str:

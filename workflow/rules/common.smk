@@ -9,14 +9,15 @@ REPOSITORY = os.path.dirname(workflow.basedir)  # the Snakefile lives in workflo
 sys.path.insert(0, REPOSITORY)
 # Only mmsets.plan and the registries (no numpy, no torch): under --use-conda, the Python that runs Snakemake has
 # Snakemake alone.
-from mmsets.plan.config import configured_extractors, dataset_runs, extractor_shards, validate_config  # noqa: E402
+from mmsets.plan.config import configured_extractors, dataset_ensembles, dataset_runs, extractor_shards  # noqa: E402
+from mmsets.plan.config import validate_config  # noqa: E402
 from mmsets.plan.config import extractor_settings as _extractor_settings  # noqa: E402
 from mmsets.plan.extractors import environment, extractor, resources, upstream  # noqa: E402
 from mmsets.plan.dotted import set_dotted  # noqa: E402
 from mmsets.plan.layout import (  # noqa: E402
-    ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS, benchmark_path, download_path, erased_store_path, feature_path,
-    features_dir, images_dir, log_path, manifest_path, predict_work_dir, predictions_path, raw_dir, report_path,
-    run_dir, run_file, shard_path, unpacked_dir)
+    ENSEMBLE_MEMBERS, ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS, benchmark_path, download_path,
+    erased_store_path, feature_path, features_dir, images_dir, log_path, manifest_path, predict_work_dir,
+    predictions_path, raw_dir, report_path, run_dir, run_file, runs_dir, shard_path, unpacked_dir)
 from mmsets.plan.families import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -163,6 +164,24 @@ def runs_of(dataset):
     return dataset_runs(config, dataset)
 
 
+# A trained run's name ends in -s<seed> (mmsets.plan.spec.RunSpec.name); an ensemble's is its group's name or ends
+# in -seeds (mmsets.plan.ensembles), so the train and ensemble rules never claim the same run directory.
+RUN_NAME = r"[A-Za-z0-9_-]+-s[0-9]+"
+ENSEMBLE_NAME = r"[A-Za-z0-9_]+|[A-Za-z0-9_-]+-seeds"
+
+
+def ensembles_of(dataset):
+    """The dataset's ensembles by name (mmsets.plan.ensembles.EnsembleSpec)."""
+    return dataset_ensembles(config, dataset)
+
+
+def ensemble_spec(wildcards):
+    ensembles = ensembles_of(wildcards.dataset)
+    if wildcards.ensemble not in ensembles:
+        raise ValueError(f"{wildcards.ensemble!r} is not an ensemble of dataset {wildcards.dataset!r}")
+    return ensembles[wildcards.ensemble]
+
+
 def run_spec(wildcards):
     runs = runs_of(wildcards.dataset)
     if wildcards.run not in runs:
@@ -211,7 +230,9 @@ def predict_items(wildcards):
 
 
 def report_runs(wildcards):
-    return [run_file(wildcards.dataset, run, METRICS) for run in runs_of(wildcards.dataset)]
+    """Every run's metrics, then every ensemble's."""
+    names = [*runs_of(wildcards.dataset), *ensembles_of(wildcards.dataset)]
+    return [run_file(wildcards.dataset, name, METRICS) for name in names]
 
 
 def erasure_runs(dataset):

@@ -17,6 +17,8 @@ rule train:
         model=run_file("{dataset}", "{run}", MODEL),
         predictions=run_file("{dataset}", "{run}", PREDICTIONS),
         importance=run_file("{dataset}", "{run}", IMPORTANCE),
+    wildcard_constraints:
+        run=RUN_NAME,
     params:
         spec=run_params,
     threads: run_threads
