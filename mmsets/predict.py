@@ -31,7 +31,7 @@ from mmsets.extract.recipe import recipe_inputs, run_recipe, store_recipe
 from mmsets.plan.layout import MODEL, store_path
 
 if TYPE_CHECKING:
-    from mmsets.runs.scoring import Prediction, RunModels
+    from mmsets.runs.scoring import EnsembleModels, Prediction, RunModels
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class TrainedRun:
 
     path: Path
     config: dict
-    models: RunModels
+    models: RunModels | EnsembleModels
     extraction: dict = field(default_factory=dict)  # the last predict's store summaries
 
     @property
@@ -190,16 +190,20 @@ def write_predictions(frame: pd.DataFrame, out: str | os.PathLike) -> list[Path]
 
 
 def load_run(run_dir: str | os.PathLike, features_dir: str | os.PathLike | None = None) -> TrainedRun:
-    """A trained run directory (its ``model.pt``, read once with ``weights_only=True``) ready to ``predict``.
+    """A trained run directory (its ``model.pt``, read once with ``weights_only=True``) ready to ``predict``;
+    an ensemble's directory loads its members (each a run directory beside it) with their weights.
 
     Runs trained before runs recorded their stores need ``features_dir``: the training stores, whose own
     records then give the recipe.
     """
-    from mmsets.runs.scoring import read_run
+    from mmsets.runs.scoring import is_ensemble, read_ensemble, read_run
 
     path = Path(run_dir)
+    if is_ensemble(path):
+        models = read_ensemble(path)
+        return TrainedRun(path, dict(models.config), models)
     if not (path / MODEL).is_file():
-        raise FileNotFoundError(f"{path}: no {MODEL}: not a trained run directory")
+        raise FileNotFoundError(f"{path}: no {MODEL}: not a trained run directory (nor an ensemble's)")
     models = read_run(path)
     config = dict(models.config)
     if "stores" not in config:

