@@ -19,6 +19,7 @@ from mmsets.data.manifest import SPLITS, Manifest, is_missing, read_manifest
 from mmsets.plan.dotted import get_dotted
 from mmsets.plan.errors import ParamsError
 from mmsets.plan.extractors import extractor
+from mmsets.plan.ensembles import ENSEMBLE
 from mmsets.plan.layout import ERASURE, IMPORTANCE, MODEL, PREDICTIONS
 from mmsets.runs.record import ImportanceRecord, RecordError, RunRecord, number, scores
 from mmsets.report.scores import main_metric
@@ -37,7 +38,7 @@ def _empty_run(run_dir: Path) -> dict:
         "epochs": None, "best_epoch": None, "threshold": None, "n_params": None, "train_seconds": None,
         "dev": {}, "test": {}, "dev_std": {}, "test_std": {}, "test_pooled": {}, "folds": [], "cv": None,
         "model_config": {}, "history": [], "top1": False, "decisions": [], "fi": None, "predictions": None,
-        "best": False, "erasure": None, "intra": {},
+        "best": False, "erasure": None, "intra": {}, "ensemble": None,
     }
 
 
@@ -82,11 +83,26 @@ def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
         run["predictions"] = str(predictions)
     elif run["status"] == "ok":
         run["problems"].append(f"{PREDICTIONS} missing")
+    if record.model == ENSEMBLE:  # no model of its own, no importance: its members have them
+        run["ensemble"] = _ensemble_summary(record.extras.get("ensemble"))
+        return run
     if run["status"] == "ok" and not (run_dir / MODEL).exists():
         run["problems"].append(f"{MODEL} missing")
     run["fi"] = _load_fi(run_dir, run)
     run["erasure"] = _load_erasure(run_dir, run)
     return run
+
+
+def _ensemble_summary(raw: Any) -> dict | None:
+    """metrics.json's ``ensemble``: its kind and each configuration combined with its weight."""
+    if not isinstance(raw, dict):
+        return None
+    configurations = [c for c in raw.get("configurations") or [] if isinstance(c, dict)]
+    return {"kind": str(raw.get("kind") or "?"), "weighting": str(raw.get("weighting") or "?"),
+            "chosen_by": str(raw.get("chosen_by") or "?"),
+            "members": [{"configuration": str(c.get("configuration")), "model": str(c.get("model")),
+                         "weight": number(c.get("weight")), "dev": number(c.get("dev")),
+                         "n_runs": len(c.get("runs") or [])} for c in configurations]}
 
 
 def _load_erasure(run_dir: Path, run: dict) -> dict | None:

@@ -43,7 +43,8 @@ def _scale(metric: Metric) -> float:
 
 
 def config_bars(configs: list[dict], main: Metric) -> str | None:
-    """The main test metric per configuration (mean, ± std as error bars), best in orange, best at the top."""
+    """The main test metric per configuration (mean, ± std as error bars) in the report's order (best dev at the
+    top), the best by dev in orange."""
     rows = [c for c in configs if c["test"].get(main.key, {}).get("mean") is not None][::-1]
     if not rows:
         return None
@@ -56,7 +57,7 @@ def config_bars(configs: list[dict], main: Metric) -> str | None:
                    error_kw={"ecolor": GREY, "capsize": 2, "lw": 1})
     ax.set_yticks(range(len(rows)), [_plain(f"{c['name']} (n={c['n_folds'] or c['n']})") for c in rows])
     ax.bar_label(bars, fmt="%.2f" if main.fmt == "pct" else "%.4g", padding=3, fontsize=8)
-    ax.set_xlabel(f"test {main.title}, mean ± std")
+    ax.set_xlabel(f"test {main.title}, mean ± std (ordered by dev {main.label})")
     top = max(m + s for m, s in zip(means, stds))
     if main.fmt == "pct" and main.higher:
         ax.set_xlim(0, max(100.0, top * 1.1))

@@ -1,6 +1,9 @@
 """Views over the collected runs: the per-run ranking, results over seeds per configuration, the best
 configuration per model family and the DM2S2 ablations.
 
+Every choice here (ranking, "best", "≈ best", each family's best, the ablations' best) is made on the main
+metric on **dev** (k-fold runs: their validation folds); test is shown beside it and never chooses.
+
 A configuration is a run name without its ``-s<seed>`` suffix. Its scores are the mean and sample
 standard deviation over its seeds or, for k-fold runs, over all folds of all its seeds
 (``mmsets.metrics.aggregate_runs``); a score shown with one run or fold has no standard deviation.
@@ -17,7 +20,7 @@ from mmsets.runs.record import number
 from mmsets.report.scores import Metric, order_key
 
 FAMILIES = {"dmms": "DMMS", "dm2s2": "DM2S2", "encoder_only": "encoder only", "late_fusion": "late fusion",
-            "gmu": "GMU", "lightgbm": "LightGBM", "logreg": "logistic regression"}
+            "gmu": "GMU", "lightgbm": "LightGBM", "logreg": "logistic regression", "ensemble": "ensemble"}
 SEQUENCE_FAMILIES = ("dm2s2", "encoder_only")
 BASELINES = ("late_fusion", "gmu", "lightgbm", "logreg")
 
@@ -38,23 +41,35 @@ def _finished(run: dict, main: Metric) -> bool:
     return run["status"] == "ok" and run["test"].get(main.key) is not None
 
 
+def single_class(run: dict) -> bool:
+    """A single-label run whose decision gives every test item the same class."""
+    return run["status"] == "ok" and number(run["test"].get("n_predicted_classes")) == 1
+
+
 # --------------------------------------------------------------------------- single runs
 
 def rank_runs(runs: list[dict], main: Metric) -> list[dict]:
-    """Finished runs by the main test metric (best first), then runs without it, then failed/missing
-    ones; each run gets ``cells``: its test metrics (k-fold: mean ± std over folds) and dev main metric."""
-    runs = sorted(runs, key=lambda r: (r["status"] != "ok", order_key(r["test"].get(main.key), main), r["name"]))
-    scored = [r for r in runs if _finished(r, main)]
+    """Finished runs by the main dev metric (best first), then runs without it, then failed/missing ones;
+    each run gets ``cells``: its test metrics (k-fold: mean ± std over folds) and dev main metric."""
+    runs = sorted(runs, key=lambda r: (r["status"] != "ok", not _finished(r, main),
+                                       order_key(r["dev"].get(main.key), main), r["name"]))
+    scored = [r for r in runs if _finished(r, main) and r["dev"].get(main.key) is not None]
     if scored:
-        best = scored[0]["test"][main.key]
+        best = scored[0]["dev"][main.key]
         for run in scored:
-            run["best"] = run["test"][main.key] == best
+            run["best"] = run["dev"][main.key] == best
     for run in runs:
         fold_std = run["cv"] is not None
+        run["single_class"] = single_class(run)
         run["cells"] = {k: cell(v, run["test_std"].get(k) if fold_std else None)
                         for k, v in run["test"].items() if not isinstance(v, dict)}
         run["dev_cell"] = cell(run["dev"].get(main.key), run["dev_std"].get(main.key) if fold_std else None)
     return runs
+
+
+def dev_mean(row: dict, main: Metric) -> float | None:
+    """A configuration's main dev metric (mean over seeds or folds): what every choice of the report uses."""
+    return row["dev"].get("mean") if row["test"].get(main.key, {}).get("mean") is not None else None
 
 
 # --------------------------------------------------------------------------- configurations
@@ -79,8 +94,9 @@ def _aggregate(ok: list[dict]) -> tuple[dict, dict, dict, dict, int]:
 
 
 def configurations(runs: list[dict], main: Metric) -> list[dict]:
-    """One row per configuration with mean ± std of every test metric and of the dev main metric,
-    best first; the best configuration has ``best``."""
+    """One row per configuration with mean ± std of every test metric and of the dev main metric, best dev
+    first; the best configuration has ``best``, and ``tied`` those whose dev scores over seeds (or folds)
+    cannot be told from the best's."""
     groups: dict[str, list[dict]] = {}
     for run in runs:
         groups.setdefault(run["config"], []).append(run)
@@ -95,10 +111,11 @@ def configurations(runs: list[dict], main: Metric) -> list[dict]:
             "n": len(ok), "n_failed": len(members) - len(ok), "cv": any(r["cv"] is not None for r in ok),
             "n_folds": None, "seeds": sorted({int(r["seed"]) for r in ok if r["seed"] is not None}),
             "runs": [r["name"] for r in members], "test": {}, "dev": cell(None), "per_class": {}, "per_fine_class": {},
-            "best": False, "tied": False, "values": [],
+            "best": False, "tied": False, "values": [], "single_class": any(single_class(r) for r in ok),
+            "ensemble": (first.get("ensemble") or None) if first["model"] == "ensemble" else None,
         }
         if ok:
-            row["values"] = [v for run in ok for u in _units(run) if (v := number(u["test"].get(main.key))) is not None]
+            row["values"] = [v for run in ok for u in _units(run) if (v := number(u["dev"].get(main.key))) is not None]
             test, test_std, dev, dev_std, n_units = _aggregate(ok)
             row["n_folds"] = n_units if row["cv"] else None
             row["test"] = {k: cell(v, test_std.get(k)) for k, v in test.items() if not isinstance(v, dict)}
@@ -109,13 +126,14 @@ def configurations(runs: list[dict], main: Metric) -> list[dict]:
                     std = test_std.get(key) if isinstance(test_std.get(key), dict) else {}
                     row[name] = {c: cell(v, std.get(c)) for c, v in per_class.items()}
         rows.append(row)
-    rows.sort(key=lambda r: (order_key(r["test"].get(main.key, {}).get("mean"), main), r["name"]))
-    if rows and rows[0]["test"].get(main.key, {}).get("mean") is not None:
-        best = rows[0]["test"][main.key]["mean"]
+    rows.sort(key=lambda r: (order_key(dev_mean(r, main), main), r["name"]))
+    if rows and dev_mean(rows[0], main) is not None:
+        best = dev_mean(rows[0], main)
         for row in rows:
-            row["best"] = row["test"].get(main.key, {}).get("mean") == best
+            row["best"] = dev_mean(row, main) == best
         for row in rows:
-            row["tied"] = not row["best"] and tied(rows[0].get("values", []), row.get("values", []))
+            row["tied"] = not row["best"] and dev_mean(row, main) is not None and \
+                tied(rows[0].get("values", []), row.get("values", []))
     return rows
 
 
@@ -142,10 +160,10 @@ def per_class_classes(rows: list[dict], key: str = "per_class") -> list[str]:
 
 
 def family_best(rows: list[dict], main: Metric) -> list[dict]:
-    """The best configuration of each model family (``rows`` come best first)."""
+    """The best configuration of each model family by dev (``rows`` come best dev first)."""
     out: dict[str, dict] = {}
     for row in rows:
-        if row["test"].get(main.key, {}).get("mean") is not None:
+        if dev_mean(row, main) is not None:
             out.setdefault(row["model"] or "?", row)
     return list(out.values())
 
@@ -193,7 +211,7 @@ def ocr_comparison(rows: list[dict], stores: list[dict], main: Metric) -> list[d
             out.append({**row, "label": label, "ocr": ", ".join(found)})
     if len({r["ocr"] for r in out}) < 2:
         return None
-    return sorted(out, key=lambda r: (r["label"], order_key(r["test"][main.key]["mean"], main), r["ocr"]))
+    return sorted(out, key=lambda r: (r["label"], order_key(dev_mean(r, main), main), r["ocr"]))
 
 
 # --------------------------------------------------------------------------- DM2S2 ablations
@@ -234,8 +252,8 @@ def ablations(rows: list[dict], main: Metric) -> dict | None:
     seq = sorted((r for r in rows if r["model"] in SEQUENCE_FAMILIES), key=_ablation_order)
     if not seq:
         return None
-    scored = [r for r in seq if r["test"].get(main.key, {}).get("mean") is not None]
-    best = min(scored, key=lambda r: order_key(r["test"][main.key]["mean"], main))["name"] if scored else None
+    scored = [r for r in seq if dev_mean(r, main) is not None]
+    best = min(scored, key=lambda r: order_key(dev_mean(r, main), main))["name"] if scored else None
     out = []
     for row in seq:
         base = next((b for b in seq if b["model"] == "encoder_only" and b["features"] == row["features"]), None)

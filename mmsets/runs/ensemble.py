@@ -294,6 +294,6 @@ def _record(spec: EnsembleSpec, name: str, first: Member, task: Task, fitted: li
         record.n_items = {"total": sum(len(u.ids["test"]) for u, _, _ in units),
                           "folds": [{split: len(u.ids[split]) for split in ("dev", "test")} for u, _, _ in units]}
         record.folds = [{"fold": int(u.fold), "dev": s["dev"], "test": s["test"],
-                         "threshold": getattr(d, "threshold", None)} for u, d, s in units]
+                         "threshold": getattr(d, "threshold", None), "decision": d.to_dict()} for u, d, s in units]
     return RunRecord.from_dict(plain(record.to_dict()), name)
 

@@ -180,3 +180,22 @@ def test_an_ensemble_spec_names_what_is_wrong():
         EnsembleSpec("e", FAMILIES, {"a": ["a-s0"]}, BEST_PER_FAMILY, "heavy")
     with pytest.raises(SpecError, match=r"from: \['missing'\]"):
         expand_ensembles({"e": {"model": "ensemble", "from": ["missing"]}}, ["e"], {})
+
+
+def test_the_report_shows_each_ensemble_with_its_members_and_weights(trained, tmp_path):
+    from mmsets.report import build_report, report_context
+
+    root, runs = trained
+    experiments = {"g": {"model": "dmms"}, "ens": {"model": "ensemble"}}
+    specs = expand_ensembles(experiments, ["g", "ens"], runs)
+    for spec in specs.values():
+        build_ensemble(spec, root / "runs", tmp_path / "runs" / spec.name)
+    dirs = [root / "runs" / name for name in runs] + [tmp_path / "runs" / name for name in specs]
+    ctx = report_context(root / "manifest.parquet", dirs, {})
+    rows = {c["name"]: c for c in ctx["configs"]}
+    assert rows["ens"]["ensemble"]["kind"] == "families" and rows["ens"]["family"] == "ensemble"
+    assert sum(m["weight"] for m in rows["ens"]["ensemble"]["members"]) == pytest.approx(1.0)
+    assert rows["g-sig-max-seeds"]["ensemble"]["kind"] == "seeds"
+    assert not [p for r in ctx["runs"] for p in r["problems"]]  # an ensemble has no model.pt of its own
+    html = build_report(root / "manifest.parquet", dirs, {}, tmp_path / "report.html").read_text()
+    assert 'id="ensembles"' in html and "g-sig-max-seeds" in html
