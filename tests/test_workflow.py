@@ -334,3 +334,31 @@ def test_a_changed_split_setting_reruns_prepare(tmp_path):
     for change in ("datasets={demo: {split_seed: 1}}", "datasets={demo: {split_fractions: [0.5, 0.25, 0.25]}}"):
         proc = snakemake(tmp_path, "-n", "results/demo/manifest.parquet", "--config", change)
         assert planned_jobs(proc) == ["prepare_demo[dataset=demo]"], change
+
+
+def test_ensembles_are_planned_after_their_members_and_read_by_the_report(tmp_path):
+    config = yaml.safe_load(SMALL.read_text())
+    config["experiments"] = {
+        "dmms": {"model": "dmms", "features": {"image_text": ["image", "text"]}, "pooling": ["max", "sum"],
+                 "seeds": [0, 1]},
+        "baselines": {"model": "logreg", "features": {"image_text": ["image", "text"]}, "seed_ensemble": False},
+        "best": {"model": "ensemble"},
+    }
+    workdir_config(tmp_path).write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "-p", "results/demo/report.html")
+    jobs = planned_jobs(proc)
+    assert sorted(j for j in jobs if j.startswith("ensemble")) == [
+        "ensemble[dataset=demo, ensemble=best]", "ensemble[dataset=demo, ensemble=dmms-image_text-max-seeds]",
+        "ensemble[dataset=demo, ensemble=dmms-image_text-sum-seeds]"]
+    assert len([j for j in jobs if j.startswith("train[")]) == 5
+    text = proc.stdout + proc.stderr
+    best = next(line for line in text.splitlines() if "mmsets ensemble" in line and "runs/best" in line)
+    assert '"members": "best_per_family"' in best and '"weights": "fitted"' in best
+    assert "baselines-image_text-s0" in best  # every candidate: the job chooses on dev
+    report = next(line for line in text.splitlines() if "mmsets report" in line)
+    assert "results/demo/runs/best/metrics.json" in report
+
+    config["experiments"]["best"]["features"] = {"x": ["image"]}  # an ensemble trains nothing
+    workdir_config(tmp_path).write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "results/demo/report.html", check=False)
+    assert proc.returncode != 0 and "experiments.best" in proc.stdout + proc.stderr
