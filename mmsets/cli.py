@@ -6,6 +6,7 @@
     mmsets train ...                 train one run, write its run directory
     mmsets evaluate ...              re-score a trained run's checkpoint on a split
     mmsets erase ...                 score a token-sequence run without each modality (DM2S2 Fig. 2)
+    mmsets robustness ...            score a run without each modality and by coverage (missing modalities)
     mmsets predict ...               score new items with a trained run
     mmsets report ...                write the HTML report
 """
@@ -155,6 +156,16 @@ def cmd_erase(args: argparse.Namespace) -> None:
     result = erasure(args.run_dir, args.manifest, args.store, args.erased, device=args.device)
     for modality, row in result["erased"].items():
         log.info("without %s: %s", modality, "  ".join(f"{k} {v:+.4f}" for k, v in row["delta"].items()))
+
+
+def cmd_robustness(args: argparse.Namespace) -> None:
+    from mmsets.runs.robustness import robustness
+
+    result = robustness(args.run_dir, args.manifest, args.stores, device=args.device)
+    for modality, row in result["removed"].items():
+        log.info("without %s: %s", modality, "  ".join(f"{k} {v:+.4f}" for k, v in row["delta"].items()))
+    for modality, sides in result["coverage"].items():
+        log.info("items with / without %s: %d / %d", modality, sides["with"]["n_items"], sides["without"]["n_items"])
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -326,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help='JSON {modality: token store re-encoded without it}, e.g. {"ocr": "erased/tokens/2.h5"}')
     p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
     p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("robustness", help="score a run on its test items without each modality and split by "
+                                          "whether they have it")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--stores", type=_json_arg, required=True,
+                   help='JSON {name: path} of the stores the run reads, e.g. {"image": "features/image.h5"}')
+    p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("predict", help="score new items with a trained run (extracted as its training items were)")
     p.add_argument("--run-dir", required=True, help="a trained run directory (its model.pt)")

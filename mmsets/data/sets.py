@@ -94,7 +94,9 @@ class SetDataset(Dataset):
     """The items of one split, every modality's elements loaded into memory once.
 
     ``stores`` maps a modality name to its ragged store. An item the store lacks, or for which it
-    holds 0 elements, simply has no elements of that modality.
+    holds 0 elements, simply has no elements of that modality. A modality named in ``dropped`` has no
+    elements in any item, exactly as read for an item the store lacks (the items without it, for
+    scoring a run's robustness to a missing modality, ``mmsets.runs.robustness``).
     """
 
     collate = staticmethod(collate_sets)
@@ -107,7 +109,11 @@ class SetDataset(Dataset):
         label_names: Sequence[str] | None = None,
         *,
         preload: bool | None = None,
+        dropped: Sequence[str] = (),
     ) -> None:
+        unknown = sorted(set(dropped) - set(stores))
+        if unknown:
+            raise ValueError(f"dropped modalities {unknown} are not among the stores {sorted(stores)}")
         frame = manifest.frame if split is None else manifest.split(split)
         self.split = split
         self.label_names = list(label_names if label_names is not None else manifest.label_names)
@@ -118,7 +124,8 @@ class SetDataset(Dataset):
         self.labels = np.stack(
             [multi_hot(labels, self.label_names, item_id) for item_id, labels in zip(self.ids, frame["labels"])]
         ) if self.ids else np.zeros((0, len(self.label_names)), np.float32)
-        columns = {name: StoreColumn(store, self.ids, self.input_kinds[name], self.input_dims[name])
+        columns = {name: StoreColumn(store, self.ids, self.input_kinds[name], self.input_dims[name],
+                                     dropped=name in dropped)
                    for name, store in stores.items()}
         n_bytes = sum(column.n_bytes for column in columns.values())
         self.preloaded = n_bytes <= PRELOAD_BYTES if preload is None else preload
@@ -144,12 +151,12 @@ class SetDataset(Dataset):
 
 class StoreColumn(Sequence[np.ndarray]):
     """One modality's elements of the dataset's items, read from its store item by item (``[i]``) or all at
-    once (``read_all``); an item the store lacks has none. Float rows keep the store's dtype, an index
-    store's rows become int64 ids."""
+    once (``read_all``); an item the store lacks has none, and with ``dropped`` no item has any. Float rows
+    keep the store's dtype, an index store's rows become int64 ids."""
 
-    def __init__(self, store: RaggedStore, ids: Sequence[str], kind: str, dim: int) -> None:
+    def __init__(self, store: RaggedStore, ids: Sequence[str], kind: str, dim: int, dropped: bool = False) -> None:
         self.kind, self.dim, self.path = kind, dim, store.path
-        self.rows = [store.rows(i) if i in store else None for i in ids]
+        self.rows = [None if dropped or i not in store else store.rows(i) for i in ids]
         self.ids = list(ids)
         self.counts = np.array([0 if r is None else r.stop - r.start for r in self.rows], np.int64)
         stored = store.file["data"].dtype

@@ -5,6 +5,10 @@
 - ``logreg``: logistic regression on the same features (ridge regression for a regression task), the
   reference "frozen encoders concatenated + logistic regression" baseline.
 
+A missing modality (no element in the item) fills its pooled features with zeros and, with ``counts``, has
+an element count of 0: the count is what tells it from a modality whose elements pool to zeros. Zeros, not
+NaN, so LightGBM's own handling of missing values never applies.
+
 They are ``FittedModel``s, fitted once on the training split (``mmsets.runs.learner``) rather than
 trained by gradient steps. Their state holds only strings (LightGBM's own text model format) and tensors, so checkpoints
 load with ``torch.load(weights_only=True)``.
@@ -257,6 +261,7 @@ class LogRegModel(FittedModel):
 
     Standardised features are clipped to their training range: a CNN feature that is almost always 0
     has a tiny standard deviation, and one unseen activation would otherwise dominate a prediction.
+    A missing modality's zeros are standardised like any value: they read as (0 - training mean) / scale.
     """
 
     selection = "C by dev {metric}"

@@ -1,7 +1,10 @@
 """Neural fusion baselines on the same set features, splits and metrics as Deep Multi-Modal Sets.
 
 Fixed-size fusion, the kind DMMS argues against (Sec. 1): each modality's elements are pooled to one
-vector, a missing modality becomes a zero placeholder (and an index modality's ids a histogram).
+vector (an index modality's ids to their histogram). A missing modality, one of which an item has no
+element, fills its place with zeros: the placeholder DMMS Sec. 3.1 calls typical and unnatural. Late fusion
+adds a presence flag per modality so its MLP can tell a missing modality from one pooled to zeros; the GMU
+has none.
 
 - ``late_fusion``: concatenation of the per-modality vectors and presence flags, then an MLP (the
   "late fusion technique" of DMMS Sec. 1).
@@ -74,7 +77,8 @@ class LateFusionConfig:
 
 
 class LateFusion(TrainedModel):
-    """MLP over ``[pool(X_1), present_1, ..., pool(X_M), present_M]``; an absent modality pools to zeros."""
+    """MLP over ``[pool(X_1), present_1, ..., pool(X_M), present_M]``; a missing modality pools to zeros and its
+    presence flag is 0."""
 
     def __init__(self, config: LateFusionConfig):
         super().__init__()
@@ -136,7 +140,8 @@ class GatedMultimodalUnit(nn.Module):
 
 
 class GMUClassifier(TrainedModel):
-    """Pooled modality vectors (zeros when absent) -> GMU -> MLP."""
+    """Pooled modality vectors -> GMU -> MLP. A missing modality's vector is zeros, with no presence flag: its
+    h_m = tanh(0) = 0, and the gate z reads the zeros as it reads any x."""
 
     explain_kind = "gate"
 

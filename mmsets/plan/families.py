@@ -41,6 +41,9 @@ class Family:
     # Where the family's paper trains it differently from the shared recipe (mmsets.plan.spec.TrainConfig);
     # config.yaml's training.families.<name> overrides it, a dataset's own training keys override both.
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # How it reads a modality an item lacks (the model module says it at length); the report shows it beside
+    # the scores without each modality (mmsets.report.robustness).
+    missing: str = ""
 
     @property
     def config(self) -> type:
@@ -72,14 +75,24 @@ class Family:
 
 DM2S2_RECIPE = {"class_weighting": "inv"}  # DM2S2 Sec. IV-C, Eq. 16: w_k = 1 / N_k
 
+ZERO_FILL = "its pooled vector as zeros"
+EMPTY_SPAN = "an empty span: its [SEP] follows the previous one (Sec. III-B)"
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("dmms", "mmsets.models.dmms", "DMMSConfig", "dmms", SETS),
-    Family("late_fusion", "mmsets.models.fusion", "LateFusionConfig", "late_fusion", SETS),
-    Family("gmu", "mmsets.models.fusion", "GMUConfig", "gmu", SETS),
-    Family("lightgbm", "mmsets.models.fitted", "LightGBMConfig", "lightgbm", SETS, FITTED),
-    Family("logreg", "mmsets.models.fitted", "LogRegConfig", "logreg", SETS, FITTED),
-    Family("dm2s2", "mmsets.models.dm2s2", "DM2S2Config", "dm2s2", SEQUENCE, recipe=DM2S2_RECIPE),
-    Family("encoder_only", "mmsets.models.dm2s2", "EncoderOnlyConfig", "encoder_only", SEQUENCE, recipe=DM2S2_RECIPE),
+    Family("dmms", "mmsets.models.dmms", "DMMSConfig", "dmms", SETS,
+           missing="no placeholder: the item's set has no element of it (Sec. 3.3)"),
+    Family("late_fusion", "mmsets.models.fusion", "LateFusionConfig", "late_fusion", SETS,
+           missing=f"{ZERO_FILL} and its presence flag 0"),
+    Family("gmu", "mmsets.models.fusion", "GMUConfig", "gmu", SETS, missing=f"{ZERO_FILL} (no presence flag)"),
+    Family("lightgbm", "mmsets.models.fitted", "LightGBMConfig", "lightgbm", SETS, FITTED,
+           missing=f"{ZERO_FILL} and its element count 0 (counts: true)"),
+    Family("logreg", "mmsets.models.fitted", "LogRegConfig", "logreg", SETS, FITTED,
+           missing=f"{ZERO_FILL} and its element count 0 (counts: true), standardised by the training mean and "
+                   "scale"),
+    Family("dm2s2", "mmsets.models.dm2s2", "DM2S2Config", "dm2s2", SEQUENCE, recipe=DM2S2_RECIPE,
+           missing=EMPTY_SPAN),
+    Family("encoder_only", "mmsets.models.dm2s2", "EncoderOnlyConfig", "encoder_only", SEQUENCE, recipe=DM2S2_RECIPE,
+           missing=EMPTY_SPAN),
 )}
 
 

@@ -28,6 +28,7 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.parquet"
 IMPORTANCE = "feature_importance.json"
 ERASURE = "erasure.json"  # DM2S2 Fig. 2, runs of groups with erasure: true (mmsets.runs.erasure)
+ROBUSTNESS = "robustness.json"  # test metrics without each modality and by coverage (mmsets.runs.robustness)
 ENSEMBLE_MEMBERS = "ensemble.json"  # an ensemble's members, weights and decision (mmsets.runs.ensemble)
 
 
@@ -94,7 +95,8 @@ def run_dir(dataset: str, run: str) -> str:
 
 
 def run_file(dataset: str, run: str, name: str) -> str:
-    """One file of a run directory: ``MODEL``, ``METRICS``, ``PREDICTIONS``, ``IMPORTANCE`` or ``ERASURE``."""
+    """One file of a run directory: ``MODEL``, ``METRICS``, ``PREDICTIONS``, ``IMPORTANCE``, ``ERASURE`` or
+    ``ROBUSTNESS``."""
     return f"{run_dir(dataset, run)}/{name}"
 
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
-from mmsets.data.manifest import Manifest, read_manifest
+from mmsets.data.manifest import read_manifest
 from mmsets.metrics import aggregate
 from mmsets.plan.layout import store_path
 from mmsets.runs.scoring import open_stores, read_run
@@ -32,16 +30,8 @@ def evaluate_run(run_dir: str | os.PathLike, manifest_path: str | os.PathLike, f
             (fold,) = run.folds
             scored = fold.score(fold.labelled(manifest, stores, split))
             return {"run": run.path.name, "split": split, "n_items": scored.n_items, **scored.metrics}
-        parts = [fold.score(fold.labelled(_only(manifest, test_ids), stores, "test"))
-                 for fold, test_ids in zip(run.folds, run.config["cv"]["test_ids"])]
+        parts = [fold.score(fold.labelled(tested, stores, "test")) for fold, tested in run.tested(manifest)]
     mean, std = aggregate([p.metrics for p in parts])
     n_items = sum(len(test_ids) for test_ids in run.config["cv"]["test_ids"])
     return {"run": run.path.name, "split": "test", "n_items": n_items, **mean, "std": std,
             "pooled": run.folds[0].task.pooled_metrics([(p.truth, p.outputs, p.decision) for p in parts])}
-
-
-def _only(manifest: Manifest, test_ids: list[str]) -> Manifest:
-    """``manifest`` with ``test_ids`` as its test split and every other item as training."""
-    frame = manifest.frame.copy()
-    frame["split"] = np.where(frame["id"].astype(str).isin(set(test_ids)), "test", "train")
-    return Manifest(frame, manifest.label_names, manifest.task, manifest.dataset, manifest.extra)

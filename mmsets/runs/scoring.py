@@ -162,6 +162,21 @@ class RunModels:
             fold.model.to(target)
         return self
 
+    def tested(self, manifest: Manifest) -> list[tuple[FoldModel, Manifest]]:
+        """Each model with the manifest whose test split holds the items it was tested on: ``manifest``
+        itself, or for a k-fold run each fold's test items (out of fold)."""
+        if not self.is_kfold:
+            return [(fold, manifest) for fold in self.folds]
+        return [(fold, with_test_items(manifest, test_ids))
+                for fold, test_ids in zip(self.folds, self.config["cv"]["test_ids"])]
+
+
+def with_test_items(manifest: Manifest, test_ids: Sequence[str]) -> Manifest:
+    """``manifest`` with ``test_ids`` as its test split and every other item as training."""
+    frame = manifest.frame.copy()
+    frame["split"] = np.where(frame["id"].astype(str).isin(set(test_ids)), "test", "train")
+    return Manifest(frame, manifest.label_names, manifest.task, manifest.dataset, manifest.extra)
+
 
 def read_run(run_dir: str | os.PathLike) -> RunModels:
     """The models of run ``run_dir``: its ``model.pt`` read once (weights only), every fold built from it."""

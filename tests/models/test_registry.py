@@ -60,6 +60,13 @@ def test_registry_builds_each_family_from_its_settings():
         family("dmmss")
 
 
+def test_every_family_says_how_it_reads_a_missing_modality():
+    """The report shows it beside each family's scores without a modality (mmsets.report.robustness)."""
+    for name, fam in FAMILIES.items():
+        assert fam.missing.strip(), name
+    assert "presence flag" in family("late_fusion").missing and "element count" in family("logreg").missing
+
+
 def _data(fam):
     if fam.inputs == "sequence":
         return {"hidden_size": 8, "n_modalities": 2, "n_classes": 3}
