@@ -327,6 +327,20 @@ def test_erasure_reencodes_the_test_items_without_each_modality(tmp_path):
     assert proc.returncode != 0 and "experiments.dm2s2.erasure" in proc.stdout + proc.stderr
 
 
+def test_every_trained_run_is_scored_without_each_modality_before_the_report(tmp_path):
+    shutil.copy(SMALL, workdir_config(tmp_path))
+    proc = snakemake(tmp_path, "-n", "-p", "results/demo/report.html")
+    runs = sorted(j.split("run=")[1].rstrip("]") for j in planned_jobs(proc) if j.startswith("train["))
+    assert sorted(j for j in planned_jobs(proc) if j.startswith("robustness[")) == [
+        f"robustness[dataset=demo, run={run}]" for run in runs]
+    text = proc.stdout + proc.stderr
+    command = next(line for line in text.splitlines() if "mmsets robustness" in line and "dmms-image-max-s0" in line)
+    assert """--stores '{"image": "results/demo/features/image.h5"}'""" in command
+    report = next(block for block in re.split(r"\n(?=rule |localrule )", text) if block.startswith("rule report:"))
+    for run in runs:
+        assert f"results/demo/runs/{run}/robustness.json" in report
+
+
 def test_a_changed_split_setting_reruns_prepare(tmp_path):
     shutil.copy(SMALL, workdir_config(tmp_path))
     snakemake(tmp_path, "results/demo/manifest.parquet")

@@ -15,7 +15,7 @@ from mmsets.plan.config import extractor_settings as _extractor_settings  # noqa
 from mmsets.plan.extractors import environment, extractor, resources, upstream  # noqa: E402
 from mmsets.plan.dotted import set_dotted  # noqa: E402
 from mmsets.plan.layout import (  # noqa: E402
-    ENSEMBLE_MEMBERS, ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS, benchmark_path, download_path,
+    ENSEMBLE_MEMBERS, ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS, ROBUSTNESS, benchmark_path, download_path,
     erased_store_path, feature_path, features_dir, images_dir, log_path, manifest_path, predict_work_dir,
     predictions_path, raw_dir, report_path, run_dir, run_file, runs_dir, shard_path, unpacked_dir)
 from mmsets.plan.families import family  # noqa: E402
@@ -256,3 +256,14 @@ def run_erased_json(wildcards):
 
 def report_erasure(wildcards):
     return [run_file(wildcards.dataset, run, ERASURE) for run in erasure_runs(wildcards.dataset)]
+
+
+def run_stores_json(wildcards):
+    """{name: store path} of the stores a run reads."""
+    return json.dumps({name: feature_path(wildcards.dataset, name) for name in run_spec(wildcards).features},
+                      sort_keys=True)
+
+
+def report_robustness(wildcards):
+    """Every trained run's scores without each modality and by coverage (ensembles have no model to score)."""
+    return [run_file(wildcards.dataset, run, ROBUSTNESS) for run in runs_of(wildcards.dataset)]

@@ -7,6 +7,7 @@ rule report:
         runs=report_runs,
         features=report_features,
         erasure=report_erasure,  # read from the run directories
+        robustness=report_robustness,  # read from the run directories
     output:
         report(
             report_path("{dataset}"),

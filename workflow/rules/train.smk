@@ -61,3 +61,33 @@ rule erasure:
     shell:
         f"python -m mmsets erase --run-dir {run_dir('{wildcards.dataset}', '{wildcards.run}')} "
         "--manifest {input.manifest:q} --store {input.store:q} --erased {params.erased:q} 2> {log:q}"
+
+
+# Robustness to missing modalities, for every trained run: its test items scored with each store's elements
+# dropped (vector stores; token sequences are re-encoded by the erasure rule instead), and its test outputs
+# split by whether the items have each modality.
+rule robustness:
+    input:
+        manifest=manifest_path("{dataset}"),
+        model=run_file("{dataset}", "{run}", MODEL),
+        predictions=run_file("{dataset}", "{run}", PREDICTIONS),
+        stores=run_features,
+    output:
+        run_file("{dataset}", "{run}", ROBUSTNESS),
+    wildcard_constraints:
+        run=RUN_NAME,
+    params:
+        stores=run_stores_json,
+    threads: run_threads
+    resources:
+        gpu=run_gpu,
+        mem_mb=run_mem_mb,
+    log:
+        log_path("{dataset}", "robustness/{run}"),
+    benchmark:
+        benchmark_path("{dataset}", "robustness/{run}")
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        f"python -m mmsets robustness --run-dir {run_dir('{wildcards.dataset}', '{wildcards.run}')} "
+        "--manifest {input.manifest:q} --stores {params.stores:q} 2> {log:q}"
