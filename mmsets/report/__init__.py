@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from mmsets import __version__
 from mmsets.io import atomic_path
-from mmsets.report import collect, figures, importance, labels as per_label, tables
+from mmsets.report import collect, figures, importance, labels as per_label, robustness, tables
 from mmsets.report.examples import MAX_CHARS, examples
 from mmsets.report.html import render
 from mmsets.report.scores import columns, main_metric, task_of
@@ -77,6 +77,7 @@ def report_context(
         "intra_maps": importance.intra_maps(runs, feature_map),
         "ocr": tables.ocr_comparison(configs, stores, main),
         "erasure": tables.erasure_table(runs, configs, main),
+        "robustness": robustness.robustness_table(runs, configs, main),
         "manifest_problem": manifest_problem,
         "coverage": collect.coverage(manifest) if manifest is not None else None,
         "labels": labels,
