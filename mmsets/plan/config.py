@@ -17,7 +17,8 @@ from mmsets.plan.extractors import extractor, split_variant
 from mmsets.plan.families import FAMILIES, SEQUENCE
 from mmsets.plan.schema import check, fill_defaults, invalid, merge, subschema, validated
 from mmsets.plan.ensembles import ENSEMBLE, EnsembleSpec, expand_ensembles
-from mmsets.plan.spec import RunSpec, expand_runs
+from mmsets.plan.spec import DMMS, RunSpec, expand_runs
+from mmsets.plan.tuning import POOLING, SearchSpec, check_space, expand_tuning
 
 OVERRIDABLE = ("extractors", "training", "models", "shards")  # the sections a dataset may override
 
@@ -28,6 +29,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     config = validated(config, schema)
     _check_overrides(config, schema)
     _check_variants(config, schema)
+    _check_tune(config, schema)
     _check_extractor_variants(config, schema)
     _check_shards(config)
     _check_runs(config)
@@ -53,6 +55,33 @@ def _check_variants(config: dict, schema: dict) -> None:
             model = overrides.get("model", exp["model"])
             settings = {k: v for k, v in overrides.items() if k != "model"}
             check(subschema(schema, families[model]), settings, f"experiments.{group}.variants.{variant}.")
+
+
+def _check_tune(config: dict, schema: dict) -> None:
+    """A search space names settings of the family each configuration of its group runs, or training keys; its
+    bounds and choices are values that setting's schema allows."""
+    families = schema["properties"]["models"]["properties"]
+    training = schema["properties"]["training"]["properties"]
+    for group, exp in config["experiments"].items():
+        space = (exp.get("tune") or {}).get("space") or {}
+        models = {exp["model"], *(v.get("model", exp["model"]) for v in (exp.get("variants") or {}).values())}
+        for model in sorted(models & set(families)):
+            where = f"experiments.{group}.tune"
+            own = dict(families[model]["properties"])
+            if model == DMMS:  # a DMMS group's pooling types are its own key, not a model setting
+                own[POOLING] = {"$ref": "#/$defs/pooling"}
+            try:
+                check_space(space, model, list(own), where)
+            except SpecError as err:
+                raise invalid(str(err)) from None
+            for key, dimension in space.items():
+                setting = subschema(schema, own[key] if key in own else training[key])
+                bounds = dimension.get("choices") or [dimension["low"], dimension["high"]]
+                names = [f"choices.{k}" for k in range(len(bounds))] if "choices" in dimension else ["low", "high"]
+                for name, value in zip(names, bounds):
+                    check(setting, value, f"{where}.space.{key}.{name}.")
+        if space and models - set(families):
+            raise invalid(f"experiments.{group}.tune: {sorted(models - set(families))} train nothing to tune")
 
 
 def _check_extractor_variants(config: dict, schema: dict) -> None:
@@ -178,10 +207,22 @@ def _groups(config: dict, dataset: str) -> list[str]:
 
 def dataset_runs(config: dict, dataset: str) -> dict[str, RunSpec]:
     """The runs of a dataset in a validated config, by name (``mmsets.plan.spec.expand_runs``)."""
+    runs, tuned = _planned_runs(config, dataset)[::2]
+    return {**runs, **tuned}
+
+
+def dataset_searches(config: dict, dataset: str) -> dict[str, SearchSpec]:
+    """The tuning searches of a dataset in a validated config, by name (``mmsets.plan.tuning``)."""
+    return _planned_runs(config, dataset)[1]
+
+
+def _planned_runs(config: dict, dataset: str) -> tuple[dict[str, RunSpec], dict[str, SearchSpec], dict[str, RunSpec]]:
+    """The untuned runs, the searches and the tuned runs of a dataset."""
     trained = [g for g in _groups(config, dataset) if config["experiments"].get(g, {}).get("model") != ENSEMBLE]
     try:
-        return expand_runs(config["experiments"], trained, lambda family: family_training(config, dataset, family),
+        runs = expand_runs(config["experiments"], trained, lambda family: family_training(config, dataset, family),
                            dataset_section(config, dataset, "models"), config["datasets"][dataset].get("cv"))
+        return (runs, *expand_tuning(config["experiments"], runs))
     except (SpecError, TypeError) as err:
         raise ConfigError(f"datasets.{dataset}: {err}") from err
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 from torch import nn
@@ -29,7 +29,9 @@ class Learner(Protocol):
     @property
     def n_params(self) -> int: ...
 
-    def fit(self, train_ds: Any, dev_ds: Any, cfg: TrainConfig, task: Task) -> TrainResult: ...
+    def fit(self, train_ds: Any, dev_ds: Any, cfg: TrainConfig, task: Task,
+            on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+        """``on_epoch``: called with each epoch's history entry (mmsets.runs.loop.fit); fitted models have none."""
 
     def predict(self, ds: Any, batch_size: int, task: Task) -> np.ndarray:
         """Outputs in the dataset's order: probabilities (N, C), or values (N,) for regression."""
@@ -56,10 +58,10 @@ class TrainedLearner:
     def n_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def fit(self, train_ds, dev_ds, cfg, task):
+    def fit(self, train_ds, dev_ds, cfg, task, on_epoch=None):
         if not task.sigmoid:  # see mmsets.tasks: only sigmoid outputs keep the prior-initialised last bias
             nn.init.zeros_(self.model.output_layer.bias)
-        return loop.fit(self.model, train_ds, dev_ds, cfg, task)
+        return loop.fit(self.model, train_ds, dev_ds, cfg, task, on_epoch)
 
     def predict(self, ds, batch_size, task):
         return task.outputs(loop.dataset_logits(self.model, ds, batch_size))
@@ -88,7 +90,7 @@ class FittedLearner:
     def n_params(self) -> int:
         return self.model.n_params
 
-    def fit(self, train_ds, dev_ds, cfg, task):
+    def fit(self, train_ds, dev_ds, cfg, task, on_epoch=None):
         _need_items(train_ds, dev_ds)
         model = self.model
         seed_everything(cfg.seed)

@@ -119,13 +119,14 @@ def _targets(ds: Items) -> Tensor:
     return torch.as_tensor(np.asarray(ds.labels, np.float32))
 
 
-def fit(model: TrainedModel, train_ds: Items, dev_ds: Items, cfg: TrainConfig, task: Task | None = None
-        ) -> TrainResult:
+def fit(model: TrainedModel, train_ds: Items, dev_ds: Items, cfg: TrainConfig, task: Task | None = None,
+        on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train, keep the weights of the epoch with the best dev selection metric, and choose the decision rule on dev.
 
     The selection metric is ``cfg.select`` (by default F1-micro at the epoch's best global threshold,
     accuracy or RMSE, by task); ties go to the lower dev loss. Without ``task`` the datasets are
-    multi-label. On return ``model`` holds the best weights.
+    multi-label. On return ``model`` holds the best weights. ``on_epoch`` sees each epoch's history entry
+    as it is written (a search's pruner: an exception it raises ends the training).
     """
     if len(train_ds) == 0 or len(dev_ds) == 0:
         raise ValueError(f"need train and dev items, got {len(train_ds)} train and {len(dev_ds)} dev")
@@ -183,6 +184,8 @@ def fit(model: TrainedModel, train_ds: Items, dev_ds: Items, cfg: TrainConfig, t
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         log.info("epoch %d/%d  train_loss %.4f  dev_loss %.4f  dev_%s %s%s", epoch, cfg.epochs,
                  history[-1]["train_loss"], dev_loss, select, _fmt(scores.get(select)), "  *" if improved else "")
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
             log.info("no better dev %s for %d epochs: stopping", select, cfg.patience)
             break

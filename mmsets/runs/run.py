@@ -10,7 +10,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ from mmsets.models.importance import NO_SHARES, Importance, mean_share
 from mmsets.plan.families import family
 from mmsets.plan.layout import MODEL, PREDICTIONS
 from mmsets.runs.checkpoint import plain, save_checkpoint
-from mmsets.runs.learner import learner_for
+from mmsets.runs.learner import Learner, learner_for
 from mmsets.runs.loop import TrainResult, format_metrics, seed_everything
 from mmsets.runs.record import ImportanceRecord, RunRecord
 from mmsets.runs.scoring import open_stores, training_datasets
@@ -75,14 +75,19 @@ class _Part:
     modalities: list[str]  # the stores (set models) or the token sequence's modalities (DM2S2)
 
 
-def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedStore]) -> _Part:
+def fit_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedStore],
+             splits: Sequence[str] = ("train", "dev", "test"), on_epoch: Callable[[dict], None] | None = None
+             ) -> tuple[Task, Learner, TrainResult, list[Any]]:
+    """The run's model trained on the manifest's train split, dev choosing: its task, learner, result and the
+    datasets of ``splits`` (train and dev first). ``on_epoch``: see ``mmsets.runs.loop.fit``."""
     cfg = run.training
     task = make_task(manifest.task, manifest.label_names, cfg.single_label_loss, cfg.auc_threshold, cfg.select)
     try:
         task.check_select(cfg.select)
     except ValueError as err:
         raise SpecError(str(err)) from err
-    train_ds, dev_ds, test_ds = training_datasets(run.model, manifest, stores, task)
+    datasets = training_datasets(run.model, manifest, stores, task, splits)
+    train_ds, dev_ds = datasets[:2]
     modalities = list(getattr(train_ds, "modalities", run.features))
     if isinstance(train_ds, SetDataset):
         empty = [name for name in modalities if not train_ds.counts(name).any()]
@@ -95,7 +100,13 @@ def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedSto
     fam = family(run.model)
     model = fam.build(**run.settings, **fam.data_config(train_ds, task.n_outputs))
     learner = learner_for(model)
-    result = learner.fit(train_ds, dev_ds, cfg, task)
+    return task, learner, learner.fit(train_ds, dev_ds, cfg, task, on_epoch), datasets
+
+
+def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedStore]) -> _Part:
+    cfg = run.training
+    task, learner, result, (train_ds, dev_ds, test_ds) = fit_part(run, manifest, stores)
+    modalities = list(getattr(train_ds, "modalities", run.features))
     importance = learner.explain(test_ds, cfg.batch_size)
     test_truth = task.truth(test_ds.labels)
     test_outputs = learner.predict(test_ds, cfg.batch_size, task)
@@ -105,8 +116,8 @@ def _train_part(run: RunSpec, manifest: Manifest, stores: Mapping[str, RaggedSto
         test["per_fine_class_accuracy"] = grouped_accuracy(test_truth, result.decision.apply(test_outputs),
                                                            [fine.get(i) for i in test_ds.ids])
     log.info("test %s", format_metrics(test))
-    return _Part(asdict(model.config), task, result, learner.n_params, list(dev_ds.ids), list(test_ds.ids), test_truth,
-                 test_outputs, test,
+    return _Part(asdict(learner.model.config), task, result, learner.n_params, list(dev_ds.ids), list(test_ds.ids),
+                 test_truth, test_outputs, test,
                  {"train": len(train_ds), "dev": len(dev_ds), "test": len(test_ds)}, importance, learner.extras(),
                  modalities)
 
