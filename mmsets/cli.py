@@ -3,6 +3,7 @@
     mmsets prepare <kind> ...        build results/{dataset}/manifest.parquet (demo, mmimdb, table, ...)
     mmsets download / unpack         fetch and unpack the official MM-IMDb archive
     mmsets extract <extractor> ...   write results/{dataset}/features/<extractor>.h5
+    mmsets tune ...                  search a configuration's settings with Optuna (resumable)
     mmsets train ...                 train one run, write its run directory
     mmsets evaluate ...              re-score a trained run's checkpoint on a split
     mmsets erase ...                 score a token-sequence run without each modality (DM2S2 Fig. 2)
@@ -132,6 +133,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     features = {name: store_path(args.features_dir, name) for name in spec.get("features", [])}
     with process_group(args.device):  # under torchrun (training.processes > 1): the data-parallel group
         train_run(args.manifest, features, args.out_dir, spec)
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from mmsets.plan.layout import store_path
+    from mmsets.runs.tune import search
+
+    spec = json.loads(json.dumps(args.spec))
+    spec["run"]["training"] = {**spec["run"].get("training", {}), "device": args.device}
+    features = {name: store_path(args.features_dir, name) for name in spec["run"].get("features", [])}
+    result = search(args.manifest, features, args.out, args.storage, spec)
+    log.info("search %s: best dev %s %.4f after %d trials, %s", result["search"], result["metric"],
+             result["best_value"], result["n_trials"], result["best_params"])
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -314,6 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", type=_json_arg, required=True, help="run spec as JSON (its keys below)")
     p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="search a configuration's settings with Optuna; an interrupted search resumes")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--features-dir", required=True)
+    p.add_argument("--out", required=True, help="the search's JSON (docs/formats.md)")
+    p.add_argument("--storage", required=True, help="the Optuna study's SQLite file, kept so that a rerun resumes")
+    p.add_argument("--spec", type=_json_arg, required=True, help="search spec as JSON (mmsets.plan.tuning)")
+    p.add_argument("--device", default=os.environ.get("MMSETS_DEVICE", "auto"))
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("ensemble", help="combine trained runs into an ensemble run directory (nothing is trained)")
     p.add_argument("--runs-dir", required=True, help="the folder holding the member run directories")

@@ -114,6 +114,11 @@ def predict_work_dir(dataset: str, name: str, run: str) -> str:
     return f"{predictions_dir(dataset, name)}/work/{run}"
 
 
+def tune_path(dataset: str, search: str, suffix: str = ".json") -> str:
+    """A search's result (``.json``) and its Optuna study (``.db``, resumed by a rerun), mmsets.runs.tune."""
+    return f"{dataset_dir(dataset)}/tune/{search}{suffix}"
+
+
 def report_path(dataset: str) -> str:
     return f"{dataset_dir(dataset)}/report.html"
 

@@ -64,21 +64,23 @@ class TuneConfig:
 @dataclass
 class SearchSpec:
     """One search: its name (``tune/<name>.json``), the run each trial trains with its settings over it, the
-    tune section, and the tuned runs that take its best settings."""
+    tune section, the tuned runs that take its best settings and the untuned runs it searched over (the report
+    shows them side by side)."""
 
     name: str
     run: RunSpec
     tune: TuneConfig
     tuned_runs: list[str] = field(default_factory=list)
+    untuned_runs: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "run": self.run.to_dict(), "tune": dataclasses.asdict(self.tune),
-                "tuned_runs": list(self.tuned_runs)}
+                "tuned_runs": list(self.tuned_runs), "untuned_runs": list(self.untuned_runs)}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "SearchSpec":
         return cls(str(raw["name"]), RunSpec.from_dict(raw["run"]), TuneConfig.from_dict(raw["tune"]),
-                   list(raw.get("tuned_runs") or []))
+                   list(raw.get("tuned_runs") or []), list(raw.get("untuned_runs") or []))
 
 
 def tunable(model_settings: list[str]) -> list[str]:
@@ -122,6 +124,7 @@ def expand_tuning(experiments: Mapping[str, Any], runs: Mapping[str, RunSpec]
         name = base.configuration
         if name not in searches:  # runs come seed by seed in the group's order: this one has its first seed
             searches[name] = SearchSpec(name, base, tune)
+        searches[name].untuned_runs.append(run.name)
         tuned_run = dataclasses.replace(base, variant=f"{run.variant}-{TUNED}" if run.variant else TUNED)
         if tuned_run.name not in tuned:
             tuned[tuned_run.name] = tuned_run

@@ -10,12 +10,14 @@ stops a trial whose dev metric at an epoch is below the median of the earlier tr
 The study lives in an SQLite file beside the search's JSON, so a search that is interrupted resumes:
 its finished trials (complete or pruned) count toward ``trials``, a trial left running is marked
 failed, and the sampler is seeded with ``tune.seed`` plus the number of trials already stored, so a
-resumed search does not draw its random start-up trials again.
+resumed search does not draw its random start-up trials again. A search whose space, run or objective
+changed starts a study of its own (``study_name``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -57,7 +59,7 @@ def search(manifest_path: str | os.PathLike, feature_paths: Mapping[str, str | o
     run = parse_spec(search_spec.run, list(feature_paths))
     manifest = read_manifest(manifest_path)
     metric = objective_metric(run, manifest)
-    study = open_study(search_spec.name, storage_path, tune, metric in LOWER_IS_BETTER)
+    study = open_study(study_name(search_spec), storage_path, tune, metric in LOWER_IS_BETTER)
     start = time.monotonic()
     with open_stores({name: feature_paths[name] for name in run.features}) as stores:
         objective = _objective(run, manifest, stores, tune, metric)
@@ -74,6 +76,15 @@ def search(manifest_path: str | os.PathLike, feature_paths: Mapping[str, str | o
     result = study_record(study, search_spec, metric)
     write_json(Path(out_path), result)
     return result
+
+
+def study_name(search_spec: SearchSpec) -> str:
+    """The search's name and a digest of what its trials depend on (the run, the space, the objective, the
+    sampler's seed and the pruner) but not of its budgets: a changed space starts a new study in the same file,
+    a larger budget resumes the old one."""
+    tune = dataclasses.asdict(search_spec.tune)
+    depends = {"run": search_spec.run.to_dict(), **{k: v for k, v in tune.items() if k not in ("trials", "timeout")}}
+    return f"{search_spec.name}-{hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:12]}"
 
 
 def open_study(name: str, storage_path: str | os.PathLike, tune: TuneConfig, minimise: bool):
@@ -188,7 +199,8 @@ def study_record(study, search_spec: SearchSpec, metric: str) -> dict:
         "budget": {"trials": search_spec.tune.trials, "timeout": search_spec.tune.timeout},
         "n_trials": len(finished(study)), "best_trial": best.number, "best_value": best.value,
         "best_params": _decoded(best.params, search_spec.tune.space), "space": search_spec.tune.space,
-        "base": search_spec.run.to_dict(), "tuned_runs": search_spec.tuned_runs, "trials": trials,
+        "base": search_spec.run.to_dict(), "tuned_runs": search_spec.tuned_runs,
+        "untuned_runs": search_spec.untuned_runs, "trials": trials,
     }
 
 

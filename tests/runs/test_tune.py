@@ -71,19 +71,22 @@ def test_the_seeded_sampler_repeats_its_trials(synthetic, tmp_path):
 
 def test_an_interrupted_search_resumes_from_its_storage(synthetic, tmp_path):
     run_search(synthetic, tmp_path, search_spec(trials=2))  # the job stopped after two trials...
-    study = optuna.load_study(study_name="dmms-signal-max", storage=tuning.storage_url(tmp_path / "search.db"))
+    study = optuna.load_study(study_name=tuning.study_name(search_spec()),
+                              storage=tuning.storage_url(tmp_path / "search.db"))
     study.ask()  # ... with a third one running when it was killed
     result = run_search(synthetic, tmp_path, search_spec(trials=4))
     states = [t["state"] for t in result["trials"]]
     assert result["n_trials"] == 4 and states.count("fail") == 1 and len(states) == 5
     assert states[:2] == ["complete", "complete"]  # the first two were not trained again
     assert run_search(synthetic, tmp_path, search_spec(trials=4))["trials"] == result["trials"]  # budget spent
+    changed = search_spec(trials=2, space={"lr": {"low": 1e-3, "high": 1e-2}})
+    assert len(run_search(synthetic, tmp_path, changed)["trials"]) == 2  # another space: a study of its own
 
 
 def test_a_bad_trial_is_pruned_on_its_epoch_history(synthetic, tmp_path):
     spec = search_spec(trials=3, space={"lr": {"low": 1e-9, "high": 3e-2, "log": True}},
                        pruner={"startup_trials": 2, "warmup_epochs": 0})
-    study = tuning.open_study(spec.name, tmp_path / "search.db", spec.tune, minimise=False)
+    study = tuning.open_study(tuning.study_name(spec), tmp_path / "search.db", spec.tune, minimise=False)
     for lr in (2e-2, 3e-2, 1e-9):  # two good trials, then one that cannot learn
         study.enqueue_trial({"lr": lr})
     result = run_search(synthetic, tmp_path, spec)

@@ -10,14 +10,15 @@ sys.path.insert(0, REPOSITORY)
 # Only mmsets.plan and the registries (no numpy, no torch): under --use-conda, the Python that runs Snakemake has
 # Snakemake alone.
 from mmsets.plan.config import configured_extractors, dataset_ensembles, dataset_runs, extractor_shards  # noqa: E402
-from mmsets.plan.config import validate_config  # noqa: E402
+from mmsets.plan.config import dataset_searches, validate_config  # noqa: E402
+from mmsets.plan.tuning import apply_params  # noqa: E402
 from mmsets.plan.config import extractor_settings as _extractor_settings  # noqa: E402
 from mmsets.plan.extractors import environment, extractor, resources, upstream  # noqa: E402
 from mmsets.plan.dotted import set_dotted  # noqa: E402
 from mmsets.plan.layout import (  # noqa: E402
     ENSEMBLE_MEMBERS, ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS, ROBUSTNESS, benchmark_path, download_path,
     erased_store_path, feature_path, features_dir, images_dir, log_path, manifest_path, predict_work_dir,
-    predictions_path, raw_dir, report_path, run_dir, run_file, runs_dir, shard_path, unpacked_dir)
+    predictions_path, raw_dir, report_path, run_dir, run_file, runs_dir, shard_path, tune_path, unpacked_dir)
 from mmsets.plan.families import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -190,7 +191,33 @@ def run_spec(wildcards):
 
 
 def run_params(wildcards):
-    return json.dumps(run_spec(wildcards).to_dict(), sort_keys=True)
+    """The run's spec; a tuned run's with its search's best settings over it (read once the tune checkpoint
+    has written them: run_tuning makes the DAG wait for it)."""
+    spec = run_spec(wildcards).to_dict()
+    for path in run_tuning(wildcards):
+        with open(path) as result:
+            spec = apply_params(spec, json.load(result)["best_params"])
+    return json.dumps(spec, sort_keys=True)
+
+
+def searches_of(dataset):
+    """The dataset's tuning searches by name (mmsets.plan.tuning.SearchSpec)."""
+    return dataset_searches(config, dataset)
+
+
+def search_spec(wildcards):
+    searches = searches_of(wildcards.dataset)
+    if wildcards.search not in searches:
+        raise ValueError(f"{wildcards.search!r} is not a tuning search of dataset {wildcards.dataset!r}")
+    return searches[wildcards.search]
+
+
+def run_tuning(wildcards):
+    """A tuned run's search result, once its checkpoint is done; nothing for an untuned run."""
+    for name, search in searches_of(wildcards.dataset).items():
+        if wildcards.run in search.tuned_runs:
+            return [checkpoints.tune.get(dataset=wildcards.dataset, search=name).output.result]
+    return []
 
 
 def run_threads(wildcards):

@@ -6,6 +6,7 @@ rule train:
     input:
         manifest=manifest_path("{dataset}"),
         features=run_features,
+        tuning=run_tuning,
     output:
         metrics=report(
             run_file("{dataset}", "{run}", METRICS),
