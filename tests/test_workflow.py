@@ -34,8 +34,8 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> list[str]:
     """(rule, wildcards) of every job a dry run lists."""
     text = proc.stdout + proc.stderr
     jobs = []
-    for block in re.split(r"\n(?=rule |localrule )", text):
-        head = re.match(r"(?:local)?rule (\w+):", block)
+    for block in re.split(r"\n(?=rule |localrule |checkpoint )", text):
+        head = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
         if head:
             wildcards = re.search(r"wildcards: (.*)", block)
             jobs.append(f"{head.group(1)}[{wildcards.group(1) if wildcards else ''}]")
@@ -376,3 +376,30 @@ def test_ensembles_are_planned_after_their_members_and_read_by_the_report(tmp_pa
     workdir_config(tmp_path).write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "-n", "results/demo/report.html", check=False)
     assert proc.returncode != 0 and "experiments.best" in proc.stdout + proc.stderr
+
+
+def test_a_tuned_group_plans_its_search_before_its_tuned_runs(tmp_path):
+    config = yaml.safe_load(SMALL.read_text())
+    space = {"d_model": {"low": 16, "high": 64, "log": True}, "dropout": {"low": 0.0, "high": 0.5},
+             "lr": {"low": 1e-4, "high": 1e-2, "log": True}, "pooling": {"choices": ["max", "sum"]}}
+    config["experiments"] = {"dmms": {"model": "dmms", "features": {"image_text": ["image", "text"]},
+                                      "pooling": ["max", "sum"], "seeds": [0, 1],
+                                      "tune": {"space": space, "trials": 3}}}
+    workdir_config(tmp_path).write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "-p", "results/demo/report.html")
+    jobs = planned_jobs(proc)
+    assert [j for j in jobs if j.startswith("tune")] == ["tune[dataset=demo, search=dmms-image_text]"]
+    trained = sorted(j for j in jobs if j.startswith("train["))
+    assert trained == [f"train[dataset=demo, run=dmms-image_text-{c}-s{s}]" for c in ("max", "sum", "tuned")
+                       for s in (0, 1)]
+    text = proc.stdout + proc.stderr
+    assert "mmsets tune" in text and "results/demo/tune/dmms-image_text.db" in text
+    # The tuned runs' spec waits for the search's result: the checkpoint re-plans them once it is written.
+    tuned = [line for line in text.splitlines() if "mmsets train" in line and "-tuned-s" in line]
+    assert len(tuned) == 2 and all("<TBD>" in line for line in tuned)
+    assert "ensemble[dataset=demo, ensemble=dmms-image_text-tuned-seeds]" in jobs
+
+    config["experiments"]["dmms"]["tune"]["space"]["hidden"] = {"low": 1, "high": 2}
+    workdir_config(tmp_path).write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "results/demo/report.html", check=False)
+    assert proc.returncode != 0 and "experiments.dmms.tune.space.hidden" in proc.stdout + proc.stderr

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from mmsets import __version__
 from mmsets.io import atomic_path
-from mmsets.report import collect, figures, importance, labels as per_label, robustness, tables
+from mmsets.report import collect, figures, importance, labels as per_label, robustness, tables, tuning
 from mmsets.report.examples import MAX_CHARS, examples
 from mmsets.report.html import render
 from mmsets.report.scores import columns, main_metric, task_of
@@ -30,8 +30,10 @@ def report_context(
     feature_paths: Mapping[str, str | os.PathLike],
     title: str | None = None,
     n_examples: int = 5,
+    search_paths: Sequence[str | os.PathLike] | None = None,
 ) -> dict:
-    """Everything the template shows, as plain data (handy for tests and other front ends)."""
+    """Everything the template shows, as plain data (handy for tests and other front ends). ``search_paths``:
+    the tuning searches' JSON files (default: those under the manifest's folder, tune/*.json)."""
     manifest, manifest_problem = collect.load_manifest(manifest_path)
     ids = set(map(str, manifest.frame["id"])) if manifest is not None else None
     runs = [collect.load_run(d, manifest.task if manifest is not None else None) for d in run_dirs]
@@ -78,6 +80,8 @@ def report_context(
         "ocr": tables.ocr_comparison(configs, stores, main),
         "erasure": tables.erasure_table(runs, configs, main),
         "robustness": robustness.robustness_table(runs, configs, main),
+        "tuning": tuning.tuning_tables(tuning.search_paths(manifest_path) if search_paths is None else search_paths,
+                                       configs, main),
         "manifest_problem": manifest_problem,
         "coverage": collect.coverage(manifest) if manifest is not None else None,
         "labels": labels,

@@ -212,6 +212,11 @@ def search_spec(wildcards):
     return searches[wildcards.search]
 
 
+def report_tuning(wildcards):
+    """Every search's result: the report's tuning section."""
+    return [tune_path(wildcards.dataset, name) for name in searches_of(wildcards.dataset)]
+
+
 def run_tuning(wildcards):
     """A tuned run's search result, once its checkpoint is done; nothing for an untuned run."""
     for name, search in searches_of(wildcards.dataset).items():

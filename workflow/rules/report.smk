@@ -8,6 +8,7 @@ rule report:
         features=report_features,
         erasure=report_erasure,  # read from the run directories
         robustness=report_robustness,  # read from the run directories
+        tuning=report_tuning,  # read from results/{dataset}/tune
     output:
         report(
             report_path("{dataset}"),
