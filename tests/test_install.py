@@ -93,7 +93,7 @@ def test_environments_hold_locked_versions_only_and_the_light_one_has_no_torch()
 def test_every_rule_names_its_own_environment():
     rules = {p.stem: p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk")}
     for stage, text in rules.items():
-        rule_count = len(re.findall(r"^rule \w+:", text, re.M))
+        rule_count = len(re.findall(r"^(?:rule|checkpoint) \w+:", text, re.M))
         assert rule_count == len(re.findall(r"^    conda:", text, re.M)), f"{stage}.smk: a rule without conda:"
     assert rules["data"].count('"../../envs/light.yaml"') == rules["data"].count("conda:")
     assert '"../../envs/light.yaml"' in rules["report"] and '"../../envs/torch.yaml"' in rules["train"]
