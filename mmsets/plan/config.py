@@ -18,6 +18,7 @@ from mmsets.plan.families import FAMILIES, SEQUENCE
 from mmsets.plan.schema import check, fill_defaults, invalid, merge, subschema, validated
 from mmsets.plan.ensembles import ENSEMBLE, EnsembleSpec, expand_ensembles
 from mmsets.plan.spec import DMMS, RunSpec, expand_runs
+from mmsets.plan.tables import field_defaults, lacking
 from mmsets.plan.tuning import POOLING, SearchSpec, check_space, expand_tuning
 
 OVERRIDABLE = ("extractors", "training", "models", "shards")  # the sections a dataset may override
@@ -135,6 +136,10 @@ def _check_runs(config: dict) -> None:
             if missing:
                 raise invalid(f"experiments.{run.group}.features.{run.combination}: {missing} not configured for "
                               f"dataset {dataset!r} (extractors: {configured})")
+            for store in run.features:
+                if needs := store_lacks(config, dataset, store):
+                    raise invalid(f"experiments.{run.group}.features.{run.combination}: dataset {dataset!r} cannot "
+                                  f"make store {store!r}: it has no {', no '.join(needs)}")
 
 
 def _check_erasure(config: dict, dataset: str, run: RunSpec) -> None:
@@ -161,8 +166,19 @@ def _check_finetune(config: dict, dataset: str, run: RunSpec) -> None:
 # ------------------------------------------------------------------------------- look-ups of a validated config
 
 def dataset_section(config: dict, dataset: str, section: str) -> dict:
-    """Top-level ``section`` (training, models) with the dataset's own overrides merged over it."""
-    return merge(config.get(section, {}), _dataset(config, dataset).get(section, {}))
+    """Top-level ``section`` (training, models) with the dataset's own overrides merged over it; a table's
+    extractors follow its declared fields in between (``mmsets.plan.tables``)."""
+    own = _dataset(config, dataset)
+    top = config.get(section, {})
+    if section == "extractors":
+        top = merge(top, {k: v for k, v in field_defaults(own).items() if k in top})
+    return merge(top, own.get(section, {}))
+
+
+def store_lacks(config: dict, dataset: str, store: str) -> list[str]:
+    """What the dataset lacks to make ``store`` (a table without an image column, a field it does not declare)."""
+    return lacking(config["datasets"][dataset], store, lambda name: extractor_settings(config, dataset, name),
+                   configured_extractors(config, dataset))
 
 
 def configured_extractors(config: dict, dataset: str) -> list[str]:
@@ -220,11 +236,31 @@ def _planned_runs(config: dict, dataset: str) -> tuple[dict[str, RunSpec], dict[
     """The untuned runs, the searches and the tuned runs of a dataset."""
     trained = [g for g in _groups(config, dataset) if config["experiments"].get(g, {}).get("model") != ENSEMBLE]
     try:
-        runs = expand_runs(config["experiments"], trained, lambda family: family_training(config, dataset, family),
+        runs = expand_runs(_makeable(config, dataset, trained), trained, lambda family: family_training(config, dataset, family),
                            dataset_section(config, dataset, "models"), config["datasets"][dataset].get("cv"))
         return (runs, *expand_tuning(config["experiments"], runs))
     except (SpecError, TypeError) as err:
         raise ConfigError(f"datasets.{dataset}: {err}") from err
+
+
+def _makeable(config: dict, dataset: str, groups: list[str]) -> dict:
+    """The experiments with the combinations that a ``skip_unavailable`` group cannot feed on this dataset left
+    out (a store its fields cannot make), and those that are then the same stores as an earlier one."""
+    experiments = dict(config["experiments"])
+    for group in groups:
+        exp = experiments.get(group)
+        if not exp or not exp.get("skip_unavailable"):
+            continue
+        kept: dict[str, list[str]] = {}
+        for combination, stores in exp["features"].items():
+            made = [s for s in stores if s in configured_extractors(config, dataset)
+                    and not store_lacks(config, dataset, s)]
+            if made and made not in kept.values():
+                kept[combination] = made
+        if not kept:
+            raise ConfigError(f"experiments.{group}: dataset {dataset!r} can make none of its stores")
+        experiments[group] = {**exp, "features": kept}
+    return experiments
 
 
 def dataset_ensembles(config: dict, dataset: str) -> dict[str, EnsembleSpec]:

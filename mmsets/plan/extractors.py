@@ -63,6 +63,7 @@ class Extractor:
     # erasure); None: it has no modalities
     modality_list: Callable[[Settings], list[str]] | None = None
     erase_modality: Callable[[Settings, int], dict[str, Any]] | None = None
+    reads_image: bool = False  # it opens the item's image (a table without an image column cannot make it)
     environment: str = "torch"  # envs/<environment>.yaml
     resources: Resources = NETWORK
     unshardable: str | None = None  # why its items cannot be split into shards (mmsets.extract.shards)
@@ -118,27 +119,30 @@ def _table(*extractors: Extractor) -> dict[str, Extractor]:
 
 # The OCR engines and the Cloud Vision client (which the labels extractor also asks) live in the "ocr" environment.
 EXTRACTORS: dict[str, Extractor] = _table(
-    Extractor("image", "mmsets.extract.image", "extract_image", "ImageParams"),
+    Extractor("image", "mmsets.extract.image", "extract_image", "ImageParams", reads_image=True),
     Extractor("text", "mmsets.extract.text", "extract_text", "TextParams", manifest_fields=fields_param("text"),
               count_keys=frozenset({"truncated"})),
     # tesseract, the default backend, runs on CPUs: one process per thread
-    Extractor("ocr", "mmsets.extract.ocr", "extract_ocr", "OCRParams", environment="ocr",
+    Extractor("ocr", "mmsets.extract.ocr", "extract_ocr", "OCRParams", environment="ocr", reads_image=True,
               resources=Resources(threads=4, mem_mb=4000, gpu=False)),
     Extractor("ocr_text", "mmsets.extract.text", "extract_ocr_text", "OCRTextParams", upstream={"ocr_store": "ocr"},
               count_keys=frozenset({"truncated"})),
-    Extractor("labels", "mmsets.extract.labels", "extract_labels", "LabelsParams", environment="ocr"),
+    Extractor("labels", "mmsets.extract.labels", "extract_labels", "LabelsParams", environment="ocr",
+              reads_image=True),
     Extractor("tokens", "mmsets.extract.tokens", "extract_tokens", "TokensParams", store_map="stores",
               mapped_stores=sources.modality_stores, manifest_fields=sources.modality_fields,
               count_keys=frozenset({"truncated", "empty", "not_in_store"}),
               modality_list=sources.modalities, erase_modality=sources.without_modality),
-    Extractor("objects", "mmsets.extract.objects", "extract_objects", "ObjectsParams"),
+    Extractor("objects", "mmsets.extract.objects", "extract_objects", "ObjectsParams", reads_image=True),
     Extractor("bbox", "mmsets.extract.bbox", "extract_bbox", "BBoxParams", upstream={"objects_store": "objects"},
+              reads_image=True,
               count_keys=frozenset({"degenerate_boxes"})),
     Extractor("categorical", "mmsets.extract.categorical", "extract_categorical", "CategoricalParams",
               manifest_fields=fields_param("categorical"), carried_state="training_vocabulary",
               resources=Resources(threads=1, mem_mb=4000, gpu=False),
               unshardable="its vocabulary is fitted on all training items (and it is fast)"),
-    Extractor("faces", "mmsets.extract.faces", "extract_faces", "FacesParams", count_keys=frozenset({"no_face"})),
+    Extractor("faces", "mmsets.extract.faces", "extract_faces", "FacesParams", count_keys=frozenset({"no_face"}),
+              reads_image=True),
 )
 
 
