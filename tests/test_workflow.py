@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -403,3 +404,20 @@ def test_a_tuned_group_plans_its_search_before_its_tuned_runs(tmp_path):
     workdir_config(tmp_path).write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "-n", "results/demo/report.html", check=False)
     assert proc.returncode != 0 and "experiments.dmms.tune.space.hidden" in proc.stdout + proc.stderr
+
+
+def test_an_own_table_with_the_shipped_config_plans_the_jobs_its_fields_need(tmp_path):
+    """The README's own-data recipe: the shipped config, a table's config file beside it, one target."""
+    shutil.copy(next(p for p in (ROOT / "config.yaml", ROOT / "config" / "config.yaml") if p.exists()),
+                workdir_config(tmp_path))
+    (tmp_path / "movies.csv").write_text("id,poster,plot,drama\n1,1.jpeg,A plot.,yes\n2,2.jpeg,Another.,no\n")
+    own = {"datasets": {"movies": {"kind": "table", "path": str(tmp_path / "movies.csv"), "task": "binary",
+                                   "id_column": "id", "image_column": "poster", "text_columns": ["plot"],
+                                   "label_column": "drama"}}}
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(own))
+    proc = snakemake(tmp_path, "-n", "results/movies/report.html", "--configfile", str(tmp_path / "my.yaml"))
+    jobs = Counter(job.split("[")[0] for job in planned_jobs(proc))
+    # 3 combinations (image, text, both) x (DMMS max, DMMS sum, logistic regression) x 3 seeds
+    assert jobs == {"prepare_table": 1, "extract": 2, "train": 27, "robustness": 27, "ensemble": 9 + 1, "report": 1}
+    assert {"extract[dataset=movies, extractor=image]", "extract[dataset=movies, extractor=text]"} <= set(
+        planned_jobs(proc))

@@ -139,7 +139,7 @@ def _check_runs(config: dict) -> None:
             for store in run.features:
                 if needs := store_lacks(config, dataset, store):
                     raise invalid(f"experiments.{run.group}.features.{run.combination}: dataset {dataset!r} cannot "
-                                  f"make store {store!r}: it has no {', no '.join(needs)}")
+                                  f"make store {store!r}: it lacks {', '.join(needs)}")
 
 
 def _check_erasure(config: dict, dataset: str, run: RunSpec) -> None:
@@ -236,7 +236,8 @@ def _planned_runs(config: dict, dataset: str) -> tuple[dict[str, RunSpec], dict[
     """The untuned runs, the searches and the tuned runs of a dataset."""
     trained = [g for g in _groups(config, dataset) if config["experiments"].get(g, {}).get("model") != ENSEMBLE]
     try:
-        runs = expand_runs(_makeable(config, dataset, trained), trained, lambda family: family_training(config, dataset, family),
+        runs = expand_runs(_makeable(config, dataset, trained), trained,
+                           lambda family: family_training(config, dataset, family),
                            dataset_section(config, dataset, "models"), config["datasets"][dataset].get("cv"))
         return (runs, *expand_tuning(config["experiments"], runs))
     except (SpecError, TypeError) as err:

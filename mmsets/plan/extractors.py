@@ -64,6 +64,7 @@ class Extractor:
     modality_list: Callable[[Settings], list[str]] | None = None
     erase_modality: Callable[[Settings, int], dict[str, Any]] | None = None
     reads_image: bool = False  # it opens the item's image (a table without an image column cannot make it)
+    field_kind: str | None = None  # the kind of manifest field it embeds (a table must declare one of that kind)
     environment: str = "torch"  # envs/<environment>.yaml
     resources: Resources = NETWORK
     unshardable: str | None = None  # why its items cannot be split into shards (mmsets.extract.shards)
@@ -121,7 +122,7 @@ def _table(*extractors: Extractor) -> dict[str, Extractor]:
 EXTRACTORS: dict[str, Extractor] = _table(
     Extractor("image", "mmsets.extract.image", "extract_image", "ImageParams", reads_image=True),
     Extractor("text", "mmsets.extract.text", "extract_text", "TextParams", manifest_fields=fields_param("text"),
-              count_keys=frozenset({"truncated"})),
+              field_kind="text", count_keys=frozenset({"truncated"})),
     # tesseract, the default backend, runs on CPUs: one process per thread
     Extractor("ocr", "mmsets.extract.ocr", "extract_ocr", "OCRParams", environment="ocr", reads_image=True,
               resources=Resources(threads=4, mem_mb=4000, gpu=False)),
@@ -138,7 +139,8 @@ EXTRACTORS: dict[str, Extractor] = _table(
               reads_image=True,
               count_keys=frozenset({"degenerate_boxes"})),
     Extractor("categorical", "mmsets.extract.categorical", "extract_categorical", "CategoricalParams",
-              manifest_fields=fields_param("categorical"), carried_state="training_vocabulary",
+              manifest_fields=fields_param("categorical"), field_kind="categorical",
+              carried_state="training_vocabulary",
               resources=Resources(threads=1, mem_mb=4000, gpu=False),
               unshardable="its vocabulary is fitted on all training items (and it is fast)"),
     Extractor("faces", "mmsets.extract.faces", "extract_faces", "FacesParams", count_keys=frozenset({"no_face"}),

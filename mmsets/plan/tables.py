@@ -42,6 +42,9 @@ def lacking(dataset: Mapping[str, Any], store: str, settings_of: Callable[[str],
     settings = settings_of(store)
     found = ["an image_column"] if extractor(store).reads_image and not dataset.get("image_column") else []
     declared = {"text": dataset.get("text_columns") or [], "categorical": dataset.get("categorical_columns") or []}
+    kind = extractor(store).field_kind
+    if kind and not declared[kind]:
+        found.append(f"{kind}_columns")
     for kind, fields in extractor(store).fields_read(settings).items():
         found += [f"{kind} column {name!r}" for name in fields if name not in declared[kind]]
     for name in upstream(store, settings, configured).values():
