@@ -29,7 +29,7 @@ def mmimdb_sample(shared_dir: Path) -> Path:
 @pytest.fixture
 def shipped_config() -> dict:
     """A fresh copy of the repository's config.yaml, as Snakemake reads it."""
-    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def _config():
-    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
 def test_shipped_config_is_valid_and_gets_defaults():

@@ -22,7 +22,7 @@ from mmsets.extract.backbones import MPNET_DISTRIBUTIONS
 from workdirs import workdir_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SNAKEFILE = ROOT / "Snakefile"
 LOCK = ROOT / "requirements" / "lock.txt"
 IN_PROJECT_VENV = Path(sys.prefix).resolve() == (ROOT / ".venv").resolve()
 needs_project_venv = pytest.mark.skipif(not IN_PROJECT_VENV and not os.environ.get("CI"),
@@ -166,10 +166,10 @@ def test_snakemake_alone_builds_the_mmimdb_dag(tmp_path, mmimdb_sample):
     assert no_numpy.returncode != 0
     work = tmp_path / "work"
     work.mkdir()
-    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(work))
+    shutil.copy(ROOT / "config.yaml", workdir_config(work))
     (work / "sample.yaml").write_text(yaml.safe_dump({"datasets": {"mmimdb": {"root": str(mmimdb_sample)}}}))
     proc = subprocess.run([str(bin_dir / "snakemake"), "-n", "--snakefile", str(SNAKEFILE), "--directory",
-                           str(work), "results/mmimdb/report.html", "--configfile", "config/config.yaml", "sample.yaml"],
+                           str(work), "results/mmimdb/report.html", "--configfile", "config.yaml", "sample.yaml"],
                           cwd=work, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, re.M))

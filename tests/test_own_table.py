@@ -11,7 +11,7 @@ from mmsets.plan.config import (ConfigError, configured_extractors, dataset_ense
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-DEFAULT_CONFIG = next(p for p in (ROOT / "config.yaml", ROOT / "config" / "config.yaml") if p.exists())
+DEFAULT_CONFIG = ROOT / "config.yaml"
 
 
 def with_table(**table) -> dict:

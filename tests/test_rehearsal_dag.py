@@ -13,7 +13,7 @@ import pytest
 from workdirs import workdir_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SNAKEFILE = ROOT / "Snakefile"
 # store -> the width of the paper's architecture that made it
 WIDTHS = {"image": 2048, "bbox": 2048, "text": 1024, "ocr_text": 1024, "tokens": 1024, "faces": 512}
 
@@ -21,7 +21,7 @@ WIDTHS = {"image": 2048, "bbox": 2048, "text": 1024, "ocr_text": 1024, "tokens":
 @pytest.mark.slow
 
 def test_tiny_rehearsal_runs_the_whole_dag_with_the_papers_architectures(tmp_path):
-    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
+    shutil.copy(ROOT / "config.yaml", workdir_config(tmp_path))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path),
            "--cores", "2", "--configfile", str(ROOT / "workflow/configs/rehearsal.yaml"),
            str(ROOT / "tests/configs/rehearsal_tiny.yaml"), "--", "results/rehearsal/report.html"]

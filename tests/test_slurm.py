@@ -1,5 +1,5 @@
 """The small DAG on a real SLURM cluster: Debian's slurmctld and slurmd on this machine (a one-node cluster),
-driven by snakemake-executor-plugin-slurm through workflow/profiles/slurm, with sharded extraction. Its
+driven by snakemake-executor-plugin-slurm through profiles/slurm, with sharded extraction. Its
 stores and metrics must equal those of the same DAG run locally.
 
 Starting the daemons needs root (CI runs as root); `make system` installs slurm-wlm and munge."""
@@ -19,7 +19,7 @@ import yaml
 from workdirs import workdir_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SNAKEFILE = ROOT / "Snakefile"
 SMALL = ROOT / "tests" / "configs" / "small.yaml"
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
 # ports of their own, so a cluster this machine already belongs to is left alone
@@ -149,7 +149,7 @@ def test_the_sharded_dag_on_slurm_equals_a_local_run(cluster, tmp_path):
     _snakemake(local, "--cores", "2")
     on_slurm = _workdir(tmp_path / "slurm")
     small = "mem_mb=1000"  # the rules ask for more than a small CI machine has; nothing enforces it here
-    proc = _snakemake(on_slurm, "--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--jobs", "4",
+    proc = _snakemake(on_slurm, "--workflow-profile", str(ROOT / "profiles" / "slurm"), "--jobs", "4",
                       "--default-resources", "slurm_partition=debug", small, "runtime=30",
                       "--set-resources", *(f"{rule}:{small}" for rule in ("extract", "extract_shard", "train")),
                       "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",

@@ -18,7 +18,7 @@ import yaml
 from workdirs import workdir_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SNAKEFILE = ROOT / "Snakefile"
 SMALL = ROOT / "tests" / "configs" / "small.yaml"
 
 
@@ -190,7 +190,7 @@ def test_bad_config_value_stops_with_the_key(tmp_path):
 
 
 def test_misspelled_model_setting_fails_the_dry_run_naming_the_key(tmp_path):
-    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
+    shutil.copy(ROOT / "config.yaml", workdir_config(tmp_path))
     proc = snakemake(tmp_path, "-n", "results/mmimdb/report.html", "--config", "models={dm2s2: {intra_atention: false}}",
                      check=False)
     assert proc.returncode != 0 and planned_jobs(proc) == []
@@ -198,7 +198,7 @@ def test_misspelled_model_setting_fails_the_dry_run_naming_the_key(tmp_path):
 
 
 def test_unknown_image_model_fails_the_dry_run_naming_the_key(tmp_path):
-    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
+    shutil.copy(ROOT / "config.yaml", workdir_config(tmp_path))
     proc = snakemake(tmp_path, "-n", "results/demo/report.html", "--config", "extractors={image: {model: resnet50}}",
                      check=False)
     assert proc.returncode != 0 and planned_jobs(proc) == []
@@ -213,7 +213,7 @@ def test_a_checkout_under_a_path_with_a_space_and_a_quote_runs(tmp_path):
                                                                    "__pycache__", "*.egg-info"))
     work = tmp_path / "work dir"
     shutil.copy(SMALL, workdir_config(work))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "workflow" / "Snakefile"),
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "Snakefile"),
            "--directory", str(work), "--cores", "2", "results/demo/features/text.h5"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -275,7 +275,7 @@ def test_extractor_variants_get_their_own_stores_and_read_their_upstream_variant
 
 
 def test_paper_config_plans_the_papers_inputs_and_tables(tmp_path):
-    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
+    shutil.copy(ROOT / "config.yaml", workdir_config(tmp_path))
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "workflow" / "configs" / "paper.yaml"), "--",
                      "results/mmimdb/report.html")
     jobs = planned_jobs(proc)
@@ -293,7 +293,7 @@ def test_paper_config_plans_the_papers_inputs_and_tables(tmp_path):
 
 
 def test_the_mpnet_config_changes_the_text_encoders_only(tmp_path):
-    shutil.copy(ROOT / "config" / "config.yaml", workdir_config(tmp_path))
+    shutil.copy(ROOT / "config.yaml", workdir_config(tmp_path))
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(ROOT / "workflow" / "configs" / "mpnet.yaml"), "--",
                      "results/mmimdb/report.html")
     commands = extract_commands(proc)
@@ -408,7 +408,7 @@ def test_a_tuned_group_plans_its_search_before_its_tuned_runs(tmp_path):
 
 def test_an_own_table_with_the_shipped_config_plans_the_jobs_its_fields_need(tmp_path):
     """The README's own-data recipe: the shipped config, a table's config file beside it, one target."""
-    shutil.copy(next(p for p in (ROOT / "config.yaml", ROOT / "config" / "config.yaml") if p.exists()),
+    shutil.copy(ROOT / "config.yaml",
                 workdir_config(tmp_path))
     (tmp_path / "movies.csv").write_text("id,poster,plot,drama\n1,1.jpeg,A plot.,yes\n2,2.jpeg,Another.,no\n")
     own = {"datasets": {"movies": {"kind": "table", "path": str(tmp_path / "movies.csv"), "task": "binary",

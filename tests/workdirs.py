@@ -2,7 +2,7 @@
 
 
 def workdir_config(work):
-    """Where Snakemake reads a work folder's config (config/config.yaml, the catalog's layout)."""
-    path = work / "config" / "config.yaml"
+    """Where Snakemake reads a work folder's config (config.yaml, beside the top-level Snakefile)."""
+    path = work / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path

@@ -5,7 +5,7 @@ import re
 import shlex
 import sys
 
-REPOSITORY = os.path.dirname(workflow.basedir)  # the Snakefile lives in workflow/
+REPOSITORY = workflow.basedir  # the top-level Snakefile's folder: a checkout, or one `mmsets init` wrote
 sys.path.insert(0, REPOSITORY)
 # Only mmsets.plan and the registries (no numpy, no torch): under --use-conda, the Python that runs Snakemake has
 # Snakemake alone.
