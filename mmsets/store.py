@@ -345,11 +345,24 @@ class RaggedWriter:
             self.abort()
 
 
+def missing_store(path: Path) -> str:
+    """Why a store is not at ``path``: the stores its folder holds and the extractors a store can be named after."""
+    from mmsets.listing import listed
+    from mmsets.plan.extractors import EXTRACTORS
+
+    here = sorted(p.name.removesuffix(p.suffix) for p in path.parent.glob("*.h5")) if path.parent.is_dir() else []
+    held = f"its folder holds {listed(here)}" if here else f"no folder {str(path.parent)!r} with stores"
+    return (f"no feature store {path.stem!r} at {str(path)!r}: {held}; a store is named after its extractor "
+            f"({listed(EXTRACTORS, limit=len(EXTRACTORS))}) or a variant of it (name@variant)")
+
+
 class RaggedStore:
     """Read-only view of a finished store; only ``ids`` and ``offsets`` are held in memory."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError(missing_store(self.path))
         try:
             self.file = h5py.File(self.path, "r")
         except OSError as err:

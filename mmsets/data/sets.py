@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
+from mmsets.listing import listed
 from mmsets.store import PRELOAD_BYTES, RaggedStore, StoreReader
 
 FLOAT, INDEX = "float", "index"
@@ -113,7 +114,7 @@ class SetDataset(Dataset):
     ) -> None:
         unknown = sorted(set(dropped) - set(stores))
         if unknown:
-            raise ValueError(f"dropped modalities {unknown} are not among the stores {sorted(stores)}")
+            raise ValueError(f"dropped modalities {unknown} are not among the stores {listed(sorted(stores))}")
         frame = manifest.frame if split is None else manifest.split(split)
         self.split = split
         self.label_names = list(label_names if label_names is not None else manifest.label_names)

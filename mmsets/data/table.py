@@ -37,13 +37,14 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import CAT_PREFIX, FINE_LABEL, TASKS, TEXT_PREFIX, Manifest, is_missing, write_manifest
 from mmsets.data.splits import random_splits, stratified_splits
+from mmsets.listing import listed
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
                  "validation": "dev", "test": "test", "testing": "test"}
@@ -212,7 +213,7 @@ class _ItemReader:
     def check_header(self, header: list[str]) -> None:
         for column in self.named():
             if column not in header:
-                raise TableError(f"{self.path}: no column {column!r} (the header has {header})")
+                raise TableError(f"{self.path}: no column {column!r} (the header has {listed(header)})")
 
     def check_columns_seen(self) -> None:
         """JSON Lines has no header: every named column must be in some row."""
@@ -341,17 +342,35 @@ def _label_names(records: list[dict], task: str, given: Sequence[str] | None, pa
             unknown = [label for label in record["labels"] if label not in names]
             if unknown:
                 raise TableError(f"{path}:{record['line']}: column {column!r}: label {unknown[0]!r} is not one of "
-                                 f"{names}")
+                                 f"{listed(names)}")
     else:
-        names = sorted({label for record in records for label in record["labels"]})
+        names = class_order({label for record in records for label in record["labels"]})
     if task == "binary" and len(names) != 2:
         first = {}
         for record in records:
             for label in record["labels"]:
                 first.setdefault(label, record["line"])
-        found = ", ".join(f"{name!r} (first on line {first[name]})" for name in names)
-        raise TableError(f"{path}: column {column!r}: a binary task needs 2 classes, found {len(names)}: {found}")
+        found = listed((f"{name!r} (first on line {first[name]})" for name in names), quote=False, width=120)
+        raise TableError(f"{path}: column {column!r}: a binary task needs 2 classes, found {len(names)}: {found}"
+                         f"{_one_per_row(len(names), len(records))}")
     return names
+
+
+def class_order(classes: Iterable[str]) -> list[str]:
+    """The classes as the column holds them, sorted: by value when every class is a number (2 before 10), else as
+    text; for binary the second is the positive class (``no``/``yes``, ``false``/``true``, ``0``/``1``)."""
+    classes = set(classes)
+    try:
+        return sorted(classes, key=lambda c: (float(c), c))
+    except ValueError:
+        return sorted(classes)
+
+
+def _one_per_row(n_classes: int, n_rows: int) -> str:
+    """A hint when nearly every row has a class of its own: the label column is likely an id or a text."""
+    if n_classes > 2 and n_classes >= 0.5 * n_rows:
+        return f" ({n_classes} classes in {n_rows} rows: is it the column to learn, label_column?)"
+    return ""
 
 
 def write_table_manifest(table_path: str | os.PathLike, manifest_path: str | os.PathLike, **kwargs: Any) -> Manifest:

@@ -7,6 +7,7 @@ import types
 import typing
 from typing import Any, Mapping
 
+from mmsets.listing import listed
 from mmsets.plan.errors import ParamsError
 
 DTYPES = ("float16", "float32")
@@ -20,7 +21,7 @@ def params_from_dict(cls: type, params: Mapping[str, Any] | None, *, where: str 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - set(fields))
     if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+        raise ParamsError(f"{where}: unknown key(s) {unknown}; allowed: {listed(sorted(fields), limit=30)}")
     hints = typing.get_type_hints(cls)
     for key, value in params.items():
         if not _matches(value, hints[key]):

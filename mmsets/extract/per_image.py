@@ -56,7 +56,8 @@ def image_paths(manifest: Manifest, image_root: str | os.PathLike | None = None)
         shown = ", ".join(repr(str(p)) for p in given[:3])
         raise ExtractError(f"none of the manifest's {len(given)} image paths is a file (first: {shown}; "
                            f"working folder {os.getcwd()!r}): prepare the manifest again where the images are, "
-                           f"or give the folder relative paths start from (runtime image_root)")
+                           f"or, for a table, set datasets.<name>.image_root to the folder its relative image paths "
+                           f"start from")
     return paths
 
 

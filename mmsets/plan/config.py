@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from mmsets.listing import listed
 from mmsets.plan.errors import ConfigError, ParamsError, SpecError
 from mmsets.plan.extractors import extractor, split_variant
 from mmsets.plan.families import FAMILIES, SEQUENCE
@@ -146,7 +147,7 @@ def _check_erasure(config: dict, dataset: str, run: RunSpec) -> None:
     where = f"experiments.{run.group}.erasure: "
     if FAMILIES[run.model].inputs != SEQUENCE:
         raise invalid(f"{where}modality erasure re-encodes token sequences; {run.model} does not read them")
-    if config["datasets"][dataset].get("cv"):
+    if dataset_settings(config, dataset).get("cv"):
         raise invalid(f"{where}scores the test split; dataset {dataset!r} uses k-fold cross-validation")
     if run.features[0] in configured_extractors(config, dataset):
         modalities = extractor(run.features[0]).modalities(extractor_settings(config, dataset, run.features[0]))
@@ -168,7 +169,7 @@ def _check_finetune(config: dict, dataset: str, run: RunSpec) -> None:
 def dataset_section(config: dict, dataset: str, section: str) -> dict:
     """Top-level ``section`` (training, models) with the dataset's own overrides merged over it; a table's
     extractors follow its declared fields in between (``mmsets.plan.tables``)."""
-    own = _dataset(config, dataset)
+    own = dataset_settings(config, dataset)
     top = config.get(section, {})
     if section == "extractors":
         top = merge(top, {k: v for k, v in field_defaults(own).items() if k in top})
@@ -177,7 +178,7 @@ def dataset_section(config: dict, dataset: str, section: str) -> dict:
 
 def store_lacks(config: dict, dataset: str, store: str) -> list[str]:
     """What the dataset lacks to make ``store`` (a table without an image column, a field it does not declare)."""
-    return lacking(config["datasets"][dataset], store, lambda name: extractor_settings(config, dataset, name),
+    return lacking(dataset_settings(config, dataset), store, lambda name: extractor_settings(config, dataset, name),
                    configured_extractors(config, dataset))
 
 
@@ -204,7 +205,7 @@ def family_training(config: dict, dataset: str, family: str) -> dict:
     """The training recipe of ``family``'s runs on ``dataset``, the more specific over the more general:
     top-level keys < the family's paper recipe (the registry) < top-level ``training.families.<family>``
     < the dataset's own keys < the dataset's ``training.families.<family>``."""
-    own = _dataset(config, dataset).get("training", {})
+    own = dataset_settings(config, dataset).get("training", {})
     recipe = FAMILIES[family].recipe if family in FAMILIES else {}
     top = config.get("training", {})
 
@@ -218,7 +219,7 @@ def family_training(config: dict, dataset: str, family: str) -> dict:
 
 
 def _groups(config: dict, dataset: str) -> list[str]:
-    return config["datasets"][dataset].get("experiments") or list(config["experiments"])
+    return dataset_settings(config, dataset).get("experiments") or list(config["experiments"])
 
 
 def dataset_runs(config: dict, dataset: str) -> dict[str, RunSpec]:
@@ -238,7 +239,7 @@ def _planned_runs(config: dict, dataset: str) -> tuple[dict[str, RunSpec], dict[
     try:
         runs = expand_runs(_makeable(config, dataset, trained), trained,
                            lambda family: family_training(config, dataset, family),
-                           dataset_section(config, dataset, "models"), config["datasets"][dataset].get("cv"))
+                           dataset_section(config, dataset, "models"), dataset_settings(config, dataset).get("cv"))
         return (runs, *expand_tuning(config["experiments"], runs))
     except (SpecError, TypeError) as err:
         raise ConfigError(f"datasets.{dataset}: {err}") from err
@@ -272,8 +273,11 @@ def dataset_ensembles(config: dict, dataset: str) -> dict[str, EnsembleSpec]:
         raise ConfigError(f"datasets.{dataset}: {err}") from err
 
 
-def _dataset(config: dict, dataset: str) -> dict:
-    """The dataset's own settings (its overrides)."""
+def dataset_settings(config: dict, dataset: str) -> dict:
+    """The dataset's own settings (its overrides); a name the config lacks (a misspelt target,
+    results/<dataset>/...) is refused naming the datasets it has."""
     if dataset not in config["datasets"]:
-        raise ConfigError(f"datasets.{dataset}: no such dataset in the config")
+        raise ConfigError(f"no dataset {dataset!r} in the config (results/{dataset}/...): its datasets are "
+                          f"{listed(config['datasets'], limit=20)}")
     return config["datasets"][dataset]
+

@@ -10,7 +10,7 @@ sys.path.insert(0, REPOSITORY)
 # Only mmsets.plan and the registries (no numpy, no torch): under --use-conda, the Python that runs Snakemake has
 # Snakemake alone.
 from mmsets.plan.config import configured_extractors, dataset_ensembles, dataset_runs, extractor_shards  # noqa: E402
-from mmsets.plan.config import dataset_searches, validate_config  # noqa: E402
+from mmsets.plan.config import dataset_searches, dataset_settings, validate_config  # noqa: E402
 from mmsets.plan.tuning import apply_params  # noqa: E402
 from mmsets.plan.config import extractor_settings as _extractor_settings  # noqa: E402
 from mmsets.plan.extractors import environment, extractor, resources, upstream  # noqa: E402
@@ -119,17 +119,17 @@ _NOT_DATA = ("training", "models", "experiments", "extractors", "cv", "shards") 
 
 
 def dataset_params(wildcards):
-    settings = {k: v for k, v in config["datasets"][wildcards.dataset].items() if k not in _NOT_DATA}
+    settings = {k: v for k, v in dataset_settings(config, wildcards.dataset).items() if k not in _NOT_DATA}
     return json.dumps(settings, sort_keys=True)
 
 
 def mmimdb_root(wildcards):
-    root = config["datasets"][wildcards.dataset]["root"]
+    root = dataset_settings(config, wildcards.dataset)["root"]
     return root if root else unpacked_dir(wildcards.dataset)
 
 
 def mmimdb_input(wildcards):
-    root = config["datasets"][wildcards.dataset]["root"]
+    root = dataset_settings(config, wildcards.dataset)["root"]
     return [] if root else [unpacked_dir(wildcards.dataset)]
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from mmsets.plan.errors import ParamsError
 from mmsets.extract.ocr_backends import OCRError, OCRResult, read_each
+from mmsets.listing import listed
 
 WORD_LEVEL = 5
 INSTALL = "apt-get install -y tesseract-ocr tesseract-ocr-eng; pip install pytesseract"
@@ -39,8 +40,8 @@ class Tesseract:
         self.lang = lang or "eng"
         missing = sorted(set(self.lang.split("+")) - installed)
         if missing:
-            raise ParamsError(f"ocr params.lang: tesseract has no data for {missing} (installed: {sorted(installed)}); "
-                              f"e.g. apt-get install tesseract-ocr-{missing[0]}")
+            raise ParamsError(f"ocr params.lang: tesseract has no data for {missing} (installed: "
+                              f"{listed(sorted(installed))}); e.g. apt-get install tesseract-ocr-{missing[0]}")
         if not 0 <= psm <= 13:
             raise ParamsError(f"ocr params.psm: {psm} is not a tesseract page segmentation mode (0-13)")
         self.config = f"--psm {psm}"
