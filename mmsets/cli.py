@@ -182,15 +182,13 @@ def cmd_robustness(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from mmsets.predict import load_run, read_items, write_predictions
+    from mmsets.predict import load_run, write_predictions
     from mmsets.runtime import Runtime
 
     run = load_run(args.run_dir, args.features_dir)
-    items, image_root = read_items(args.items)
     runtime = Runtime.from_env(device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                                threads=args.threads, max_pixels=args.max_pixels)
-    frame = run.predict(items, work_dir=args.work_dir, runtime=runtime, device=runtime.device,
-                        image_root=image_root)
+    frame = run.predict(Path(args.items), work_dir=args.work_dir, runtime=runtime, device=runtime.device)
     for name, summary in run.extraction.items():
         log.info("%s: %d items, %d with elements, skipped %s", name, summary["items"], summary["with_elements"],
                  summary["skipped"] or "none")

@@ -9,13 +9,17 @@
 The new items are extracted exactly as the run's training items were: each store the run reads (and each
 store those read) is made again with the extractor and settings it records (``config.stores`` of
 ``model.pt``). Items are given with an ``id`` (else numbered), an ``image`` path (or none) and the run's
-text and categorical fields by name (``plot`` or ``text_plot``). The result has one row per item: the
-outputs (a probability per label, or the value), the labels the run's decision rule gives, and each
-modality's share of the prediction (``share_<modality>``) when the model family explains items.
+text and categorical fields by name (``plot`` or ``text_plot``), or as the path of a CSV / JSON Lines table or
+an MM-IMDb-layout folder (``run.predict("items.csv")``, as ``mmsets predict --items``). The result has one row
+per item: the outputs (a probability per label, or the value), the labels the run's decision rule gives, and each
+modality's share of the prediction (``share_<modality>``) when the model family explains items. ``explain`` after
+``predict`` of the same items (the same ids, fields and image files) reuses its result: nothing is extracted again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -28,6 +32,8 @@ import pandas as pd
 
 from mmsets.data.manifest import CAT_PREFIX, TEXT_PREFIX, Manifest, is_missing, write_manifest
 from mmsets.extract.recipe import recipe_inputs, run_recipe, store_recipe
+from mmsets.listing import listed
+from mmsets.plan.extractors import extractor
 from mmsets.plan.layout import MODEL, store_path
 
 if TYPE_CHECKING:
@@ -43,7 +49,7 @@ class PredictError(ValueError):
     pass
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainedRun:
     """A run directory loaded for prediction: its models (a k-fold run: one per fold) and its config."""
 
@@ -51,6 +57,12 @@ class TrainedRun:
     config: dict
     models: RunModels | EnsembleModels
     extraction: dict = field(default_factory=dict)  # the last predict's store summaries
+    last: tuple[str, pd.DataFrame] | None = None  # (the items' digest, predict's result) of the last predict
+
+    def __repr__(self) -> str:
+        task = (self.config.get("task") or {}).get("name", "multilabel")
+        return (f"TrainedRun({self.path.name!r}, model={self.config.get('model')!r}, task={task!r}, "
+                f"labels={len(self.config.get('label_names') or [])}, features={self.features})")
 
     @property
     def label_names(self) -> list[str]:
@@ -102,24 +114,50 @@ class TrainedRun:
         if task["name"] == "regression":
             out["target"] = np.nan
         return Manifest(out.astype(object).where(out.notna(), None).reset_index(drop=True), self.label_names,
-                        task["name"], self.config.get("dataset", ""), {"source": "predict"})
+                        task["name"], self.config.get("dataset", ""), {"source": "predict", "image_root": str(root)})
 
-    def predict(self, items: pd.DataFrame | Iterable[Mapping[str, Any]] | Manifest,
+    def predict(self, items: pd.DataFrame | Iterable[Mapping[str, Any]] | Manifest | str | os.PathLike,
                 work_dir: str | os.PathLike | None = None, runtime: Any = None, device: str = "auto",
                 image_root: str | os.PathLike | None = None) -> pd.DataFrame:
         """Extract ``items`` as the run's training items were, score and explain them (see the module doc).
 
-        ``work_dir`` keeps the manifest and stores (a rerun resumes an interrupted extraction); without it
-        the stores go to a temporary folder. ``extraction`` then holds each store's summary (skips counted).
+        ``items`` may be a path (a table or an MM-IMDb-layout folder, ``read_items``): its relative image paths
+        are then taken from its folder unless ``image_root`` says otherwise. ``work_dir`` keeps the manifest and
+        stores (a rerun resumes an interrupted extraction); without it the stores go to a temporary folder.
+        ``extraction`` then holds each store's summary (skips counted).
         """
+        if isinstance(items, (str, os.PathLike)):
+            items, found_root = read_items(items)
+            image_root = found_root if image_root is None else image_root
         manifest = items if isinstance(items, Manifest) else self.items_manifest(items, image_root)
+        key = items_digest(manifest)
+        if self.last is not None and self.last[0] == key:
+            return self.last[1].copy()
+        self._check_images(manifest)
         if work_dir is None:
             with tempfile.TemporaryDirectory(prefix="mmsets-predict-") as tmp:
-                return self._predict(manifest, Path(tmp), runtime, device)
-        work = Path(work_dir)
-        work.mkdir(parents=True, exist_ok=True)
-        write_manifest(manifest, work / "manifest.parquet")
-        return self._predict(manifest, work, runtime, device)
+                frame = self._predict(manifest, Path(tmp), runtime, device)
+        else:
+            work = Path(work_dir)
+            work.mkdir(parents=True, exist_ok=True)
+            write_manifest(manifest, work / "manifest.parquet")
+            frame = self._predict(manifest, work, runtime, device)
+        self.last = (key, frame.copy())
+        return frame
+
+    def _check_images(self, manifest: Manifest) -> None:
+        """When the run reads images and not one of the items' images is a file, the paths are wrong: say so,
+        by item, before extracting a store of items without images."""
+        if not any(not e.get("external") and extractor(e["extractor"]).reads_image for e in self.recipe.values()):
+            return
+        given = [(i, p) for i, p in zip(manifest.frame["id"], manifest.frame["image"]) if not is_missing(p)]
+        if not given or any(os.path.isfile(p) for _, p in given):
+            return
+        shown = listed((f"item {i!r}: {str(p)!r}" for i, p in given), limit=3, quote=False, width=200)
+        root = manifest.extra.get("image_root")
+        where = f"; relative image paths are taken from {root!r} (image_root)" if root else ""
+        raise PredictError(f"no image of the {len(given)} item(s) given is a file ({shown}){where}: run "
+                           f"{self.path.name} reads images; give the items' image paths as they are on this machine")
 
     def _predict(self, manifest: Manifest, work: Path, runtime: Any, device: str) -> pd.DataFrame:
         from mmsets.runs.scoring import open_stores, predict_items
@@ -171,6 +209,17 @@ def read_items(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     from mmsets.data.table import read_rows
 
     return read_rows(path), path.parent
+
+
+def items_digest(manifest: Manifest) -> str:
+    """What the items are: their ids and fields, and each image file's size and modification time (a file
+    changed on disk is other items)."""
+    frame = manifest.frame
+    digest = hashlib.sha256(frame.to_json(orient="split", default_handler=str).encode())
+    for path in frame["image"]:
+        stat = os.stat(path) if not is_missing(path) and os.path.isfile(path) else None
+        digest.update(json.dumps([str(path), stat and [stat.st_size, stat.st_mtime_ns]]).encode())
+    return digest.hexdigest()
 
 
 def write_predictions(frame: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
