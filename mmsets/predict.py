@@ -13,7 +13,8 @@ text and categorical fields by name (``plot`` or ``text_plot``), or as the path 
 an MM-IMDb-layout folder (``run.predict("items.csv")``, as ``mmsets predict --items``). The result has one row
 per item: the outputs (a probability per label, or the value), the labels the run's decision rule gives, and each
 modality's share of the prediction (``share_<modality>``) when the model family explains items. ``explain`` after
-``predict`` of the same items (the same ids, fields and image files) reuses its result: nothing is extracted again.
+``predict`` of the same items (the same ids, fields and image files) reuses its result: nothing is extracted again
+(unless another ``work_dir`` asks for the stores there).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class TrainedRun:
     config: dict
     models: RunModels | EnsembleModels
     extraction: dict = field(default_factory=dict)  # the last predict's store summaries
-    last: tuple[str, pd.DataFrame] | None = None  # (the items' digest, predict's result) of the last predict
+    # the last predict: the items' digest, its work_dir (None: a temporary one) and its result
+    last: tuple[str, str | None, pd.DataFrame] | None = None
 
     def __repr__(self) -> str:
         task = (self.config.get("task") or {}).get("name", "multilabel")
@@ -131,18 +133,18 @@ class TrainedRun:
             image_root = found_root if image_root is None else image_root
         manifest = items if isinstance(items, Manifest) else self.items_manifest(items, image_root)
         key = items_digest(manifest)
-        if self.last is not None and self.last[0] == key:
-            return self.last[1].copy()
+        work = None if work_dir is None else os.path.abspath(work_dir)
+        if self.last is not None and self.last[0] == key and work in (None, self.last[1]):  # else: stores asked for
+            return self.last[2].copy()
         self._check_images(manifest)
         if work_dir is None:
             with tempfile.TemporaryDirectory(prefix="mmsets-predict-") as tmp:
                 frame = self._predict(manifest, Path(tmp), runtime, device)
         else:
-            work = Path(work_dir)
-            work.mkdir(parents=True, exist_ok=True)
-            write_manifest(manifest, work / "manifest.parquet")
-            frame = self._predict(manifest, work, runtime, device)
-        self.last = (key, frame.copy())
+            Path(work).mkdir(parents=True, exist_ok=True)
+            write_manifest(manifest, Path(work) / "manifest.parquet")
+            frame = self._predict(manifest, Path(work), runtime, device)
+        self.last = (key, work, frame.copy())
         return frame
 
     def _check_images(self, manifest: Manifest) -> None:

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -23,6 +23,7 @@ FINE_LABEL = "fine_label"  # optional: a finer class per item, reported on but n
 SPLITS = ("train", "dev", "test")
 TASKS = ("multilabel", "binary", "multiclass", "regression")
 _META_KEY = b"mmsets"
+IMAGE_BASE = "manifest"  # the metadata's image_base: relative image paths start from the manifest's folder
 
 
 class ManifestError(ValueError):
@@ -78,12 +79,18 @@ class Manifest:
 
 
 def write_manifest(manifest: Manifest, path: str | os.PathLike) -> None:
-    table = pa.Table.from_pandas(manifest.frame.reset_index(drop=True), preserve_index=False)
+    """``manifest`` as a parquet file (atomically); an image inside the manifest's folder is written relative to
+    it, so that the folder (the results tree) can move (docs/formats.md, "Manifest")."""
+    frame = manifest.frame.reset_index(drop=True)
+    frame = frame.assign(image=pd.Series(stored_image_paths(frame["image"], Path(path).parent), index=frame.index,
+                                         dtype=object))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     meta = {
         "label_names": manifest.label_names,
         "task": manifest.task,
         "dataset": manifest.dataset,
         "extra": manifest.extra,
+        "image_base": IMAGE_BASE,
     }
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()})
     with atomic_path(path) as tmp:
@@ -106,4 +113,28 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     frame["labels"] = frame["labels"].map(lambda v: list(v) if v is not None else [])
     for column in ["image", *(c for c in frame.columns if c.startswith((TEXT_PREFIX, CAT_PREFIX)))]:
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    if meta.get("image_base") == IMAGE_BASE:  # else written before paths were relative: as they are
+        frame["image"] = pd.Series(read_image_paths(frame["image"], path.parent), index=frame.index, dtype=object)
     return Manifest(frame, meta["label_names"], meta["task"], meta.get("dataset", ""), meta.get("extra", {}))
+
+
+def stored_image_paths(images: Iterable[Any], folder: Path) -> list[str | None]:
+    """Image paths as a manifest in ``folder`` stores them: relative to ``folder`` when inside it (they move
+    with it), absolute otherwise (a relative one in memory is taken from the working folder, as extraction
+    takes it)."""
+    base = os.path.abspath(folder)
+    stored: list[str | None] = []
+    for image in images:
+        if is_missing(image):
+            stored.append(None)
+            continue
+        absolute = os.path.abspath(str(image))
+        inside = os.path.commonpath([base, absolute]) == base
+        stored.append(Path(os.path.relpath(absolute, base)).as_posix() if inside else absolute)
+    return stored
+
+
+def read_image_paths(images: Iterable[Any], folder: Path) -> list[str | None]:
+    """Stored image paths as absolute ones: relative ones from ``folder``, where the manifest now lies."""
+    base = Path(os.path.abspath(folder))
+    return [None if is_missing(p) else str(p) if os.path.isabs(str(p)) else str(base / str(p)) for p in images]

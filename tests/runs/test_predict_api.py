@@ -58,7 +58,7 @@ def test_predict_takes_a_path_as_the_cli_does(trained, name):
     pd.testing.assert_frame_equal(from_path, from_rows)
 
 
-def test_explain_after_predict_of_the_same_items_extracts_nothing(trained, monkeypatch):
+def test_explain_after_predict_of_the_same_items_extracts_nothing(trained, monkeypatch, tmp_path):
     path, _ = new_items(trained, "items.csv")
     calls = []
     real = mmsets.predict.run_recipe
@@ -72,6 +72,8 @@ def test_explain_after_predict_of_the_same_items_extracts_nothing(trained, monke
     other = pd.DataFrame(rows(6)).drop(columns=["answer"]).assign(colour="red")  # the same ids, other fields
     run.explain(other, runtime=QUIET, device="cpu")
     assert len(calls) == 2
+    run.predict(other, work_dir=tmp_path / "work", runtime=QUIET, device="cpu")  # the stores asked for there
+    assert len(calls) == 3 and (tmp_path / "work" / "features" / "categorical.h5").is_file()
 
 
 def test_the_run_shows_itself_in_a_line(trained):
