@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw
 
 from mmsets.data.drawing import font, hsv_color, star
 from mmsets.data.manifest import Manifest, write_manifest
-from mmsets.data.splits import stratified_splits
+from mmsets.data.splits import item_splits
 from mmsets.io import atomic_path
 
 GENRES = ("scifi", "comedy", "romance", "crime", "horror", "adventure")
@@ -110,6 +110,7 @@ def generate_demo(
     missing_text: float = 0.1,
     split_fractions: tuple[float, float, float] = (0.6, 0.15, 0.25),
     split_seed: int = 0,
+    split_stratify: bool = True,
 ) -> Manifest:
     """Write ``out_dir/images/<id>.png`` for the items that have an image and return the manifest."""
     if missing_image + missing_text > 1:
@@ -146,7 +147,8 @@ def generate_demo(
         })
     extra = {"generator": "mmsets.data.demo", "seed": seed, "image_size": image_size, "cues": CUES}
     frame = pd.DataFrame(rows, dtype=object)  # keeps None (pandas 3 would turn it into NaN in str columns)
-    frame.insert(1, "split", stratified_splits(frame["labels"].tolist(), split_fractions, split_seed))
+    frame.insert(1, "split", item_splits(n_items, split_fractions, split_seed, frame["labels"].tolist(),
+                                         split_stratify))
     return Manifest(frame, list(GENRES), task="multilabel", dataset="demo", extra=extra)
 
 

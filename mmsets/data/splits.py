@@ -42,6 +42,15 @@ def random_splits(n: int, fractions: Sequence[float], seed: int) -> list[str]:
     return list(names[np.random.default_rng(seed).permutation(n)])
 
 
+def item_splits(n: int, fractions: Sequence[float], seed: int, labels: Sequence[Sequence[str]] | None = None,
+                stratify: bool = True) -> list[str]:
+    """A split name for each of ``n`` items: ``stratified_splits`` of their labels when ``stratify`` and they
+    have labels (regression items have none: None), else ``random_splits``."""
+    if stratify and labels is not None:
+        return stratified_splits(labels, fractions, seed)
+    return random_splits(n, fractions, seed)
+
+
 def stratified_splits(labels: Sequence[Sequence[str]], fractions: Sequence[float], seed: int) -> list[str]:
     """A split name per item (``labels``: each item's labels: one for single-label, any for multi-label),
     every label's items spread over the splits as close to ``fractions`` as the counts allow; the splits

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mmsets.data.manifest import CAT_PREFIX, FINE_LABEL, TASKS, TEXT_PREFIX, Manifest, is_missing, write_manifest
-from mmsets.data.splits import random_splits, stratified_splits
+from mmsets.data.splits import item_splits
 from mmsets.listing import listed
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
@@ -142,6 +142,7 @@ def load_table(
     dataset: str | None = None,
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
     split_seed: int = 0,
+    split_stratify: bool = True,
     fine_label_column: str | None = None,
 ) -> Manifest:
     """Read a CSV (``.csv``, comma-separated, header row) or JSON Lines (``.jsonl``) table into a manifest.
@@ -154,7 +155,7 @@ def load_table(
             default "|"), or the number to regress (regression, stored as ``target``).
         task: multilabel, binary, multiclass or regression.
         split_column: train/dev/test (also val, valid, validation); None: ``split_fractions`` drawn with
-            ``split_seed``, stratified by the labels (regression: plain random).
+            ``split_seed``, stratified by the labels unless ``split_stratify`` is false (regression: random).
         fold_column: integer folds for k-fold runs (the manifest's ``fold`` column).
         label_names: the classes in order (binary: negative, positive); default: sorted as found.
         fine_label_column: a finer class of each item that is not trained on but reported on (the manifest's
@@ -181,7 +182,7 @@ def load_table(
     if header is None:
         reader.check_columns_seen()
     names = _label_names(records, task, label_names, path, label_column)
-    frame = reader.frame(records, split_fractions, split_seed)
+    frame = reader.frame(records, split_fractions, split_seed, split_stratify)
     return Manifest(frame, names, task, dataset or path.stem, _extra(path, frame, label_column, fine_label_column))
 
 
@@ -259,13 +260,14 @@ class _ItemReader:
         self.seen_ids[item_id] = line
         return item_id
 
-    def frame(self, records: list[dict], split_fractions: Sequence[float], split_seed: int) -> pd.DataFrame:
+    def frame(self, records: list[dict], split_fractions: Sequence[float], split_seed: int,
+              split_stratify: bool = True) -> pd.DataFrame:
         """The records as the manifest's frame: its columns in order, numbers typed, stratified random splits
         where the table has none."""
         frame = pd.DataFrame(records, dtype=object)
         if self.split_column is None:
-            frame["split"] = (random_splits(len(frame), split_fractions, split_seed) if self.task == "regression"
-                              else stratified_splits(frame["labels"].tolist(), split_fractions, split_seed))
+            labels = None if self.task == "regression" else frame["labels"].tolist()
+            frame["split"] = item_splits(len(frame), split_fractions, split_seed, labels, split_stratify)
         if self.task == "regression":
             frame["target"] = frame["target"].astype(np.float64)
         if self.fold_column is not None:

@@ -82,12 +82,13 @@ def generate_table_demo(out_dir: str | os.PathLike, n_items: int = 200, seed: in
 
 def write_table_demo(out_dir: str | os.PathLike, manifest_path: str | os.PathLike,
                      split_fractions: Sequence[float] = (0.7, 0.1, 0.2), split_seed: int = 0,
-                     **kwargs: Any) -> Manifest:
+                     split_stratify: bool = True, **kwargs: Any) -> Manifest:
     """``generate_table_demo(out_dir, **kwargs)`` loaded, split as a table without a split column is
-    (``split_fractions``, ``split_seed``: ``mmsets.data.table.load_table``), and written to ``manifest_path``."""
+    (``split_fractions``, ``split_seed``, ``split_stratify``: ``mmsets.data.table.load_table``), and written to
+    ``manifest_path``."""
     load_kwargs = generate_table_demo(out_dir, **kwargs)
     return write_table_manifest(load_kwargs.pop("path"), manifest_path, split_fractions=split_fractions,
-                                split_seed=split_seed, **load_kwargs)
+                                split_seed=split_seed, split_stratify=split_stratify, **load_kwargs)
 
 
 def _jittered(rng: np.random.Generator, base: tuple[int, int, int], jitter: int = 25) -> tuple[int, int, int]:

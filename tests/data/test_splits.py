@@ -1,9 +1,13 @@
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from mmsets.data.splits import random_splits, split_counts, stratified_splits
+from mmsets.data.splits import item_splits, random_splits, split_counts, stratified_splits
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FRACTIONS = (0.7, 0.1, 0.2)
 
@@ -56,3 +60,32 @@ def test_the_seed_decides_the_split_and_nothing_else_does():
 def test_bad_fractions_are_refused(fractions):
     with pytest.raises(ValueError, match="split_fractions"):
         split_counts(10, fractions)
+
+
+def test_split_stratify_false_splits_the_items_at_random_with_the_same_counts():
+    labels = [["a"]] * 80 + [["b"]] * 20
+    stratified = item_splits(100, FRACTIONS, 3, labels)
+    assert stratified == stratified_splits(labels, FRACTIONS, seed=3)
+    plain = item_splits(100, FRACTIONS, 3, labels, stratify=False)
+    assert plain == random_splits(100, FRACTIONS, seed=3)
+    assert Counter(plain) == Counter(stratified)
+    assert item_splits(100, FRACTIONS, 3, None) == plain  # regression: nothing to stratify by
+
+
+def test_a_tables_split_stratify_is_accepted_by_the_schema_and_reaches_the_loader(tmp_path):
+    from mmsets.data.table import load_table
+    from mmsets.plan.schema import validated
+
+    table = tmp_path / "t.csv"
+    table.write_text("id,text,label\n" + "".join(f"{i},w{i},{'yes' if i % 5 == 0 else 'no'}\n" for i in range(50)))
+    kwargs = dict(id_column="id", image_column=None, text_columns=["text"], label_column="label", task="binary",
+                  split_fractions=(0.6, 0.2, 0.2), split_seed=1)
+    stratified = load_table(table, **kwargs).frame["split"].tolist()
+    plain = load_table(table, **kwargs, split_stratify=False).frame["split"].tolist()
+    assert plain == random_splits(50, (0.6, 0.2, 0.2), 1) and plain != stratified
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["datasets"]["mine"] = {"kind": "table", "path": str(table), "task": "binary", "label_column": "label",
+                                  "split_stratify": False}
+    assert validated(config, schema)["datasets"]["mine"]["split_stratify"] is False
+    assert validated(config, schema)["datasets"]["demo"]["split_stratify"] is True
