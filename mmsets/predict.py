@@ -78,6 +78,14 @@ class TrainedRun:
     def recipe(self) -> dict:
         return self.config["stores"]
 
+    def _with_item_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The items with the id and image columns of the table the run was trained on (``poster``) read as
+        ``id`` and ``image``, where the items have no column of that name."""
+        columns = self.config.get("item_columns") or {}
+        renamed = {own: name for name, own in columns.items()
+                   if own and own != name and own in frame.columns and name not in frame.columns}
+        return frame.rename(columns=renamed)
+
     def items_manifest(self, items: pd.DataFrame | Iterable[Mapping[str, Any]],
                        image_root: str | os.PathLike | None = None) -> Manifest:
         """New items as a manifest of split "test" without labels; relative image paths against ``image_root``
@@ -85,6 +93,7 @@ class TrainedRun:
         frame = items.copy() if isinstance(items, pd.DataFrame) else pd.DataFrame(list(items))
         if frame.empty:
             raise PredictError("no items to predict")
+        frame = self._with_item_columns(frame)
         inputs = recipe_inputs(self.recipe)
         out = pd.DataFrame(index=frame.index)
         if "id" in frame.columns:

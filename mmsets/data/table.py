@@ -183,7 +183,9 @@ def load_table(
         reader.check_columns_seen()
     names = _label_names(records, task, label_names, path, label_column)
     frame = reader.frame(records, split_fractions, split_seed, split_stratify)
-    return Manifest(frame, names, task, dataset or path.stem, _extra(path, frame, label_column, fine_label_column))
+    extra = _extra(path, frame, label_column, fine_label_column)
+    extra["columns"] = {"id": id_column, "image": image_column}  # new items to predict may name them so too
+    return Manifest(frame, names, task, dataset or path.stem, extra)
 
 
 @dataclass

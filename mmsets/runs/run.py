@@ -159,6 +159,7 @@ def _write_run(out_dir: Path, run: RunSpec, manifest: Manifest, parts: list[_Par
         "decision": first.result.decision.to_dict(),
         "task": first.task.to_dict(),
         "dataset": manifest.dataset,
+        "item_columns": manifest.extra.get("columns"),  # a table's id and image columns, as new items name them
         "stores": recipe,  # how each store was made: mmsets.predict extracts new items the same way
     })
     folds = None
