@@ -101,3 +101,23 @@ def test_an_item_whose_image_is_not_a_file_is_named_with_its_path(tmp_path):
     message = str(err.value)
     assert "item 'ad-7'" in message and str(tmp_path / "posters" / "ad-7.jpg") in message
     assert "manifest" not in message
+
+
+def test_new_items_may_name_their_id_and_image_columns_as_the_runs_table_did(tmp_path):
+    table = pd.DataFrame(rows(40)).rename(columns={"id": "key"})
+    table["poster"] = ""
+    table.to_csv(tmp_path / "table.csv", index=False)
+    write_table_manifest(tmp_path / "table.csv", tmp_path / "manifest.parquet", id_column="key",
+                         image_column="poster", categorical_columns=["colour", "size"], label_column="answer",
+                         task="binary")
+    run_extractor("categorical", tmp_path / "manifest.parquet", tmp_path / "categorical.h5", {}, QUIET)
+    spec = {"model": "dmms", "features": ["categorical"], "pooling": "max", "d_model": 8, "head_hidden": [8],
+            "training": {"epochs": 1, "warmup_epochs": 1, "batch_size": 16}}
+    train_run(tmp_path / "manifest.parquet", {"categorical": tmp_path / "categorical.h5"}, tmp_path / "run", spec)
+    run = load_run(tmp_path / "run")
+    assert run.config["item_columns"] == {"id": "key", "image": "poster"}
+    items = table.drop(columns=["answer"]).head(3)
+    manifest = run.items_manifest(items.assign(poster=["a.jpg", None, None]), image_root=tmp_path)
+    assert list(manifest.frame["id"]) == ["ad-000", "ad-001", "ad-002"]
+    assert manifest.frame["image"][0] == str(tmp_path / "a.jpg") and manifest.frame["image"][1] is None
+    assert list(run.predict(items, runtime=QUIET, device="cpu")["id"]) == ["ad-000", "ad-001", "ad-002"]
