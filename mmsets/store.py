@@ -350,8 +350,11 @@ def missing_store(path: Path) -> str:
     from mmsets.listing import listed
     from mmsets.plan.extractors import EXTRACTORS
 
-    here = sorted(p.name.removesuffix(p.suffix) for p in path.parent.glob("*.h5")) if path.parent.is_dir() else []
-    held = f"its folder holds {listed(here)}" if here else f"no folder {str(path.parent)!r} with stores"
+    if not path.parent.is_dir():
+        held = f"there is no folder {str(path.parent)!r}"
+    else:
+        here = sorted(p.stem for p in path.parent.glob("*.h5"))
+        held = f"its folder holds {listed(here)}" if here else "its folder holds no store"
     return (f"no feature store {path.stem!r} at {str(path)!r}: {held}; a store is named after its extractor "
             f"({listed(EXTRACTORS, limit=len(EXTRACTORS))}) or a variant of it (name@variant)")
 

@@ -233,7 +233,7 @@ def test_bad_params_are_named(tmp_path, stores, cached_minilm):
     manifest = manifest_of()
     with pytest.raises(ParamsError, match=r"no text field 'synopsis' in the manifest; it has \['title', 'plot'\]"):
         extract_tokens(manifest, tmp_path / "t.h5", TokensParams(modalities=["text:synopsis"]), CPU)
-    with pytest.raises(ParamsError, match="stores.labels: .*not a readable HDF5 store"):
+    with pytest.raises(ParamsError, match="stores.labels: no feature store 'none' at .*none.h5'"):
         extract_tokens(manifest, tmp_path / "t.h5", params({"labels": str(tmp_path / "none.h5")},
                                                            modalities=["labels"]), CPU)
     with pytest.raises(ParamsError, match="stores.ocr: .* has no per-element field 'text'"):
