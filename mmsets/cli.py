@@ -202,7 +202,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     run_dirs = list(dict.fromkeys(str(Path(p).parent) if p.endswith(".json") else p for p in args.runs))
     features = {store_name(p): p for p in args.features}
-    build_report(args.manifest, run_dirs, features, args.out, title=args.title)
+    build_report(args.manifest, run_dirs, features, args.out, title=args.title, csv_path=args.csv)
 
 
 class _HelpWith(argparse.Action):
@@ -383,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", nargs="*", default=[], help="feature stores (name = file stem)")
     p.add_argument("--title")
     p.add_argument("--out", required=True)
+    p.add_argument("--csv", help="also write the results table (one row per configuration and per run) here")
     p.set_defaults(func=cmd_report)
     return parser
 

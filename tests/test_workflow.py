@@ -68,6 +68,8 @@ def test_small_dag_ends_in_a_report(workdir):
     for run in runs:
         assert run in report
         assert (workdir / "results/demo/runs" / run / "model.pt").exists()
+    table = pd.read_csv(workdir / "results/demo/results.csv")  # the results table beside the report
+    assert sorted(table.loc[table["kind"] == "run", "run"]) == runs
     for rule_log in ["prepare.log", "extract/image.log", "extract/text.log", "report.log"]:
         assert (workdir / "results/demo/logs" / rule_log).exists()
     assert (workdir / "results/demo/benchmarks/extract/image.tsv").exists()

@@ -123,6 +123,11 @@ def report_path(dataset: str) -> str:
     return f"{dataset_dir(dataset)}/report.html"
 
 
+def results_table_path(dataset: str) -> str:
+    """The report's results, one row per configuration and per run (mmsets.report.export)."""
+    return f"{dataset_dir(dataset)}/results.csv"
+
+
 def log_path(dataset: str, job: str) -> str:
     """The log of a job (``"extract/ocr"``, ``"train/<run>"``, ``"prepare"``)."""
     return f"{dataset_dir(dataset)}/logs/{job}.log"

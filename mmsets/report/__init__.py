@@ -1,10 +1,12 @@
 """One self-contained HTML report per dataset: results over seeds, model families, DM2S2 ablations,
 feature importance, dataset coverage, feature stores, examples.
 
-    build_report("results/mmimdb/manifest.parquet", run_dirs, {"image": ".../image.h5"}, "results/mmimdb/report.html")
+    build_report("results/mmimdb/manifest.parquet", run_dirs, {"image": ".../image.h5"}, "results/mmimdb/report.html",
+                 csv_path="results/mmimdb/results.csv")
 
-The file has no external references (figures are PNG data URIs, CSS is inline) so it opens offline;
-all text is escaped by Jinja2 autoescaping because item text (plots, OCR) is untrusted input.
+The file has no external references (figures are SVG data URIs, CSS is inline) so it opens offline; its only
+links are relative ones to the run folders and logs beside it. All text is escaped by Jinja2 autoescaping
+because item text (plots, OCR) is untrusted input.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Mapping, Sequence
 
 from mmsets import __version__
 from mmsets.io import atomic_path
-from mmsets.report import collect, figures, importance, labels as per_label, robustness, tables, tuning
+from mmsets.report import collect, details, export, figures, importance, labels as per_label, robustness, tables, tuning
 from mmsets.report.examples import MAX_CHARS, examples
 from mmsets.report.html import render
 from mmsets.report.scores import columns, main_metric, task_of
@@ -31,9 +33,11 @@ def report_context(
     title: str | None = None,
     n_examples: int = 5,
     search_paths: Sequence[str | os.PathLike] | None = None,
+    out_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Everything the template shows, as plain data (handy for tests and other front ends). ``search_paths``:
-    the tuning searches' JSON files (default: those under the manifest's folder, tune/*.json)."""
+    the tuning searches' JSON files (default: those under the manifest's folder, tune/*.json); ``out_dir``: the
+    report's folder, which the links to run folders and logs are relative to (default: the manifest's)."""
     manifest, manifest_problem = collect.load_manifest(manifest_path)
     ids = set(map(str, manifest.frame["id"])) if manifest is not None else None
     runs = [collect.load_run(d, manifest.task if manifest is not None else None) for d in run_dirs]
@@ -55,6 +59,8 @@ def report_context(
     dataset = manifest.dataset if manifest is not None and manifest.dataset else Path(manifest_path).parent.name
     example_items = examples(runs, manifest, stores, task, n_examples)
     feature_map = {name: str(path) for name, path in feature_paths.items()}
+    for run in runs:
+        run["details"] = details.run_details(run, manifest, task, out_dir or Path(manifest_path).parent)
     if example_items is not None and example_items["fi_kind"]:
         example_items["fi_kind"] = importance.kind_label(example_items["fi_kind"])
     return {
@@ -105,13 +111,18 @@ def build_report(
     feature_paths: Mapping[str, str | os.PathLike],
     out_path: str | os.PathLike,
     title: str | None = None,
+    csv_path: str | os.PathLike | None = None,
 ) -> Path:
-    """Write the report to ``out_path`` (atomically) and return that path.
+    """Write the report to ``out_path`` and, given ``csv_path``, its results table there (each atomically);
+    return the report's path.
 
     Missing or broken inputs (a run without metrics, an interrupted store, no manifest) are shown
     in the report as such; they never stop it.
     """
-    html = render(report_context(manifest_path, run_dirs, feature_paths, title))
+    context = report_context(manifest_path, run_dirs, feature_paths, title, out_dir=Path(out_path).parent)
+    html = render(context)
+    if csv_path is not None:
+        export.write_results_csv(context, csv_path)
     with atomic_path(out_path) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return Path(out_path)

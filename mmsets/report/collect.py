@@ -38,7 +38,8 @@ def _empty_run(run_dir: Path) -> dict:
         "epochs": None, "best_epoch": None, "threshold": None, "n_params": None, "train_seconds": None,
         "dev": {}, "test": {}, "dev_std": {}, "test_std": {}, "test_pooled": {}, "folds": [], "cv": None,
         "model_config": {}, "history": [], "top1": False, "decisions": [], "fi": None, "predictions": None,
-        "best": False, "erasure": None, "intra": {}, "ensemble": None,
+        "best": False, "erasure": None, "intra": {}, "ensemble": None, "group": None, "training": {},
+        "decision": None, "n_items": {}, "provenance": None,
     }
 
 
@@ -65,7 +66,8 @@ def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
                epochs=record.epochs, best_epoch=record.best_epoch, n_params=record.n_params,
                train_seconds=record.train_seconds, threshold=record.threshold, history=record.history,
                dev=record.dev, test=record.test, dev_std=record.dev_std or {}, test_std=record.test_std or {},
-               test_pooled=record.test_pooled or {})
+               test_pooled=record.test_pooled or {}, group=record.group, training=record.training,
+               decision=record.decision, n_items=record.n_items, provenance=_provenance(record))
     # Training may also force each item's most likely label (chosen on dev); predictions follow it.
     run["top1"] = bool((record.top1_rule or {}).get("applied"))
     # The decisions chosen on dev, one per fold of a k-fold run (None: a run from before they were recorded).
@@ -91,6 +93,12 @@ def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
     run["fi"] = _load_fi(run_dir, run)
     run["erasure"] = _load_erasure(run_dir, run)
     return run
+
+
+def _provenance(record: RunRecord) -> dict | None:
+    """Where and with what the run was made (metrics.json's ``provenance``); None for runs from before it."""
+    raw = getattr(record, "provenance", None) or record.extras.get("provenance")
+    return raw if isinstance(raw, dict) and raw else None
 
 
 def _ensemble_summary(raw: Any) -> dict | None:
@@ -194,7 +202,10 @@ def redact(params: dict) -> list[tuple[str, str]]:
     """Store params as (key, short text), values of secret-looking keys hidden."""
     out = []
     for key, value in sorted(params.items()):
-        text = "***" if _SECRET.search(str(key)) else (value if isinstance(value, str) else json.dumps(value, default=str))
+        if _SECRET.search(str(key)):
+            text = "***"
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
         out.append((str(key), text if len(text) <= 200 else text[:200] + "…"))
     return out
 

@@ -1,7 +1,10 @@
-"""Report figures as PNG data URIs, so the HTML file stands alone.
+"""Report figures as SVG data URIs, so the HTML file stands alone and its figures stay sharp when zoomed.
 
-Figures are built with ``matplotlib.figure.Figure`` directly (Agg canvas, no pyplot): no global
-state, no display needed, and nothing leaks between figures.
+Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot): no global state, no display
+needed, and nothing leaks between figures. Their text is set at sizes that stay readable when a phone
+shows a figure 600 pixels wide (the report's narrow layout), and is drawn as glyph outlines so that the
+figure looks the same whatever fonts the reader has. Labels are data: matplotlib escapes what it writes
+into the SVG, and an <img> never runs a script an SVG might hold.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import base64
 import io
 
-from matplotlib import colormaps
+import numpy as np
+from matplotlib import colormaps, rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -17,6 +21,9 @@ from mmsets.runs.record import number
 from mmsets.report.scores import Metric
 
 BLUE, ORANGE, GREY = "#4c72b0", "#dd8452", "#8c8c8c"
+SMALL, TINY = 10, 9  # points: tick labels and bar values; legends and small panels' titles
+# Deterministic output (no date, fixed ids) so that an unchanged report is an unchanged file.
+_SVG = {"svg.fonttype": "path", "svg.hashsalt": "mmsets"}
 
 
 def _plain(text: str, limit: int = 40) -> str:
@@ -27,12 +34,13 @@ def _plain(text: str, limit: int = 40) -> str:
 
 def to_data_uri(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    with rc_context(_SVG):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _hbar_figure(n_bars: int) -> tuple[Figure, object]:
-    fig = Figure(figsize=(8, 1.2 + 0.32 * n_bars))
+    fig = Figure(figsize=(8, 1.2 + 0.36 * n_bars))
     ax = fig.add_subplot()
     ax.spines[["top", "right"]].set_visible(False)
     return fig, ax
@@ -56,14 +64,14 @@ def config_bars(configs: list[dict], main: Metric) -> str | None:
     bars = ax.barh(range(len(rows)), means, xerr=stds, color=[ORANGE if c["best"] else BLUE for c in rows],
                    error_kw={"ecolor": GREY, "capsize": 2, "lw": 1})
     ax.set_yticks(range(len(rows)), [_plain(f"{c['name']} (n={c['n_folds'] or c['n']})") for c in rows])
-    ax.bar_label(bars, fmt="%.2f" if main.fmt == "pct" else "%.4g", padding=3, fontsize=8)
+    ax.bar_label(bars, fmt="%.2f" if main.fmt == "pct" else "%.4g", padding=3, fontsize=SMALL)
     ax.set_xlabel(f"test {main.title}, mean ± std (ordered by dev {main.label})")
     top = max(m + s for m, s in zip(means, stds))
     if main.fmt == "pct" and main.higher:
         ax.set_xlim(0, max(100.0, top * 1.1))
     elif top > 0:
         ax.set_xlim(0, top * 1.15)
-    ax.tick_params(axis="y", labelsize=8)
+    ax.tick_params(axis="y", labelsize=SMALL)
     return to_data_uri(fig)
 
 
@@ -80,13 +88,13 @@ def stacked_shares(group: dict) -> str | None:
     for j, modality in enumerate(modalities):
         widths = [100 * (r["shares"][j]["mean"] or 0.0) for r in rows][::-1]
         bars = ax.barh(range(len(rows)), widths, left=left, color=palette[j], label=_plain(modality, 24))
-        ax.bar_label(bars, labels=[f"{w:.0f}" if w >= 6 else "" for w in widths], label_type="center", fontsize=8)
+        ax.bar_label(bars, labels=[f"{w:.0f}" if w >= 6 else "" for w in widths], label_type="center", fontsize=SMALL)
         left = [a + b for a, b in zip(left, widths)]
     ax.set_yticks(range(len(rows)), names)
     ax.set_xlim(0, max(100.0, max(left)))
     ax.set_xlabel(f"mean {_plain(group['label'])} (%)")
-    ax.tick_params(axis="y", labelsize=8)
-    ax.legend(ncols=min(5, len(modalities)), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+    ax.tick_params(axis="y", labelsize=SMALL)
+    ax.legend(ncols=min(5, len(modalities)), fontsize=SMALL, loc="lower center", bbox_to_anchor=(0.5, 1.0),
               frameon=False)
     return to_data_uri(fig)
 
@@ -104,10 +112,10 @@ def label_bars(freq: dict) -> str | None:
     rows = rows[::-1]
     fig, ax = _hbar_figure(len(rows))
     bars = ax.barh([_plain(r["label"]) for r in rows], [r["total"] for r in rows], color=BLUE)
-    ax.bar_label(bars, padding=3, fontsize=8)
+    ax.bar_label(bars, padding=3, fontsize=SMALL)
     ax.set_xlabel("items")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.tick_params(axis="y", labelsize=8)
+    ax.tick_params(axis="y", labelsize=SMALL)
     return to_data_uri(fig)
 
 
@@ -123,7 +131,7 @@ def learning_curves(runs: list[dict], configs: list[dict], main: Metric, limit: 
     if not chosen:
         return None
     scale = _scale(main)
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(8, 3.4))
     dev_ax, loss_ax = fig.subplots(1, 2)
     for ax in (dev_ax, loss_ax):
         ax.spines[["top", "right"]].set_visible(False)
@@ -138,7 +146,9 @@ def learning_curves(runs: list[dict], configs: list[dict], main: Metric, limit: 
                         label=_plain(f"{config['name']} (n={len(by_config[config['name']])})", 34))
     dev_ax.set_ylabel(f"dev {main.title}")
     loss_ax.set_ylabel("training loss")
-    loss_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    handles, names = (dev_ax if dev_ax.lines else loss_ax).get_legend_handles_labels()
+    # Below the panels rather than beside them: the figure keeps the width a phone shows it at.
+    fig.legend(handles, names, fontsize=TINY, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncols=2, frameon=False)
     return to_data_uri(fig)
 
 
@@ -154,6 +164,14 @@ def _mean_curve(runs: list[dict], field: str) -> tuple[list[int], list[float]]:
     return epochs, [sum(values[e]) / len(values[e]) for e in epochs]
 
 
+def _thinned(x, y, limit: int = 300):
+    """At most ``limit`` points of a curve, its ends kept: a vector figure of every threshold would be large."""
+    if len(x) <= limit:
+        return x, y
+    keep = np.unique(np.linspace(0, len(x) - 1, limit).round().astype(int))
+    return x[keep], y[keep]
+
+
 def pr_curves(table: dict | None, label_names: list[str]) -> str | None:
     """Precision-recall curves: micro-averaged for each configuration of the per-label table (its seeds
     pooled), and per label for the first (the best) configuration."""
@@ -162,30 +180,31 @@ def pr_curves(table: dict | None, label_names: list[str]) -> str | None:
     if not table:
         return None
     n_labels = len(label_names)
-    cols = 6
+    cols = 4
     rows = 1 + (n_labels + cols - 1) // cols if n_labels > 1 else 1
-    fig = Figure(figsize=(11, 3.2 + 1.9 * (rows - 1)))
-    grid = fig.add_gridspec(rows, cols, height_ratios=[3.2] + [1.9] * (rows - 1))
-    main_ax = fig.add_subplot(grid[0, :3])
+    fig = Figure(figsize=(8, 3.2 + 2.0 * (rows - 1)))
+    grid = fig.add_gridspec(rows, cols, height_ratios=[3.2] + [2.0] * (rows - 1))
+    main_ax = fig.add_subplot(grid[0, :2])
     palette = _palette(len(table["configs"]))
     for color, config in zip(palette, table["configs"]):
         points = pr_curve_points(*table["pooled"][config["name"]])
         if points is not None:
             recall, precision, ap = points
-            main_ax.plot(recall, precision, color=color, label=_plain(f"{config['name']} (AP {100 * ap:.1f})", 46))
+            main_ax.plot(*_thinned(recall, precision), color=color,
+                         label=_plain(f"{config['name']} (AP {100 * ap:.1f})", 46))
     main_ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="micro-averaged")
-    main_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    main_ax.legend(fontsize=TINY, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     if rows > 1:
         truth, probs = table["pooled"][table["configs"][0]["name"]]
         for k, name in enumerate(label_names):
             ax = fig.add_subplot(grid[1 + k // cols, k % cols])
             points = pr_curve_points(truth[:, k:k + 1], probs[:, k:k + 1])
             if points is not None:
-                ax.plot(points[0], points[1], color=BLUE)
-                ax.set_title(_plain(f"{name} (AP {100 * points[2]:.0f})", 24), fontsize=8)
+                ax.plot(*_thinned(points[0], points[1]), color=BLUE)
+                ax.set_title(_plain(f"{name} (AP {100 * points[2]:.0f})", 24), fontsize=SMALL)
             else:
-                ax.set_title(_plain(f"{name} (no positives)", 24), fontsize=8)
+                ax.set_title(_plain(f"{name} (no positives)", 24), fontsize=SMALL)
             ax.set(xlim=(0, 1), ylim=(0, 1.02))
-            ax.tick_params(labelsize=6)
+            ax.tick_params(labelsize=TINY)
     fig.subplots_adjust(hspace=0.7, wspace=0.35)
     return to_data_uri(fig)

@@ -110,7 +110,8 @@ def configurations(runs: list[dict], main: Metric) -> list[dict]:
             "variant": first["variant"], "model_config": first["model_config"],
             "n": len(ok), "n_failed": len(members) - len(ok), "cv": any(r["cv"] is not None for r in ok),
             "n_folds": None, "seeds": sorted({int(r["seed"]) for r in ok if r["seed"] is not None}),
-            "runs": [r["name"] for r in members], "test": {}, "dev": cell(None), "per_class": {}, "per_fine_class": {},
+            "runs": [r["name"] for r in members], "test": {}, "dev": cell(None), "dev_scores": {}, "test_scores": {},
+            "per_class": {}, "per_fine_class": {},
             "best": False, "tied": False, "values": [], "single_class": any(single_class(r) for r in ok),
             "ensemble": (first.get("ensemble") or None) if first["model"] == "ensemble" else None,
         }
@@ -120,6 +121,8 @@ def configurations(runs: list[dict], main: Metric) -> list[dict]:
             row["n_folds"] = n_units if row["cv"] else None
             row["test"] = {k: cell(v, test_std.get(k)) for k, v in test.items() if not isinstance(v, dict)}
             row["dev"] = cell(dev.get(main.key), dev_std.get(main.key))
+            row["test_scores"] = row["test"]
+            row["dev_scores"] = {k: cell(v, dev_std.get(k)) for k, v in dev.items() if not isinstance(v, dict)}
             for key, name in (("per_class_accuracy", "per_class"), ("per_fine_class_accuracy", "per_fine_class")):
                 per_class = test.get(key)
                 if isinstance(per_class, dict):

@@ -191,7 +191,7 @@ def test_report_is_self_contained_and_escapes_item_text(inputs, tmp_path):
     assert 'src="http' not in html and 'href="http' not in html
     assert "<link" not in html and "<script" not in html and "@import" not in html
     # configurations, precision-recall curves, learning curves, argmax FI, LightGBM gain, labels
-    assert html.count('src="data:image/png;base64,') == 6
+    assert html.count('src="data:image/svg+xml;base64,') == 6
 
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in html

@@ -1,6 +1,8 @@
 """The report in a real browser (Debian's headless Chromium, driven by Playwright): it loads from the file
 alone, asks the network for nothing, runs no script from item text, and fits 900 pixels without sideways
-scrolling. Set MMSETS_SCREENSHOTS=<folder> to keep screenshots of the page."""
+scrolling; on a 390-pixel phone the headline metric sits beside each configuration's name, the first column
+stays in view while a table scrolls, and figures keep a size their text reads at. Set
+MMSETS_SCREENSHOTS=<folder> to keep screenshots of the page."""
 
 import os
 import shutil
@@ -58,4 +60,44 @@ def test_report_loads_offline_sends_no_request_and_keeps_scripts_as_text(browser
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(keep) / "report-900px.png"), full_page=True)
+    page.close()
+
+
+def test_report_on_a_phone_keeps_names_and_headline_metric_in_view(browser, tmp_path):
+    ids = make_manifest(tmp_path / "manifest.parquet")
+    stores = make_stores(tmp_path, ids)
+    runs = [make_run(tmp_path / "runs", f"dmms-image_plot-{p}-s{s}", p, s, f1)
+            for p, f1 in (("max", 0.70), ("sum", 0.66)) for s in (0, 1, 2)]
+    report = build_report(tmp_path / "manifest.parquet", runs, stores, tmp_path / "report.html")
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    page.goto(report.as_uri(), wait_until="load")
+
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the page never scrolls sideways
+    table = page.locator("#results ~ table.results").first
+    first_row = table.locator("tbody tr").first.locator("td")
+    name, headline = first_row.nth(0), first_row.nth(1)
+    assert table.locator("thead th").nth(1).inner_text().startswith("dev")  # the headline metric comes second
+    for cell in (name, headline):
+        box = cell.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, cell.inner_text()
+    assert table.evaluate("t => t.scrollWidth > t.clientWidth")  # the other columns scroll inside the table
+    keep = os.environ.get("MMSETS_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        table.scroll_into_view_if_needed()
+        page.screenshot(path=str(Path(keep) / "report-390px.png"))
+    before = name.bounding_box()["x"]
+    table.evaluate("t => { t.scrollLeft = t.scrollWidth; }")
+    assert abs(name.bounding_box()["x"] - before) <= 1  # sticky first column (less its collapsed border)
+    assert headline.bounding_box()["x"] < before - 50  # while the rest moved under it
+
+    # Figures are not shrunk to the screen (their text would be ~5 px); each scrolls inside its own box.
+    sizes = page.evaluate("[...document.querySelectorAll('.figure img')].map(i => [i.width, i.naturalWidth])")
+    assert sizes and all(width >= natural * 0.99 and width > 390 for width, natural in sizes)
+    smallest = page.evaluate("""() => {
+        const img = document.querySelector('.figure img');
+        const svg = new DOMParser().parseFromString(atob(img.src.split(',')[1]), 'image/svg+xml');
+        return img.width / parseFloat(svg.documentElement.getAttribute('width'));
+    }""")
+    assert smallest >= 1.0  # CSS pixels per SVG point: 9-point text is at least 9 px on the phone
     page.close()

@@ -37,7 +37,7 @@ def test_per_label_scores_are_sklearns_with_each_runs_decision(tmp_path):
             assert abs(scores[label][name]["mean"] - expected) < 1e-12
         assert abs(scores[label]["ap"]["mean"] - average_precision_score(truth[:, k], probs[:, k])) < 1e-12
     assert [row["support"] for row in table["labels"]] == list(truth.sum(axis=0))
-    assert ctx["figures"]["pr"].startswith("data:image/png;base64,")
+    assert ctx["figures"]["pr"].startswith("data:image/svg+xml;base64,")
 
 
 def test_configurations_tied_with_the_best_are_told_by_welchs_test():

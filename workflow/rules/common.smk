@@ -18,7 +18,8 @@ from mmsets.plan.dotted import set_dotted  # noqa: E402
 from mmsets.plan.layout import (  # noqa: E402
     ENSEMBLE_MEMBERS, ERASURE, IMPORTANCE, METRICS, MODEL, PREDICTIONS, ROBUSTNESS, benchmark_path, download_path,
     erased_store_path, feature_path, features_dir, images_dir, log_path, manifest_path, predict_work_dir,
-    predictions_path, raw_dir, report_path, run_dir, run_file, runs_dir, shard_path, tune_path, unpacked_dir)
+    predictions_path, raw_dir, report_path, results_table_path, run_dir, run_file, runs_dir, shard_path, tune_path,
+    unpacked_dir)
 from mmsets.plan.families import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))

@@ -10,12 +10,13 @@ rule report:
         robustness=report_robustness,  # read from the run directories
         tuning=report_tuning,  # read from results/{dataset}/tune
     output:
-        report(
+        html=report(
             report_path("{dataset}"),
             caption="../report/report.rst",
             category="Reports",
             labels={"dataset": "{dataset}"},
         ),
+        table=results_table_path("{dataset}"),
     log:
         log_path("{dataset}", "report"),
     benchmark:
@@ -24,4 +25,4 @@ rule report:
         "../../envs/light.yaml"
     shell:
         "python -m mmsets report --manifest {input.manifest:q} --runs {input.runs:q} --features {input.features:q} "
-        "--out {output:q} 2> {log:q}"
+        "--out {output.html:q} --csv {output.table:q} 2> {log:q}"
