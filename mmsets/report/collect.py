@@ -39,7 +39,7 @@ def _empty_run(run_dir: Path) -> dict:
         "dev": {}, "test": {}, "dev_std": {}, "test_std": {}, "test_pooled": {}, "folds": [], "cv": None,
         "model_config": {}, "history": [], "top1": False, "decisions": [], "fi": None, "predictions": None,
         "best": False, "erasure": None, "intra": {}, "ensemble": None, "group": None, "training": {},
-        "decision": None, "n_items": {}, "provenance": None,
+        "decision": None, "n_items": {}, "provenance": None, "stores": {},
     }
 
 
@@ -67,7 +67,8 @@ def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
                train_seconds=record.train_seconds, threshold=record.threshold, history=record.history,
                dev=record.dev, test=record.test, dev_std=record.dev_std or {}, test_std=record.test_std or {},
                test_pooled=record.test_pooled or {}, group=record.group, training=record.training,
-               decision=record.decision, n_items=record.n_items, provenance=_provenance(record))
+               decision=record.decision, n_items=record.n_items, provenance=_provenance(record),
+               stores=record.stores or {})
     # Training may also force each item's most likely label (chosen on dev); predictions follow it.
     run["top1"] = bool((record.top1_rule or {}).get("applied"))
     # The decisions chosen on dev, one per fold of a k-fold run (None: a run from before they were recorded).
@@ -97,8 +98,7 @@ def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
 
 def _provenance(record: RunRecord) -> dict | None:
     """Where and with what the run was made (metrics.json's ``provenance``); None for runs from before it."""
-    raw = getattr(record, "provenance", None) or record.extras.get("provenance")
-    return raw if isinstance(raw, dict) and raw else None
+    return record.provenance or None
 
 
 def _ensemble_summary(raw: Any) -> dict | None:

@@ -88,8 +88,8 @@ def _text(value: Any) -> str:
 
 
 def settings(run: dict) -> list[dict]:
-    """Titled (key, text) lists: who the run is, its model_config, its training and the decision chosen on dev
-    (a k-fold run: one per fold); values of secret-looking keys hidden."""
+    """Titled (key, text) lists: who the run is, its model_config, its training, the decision chosen on dev
+    (a k-fold run: one per fold) and the settings of each store it read; values of secret-looking keys hidden."""
     who = [("features", " + ".join(run["features"]) or "–"), ("seed", _text(run["seed"])),
            ("group", run["group"] or "–"), ("variant", run["variant"] or "–")]
     out = [{"title": "run", "items": who}]
@@ -102,6 +102,9 @@ def settings(run: dict) -> list[dict]:
             out.append({"title": "decision (per fold)", "items": [(k, _text(v)) for k, v in folds.items()]})
     elif isinstance(run["decision"], dict):
         out.append({"title": "decision", "items": redact(run["decision"])})
+    for name, made in sorted(run.get("stores", {}).items()):
+        if isinstance(made, dict) and isinstance(made.get("params"), dict):
+            out.append({"title": f"store {name} ({made.get('extractor') or name})", "items": redact(made["params"])})
     return out
 
 

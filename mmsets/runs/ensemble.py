@@ -30,6 +30,7 @@ from mmsets.metrics import aggregate
 from mmsets.plan.ensembles import BEST_PER_FAMILY, ENSEMBLE, EnsembleSpec
 from mmsets.plan.layout import ENSEMBLE_MEMBERS, PREDICTIONS
 from mmsets.runs.checkpoint import plain
+from mmsets.runs.provenance import provenance
 from mmsets.runs.record import RecordError, RunRecord
 from mmsets.runs.scoring import combined_decision
 from mmsets.tasks import LOWER_IS_BETTER, Task, make_task
@@ -277,7 +278,7 @@ def _record(spec: EnsembleSpec, name: str, first: Member, task: Task, fitted: li
     record = RunRecord(run=name, dataset=first.record.dataset, task=task.name, model=ENSEMBLE, features=features,
                        group=spec.group, selection=f"{spec.kind} ensemble: weights and decision on dev",
                        training=first.record.training, train_seconds=seconds, decision=summary["decision"],
-                       extras={"ensemble": {k: summary[k] for k in ("kind", "weighting", "chosen_by",
+                       provenance=provenance(), extras={"ensemble": {k: summary[k] for k in ("kind", "weighting", "chosen_by",
                                                                      "configurations")}})
     units = [(unit, decision, scores) for unit, _, _, decision, scores in fitted]
     if len(units) == 1:

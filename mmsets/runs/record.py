@@ -99,6 +99,8 @@ class RunRecord:
     test_std: dict | None = None
     test_pooled: dict | None = None
     folds: list | None = None
+    provenance: dict | None = None  # code, packages and machine (mmsets.runs.provenance)
+    stores: dict | None = None  # how each store the run read was made: extractor and settings (the recipe)
 
     @property
     def configuration(self) -> str:
@@ -112,7 +114,7 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extras"}
         for key in ("decision", "top1_rule", "cv", "dev_std", "test_std", "test_pooled", "folds", "group",
-                    "combination", "variant"):
+                    "combination", "variant", "provenance", "stores"):
             if out[key] is None:
                 del out[key]
         return {**out, **self.extras}
@@ -142,6 +144,7 @@ class RunRecord:
             cv=raw["cv"] if isinstance(raw.get("cv"), dict) else None,
             **{k: scores(raw[k]) if isinstance(raw.get(k), dict) else None for k in ("dev_std", "test_std", "test_pooled")},
             folds=[f for f in raw["folds"] if isinstance(f, dict)] if isinstance(raw.get("folds"), list) else None,
+            **{k: raw[k] if isinstance(raw.get(k), dict) else None for k in ("provenance", "stores")},
             extras={k: v for k, v in raw.items() if k not in known},
         )
         return record

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -19,7 +20,7 @@ from mmsets.cv import FOLD_COLUMN, assign_folds, fold_manifest
 from mmsets.data.manifest import FINE_LABEL, Manifest, read_manifest
 from mmsets.data.sets import SetDataset
 from mmsets.extract.recipe import store_recipe
-from mmsets.runs.distributed import is_main_process
+from mmsets.runs.distributed import is_main_process, local_device
 from mmsets.io import atomic_path
 from mmsets.metrics import Decision, aggregate, grouped_accuracy
 from mmsets.models.importance import NO_SHARES, Importance, mean_share
@@ -28,10 +29,12 @@ from mmsets.plan.layout import MODEL, PREDICTIONS
 from mmsets.runs.checkpoint import plain, save_checkpoint
 from mmsets.runs.learner import Learner, learner_for
 from mmsets.runs.loop import TrainResult, format_metrics, seed_everything
+from mmsets.runs.provenance import provenance
 from mmsets.runs.record import ImportanceRecord, RunRecord
 from mmsets.runs.scoring import open_stores, training_datasets
 from mmsets.plan.errors import SpecError
 from mmsets.plan.spec import RunSpec
+from mmsets.runtime import resolve_device
 from mmsets.store import RaggedStore
 from mmsets.tasks import RegressionTask, Task, make_task
 
@@ -180,9 +183,18 @@ def _write_run(out_dir: Path, run: RunSpec, manifest: Manifest, parts: list[_Par
         run=out_dir.name, dataset=manifest.dataset, task=manifest.task, model=run.model, features=run.features,
         pooling=pooling, seed=cfg.seed, group=run.group, combination=run.combination, variant=run.variant,
         selection=first.result.selection, n_params=first.n_params, model_config=config["model_config"],
-        training=config["training"], **plain(results))
+        training=config["training"], provenance=provenance(_device(cfg.device)),
+        stores=plain({name: {"extractor": r.get("extractor"), "params": r.get("params")} for name, r in recipe.items()}),
+        **plain(results))
     record.write(out_dir)
     return record
+
+
+def _device(setting: str) -> str | None:
+    """The torch device the run trained on; None where the family fitted without torch."""
+    if "torch" not in sys.modules:
+        return None
+    return str(local_device(resolve_device(setting)))
 
 
 def _part_metrics(part: _Part) -> dict:

@@ -31,7 +31,8 @@ def binary_run(root, name, threshold, seed=0, **extra):
 
 def test_binary_runs_show_their_confusion_matrix_split_settings_links_and_provenance(tmp_path):
     make_manifest(tmp_path / "manifest.parquet", "binary")
-    run = binary_run(tmp_path / "runs", "dmms-image-max-s0", threshold=0.38, provenance=PROVENANCE)
+    stores = {"image": {"extractor": "image", "params": {"model": "efficientnet_lite0", "api_key": "sekrit"}}}
+    run = binary_run(tmp_path / "runs", "dmms-image-max-s0", threshold=0.38, provenance=PROVENANCE, stores=stores)
     (tmp_path / "logs" / "train").mkdir(parents=True)
     (tmp_path / "logs" / "train" / "dmms-image-max-s0.log").write_text("log")
     ctx = report_context(tmp_path / "manifest.parquet", [run], {}, out_dir=tmp_path)
@@ -49,6 +50,8 @@ def test_binary_runs_show_their_confusion_matrix_split_settings_links_and_proven
                                                           "logs/train/dmms-image-max-s0.log"]
     training = dict(next(s for s in details["settings"] if s["title"] == "training")["items"])
     assert training["lr"] == "0.001" and training["api_key"] == "***"
+    store = dict(next(s for s in details["settings"] if s["title"] == "store image (image)")["items"])
+    assert store == {"api_key": "***", "model": "efficientnet_lite0"}
     fields = dict(details["provenance"]["fields"])
     assert fields["git_commit"] == "abc123" and fields["gpu"] == "–"
     assert [k for k, _ in details["provenance"]["fields"]][:3] == ["mmsets", "git_commit", "git_dirty"]
@@ -57,6 +60,7 @@ def test_binary_runs_show_their_confusion_matrix_split_settings_links_and_proven
     html = build_report(tmp_path / "manifest.parquet", [run], {}, tmp_path / "report.html").read_text()
     assert 'href="runs/dmms-image-max-s0/"' in html and 'href="logs/train/dmms-image-max-s0.log"' in html
     assert "confusion matrix (test, 4 items)" in html and "abc123" in html and "hidden" not in html
+    assert "sekrit" not in html and "efficientnet_lite0" in html
 
 
 def test_multiclass_confusion_matrix_and_runs_without_details(tmp_path):
