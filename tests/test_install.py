@@ -18,7 +18,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from mmsets.extract.backbones import MPNET_DISTRIBUTIONS
+from mmsets.extract.weights import MPNET_DISTRIBUTIONS
 from workdirs import workdir_config
 
 ROOT = Path(__file__).resolve().parents[1]

