@@ -92,8 +92,10 @@ def cmd_unpack(args: argparse.Namespace) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> None:
     from mmsets.extract import run_extractor
+    from mmsets.extract.weights import check_weights
     from mmsets.runtime import Runtime
 
+    check_weights([args.params], f"extractor {args.extractor}")
     runtime = Runtime.from_env(device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
                                threads=args.threads, max_pixels=args.max_pixels)
     if args.threads is None and runtime.threads == 0:  # OMP_NUM_THREADS unset too: every core
@@ -121,6 +123,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from mmsets.plan.layout import store_path
     from mmsets.runs.distributed import process_group
     from mmsets.runs.run import train_run
+    from mmsets.runs.tracking import track_finished_run
 
     spec = dict(args.spec)
     processes = int(spec.get("training", {}).get("processes", 1))
@@ -132,7 +135,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec["training"] = {**spec.get("training", {}), "device": args.device}
     features = {name: store_path(args.features_dir, name) for name in spec.get("features", [])}
     with process_group(args.device):  # under torchrun (training.processes > 1): the data-parallel group
-        train_run(args.manifest, features, args.out_dir, spec)
+        written = train_run(args.manifest, features, args.out_dir, spec)
+    if written:  # the first process of a data-parallel run wrote it
+        track_finished_run(args.out_dir)
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -157,10 +162,30 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_ensemble(args: argparse.Namespace) -> None:
     from mmsets.plan.ensembles import EnsembleSpec
     from mmsets.runs.ensemble import build_ensemble
+    from mmsets.runs.tracking import track_finished_run
 
     record = build_ensemble(EnsembleSpec.from_dict(args.spec), args.runs_dir, args.out_dir)
     log.info("ensemble %s of %s: dev %s, test %s", record.run,
              [c["configuration"] for c in record.extras["ensemble"]["configurations"]], record.dev, record.test)
+    track_finished_run(args.out_dir)
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from mmsets.deploy import init_workflow
+
+    written = init_workflow(args.dir, force=args.force)
+    print(f"wrote {', '.join(p.name for p in written)} into {args.dir}; then, there: "
+          f"snakemake --cores 2 results/demo/report.html")
+
+
+def cmd_track(args: argparse.Namespace) -> None:
+    from mmsets.runs.tracking import MlflowTarget, log_run
+
+    target = MlflowTarget(args.mlflow_uri, args.experiment) if args.mlflow_uri else MlflowTarget.from_env()
+    if target is None:
+        raise ValueError("no MLflow store: pass --mlflow-uri (e.g. sqlite:///mlflow.db) or set MMSETS_MLFLOW_URI")
+    for run_dir in args.run_dirs:
+        print(f"{run_dir}\t{log_run(run_dir, target, artifacts=not args.no_artifacts)}")
 
 
 def cmd_erase(args: argparse.Namespace) -> None:
@@ -340,6 +365,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--spec", type=_json_arg, required=True, help="ensemble spec as JSON (mmsets.plan.ensembles)")
     p.set_defaults(func=cmd_ensemble)
+
+    p = sub.add_parser("init", help="write a runnable workflow folder (Snakefile, config.yaml, workflow/, envs/, "
+                                    "profiles/) from this mmsets")
+    p.add_argument("dir")
+    p.add_argument("--force", action="store_true", help="replace workflow files already there")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("track", help="log finished run directories to an MLflow tracking store")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--mlflow-uri", help="sqlite:///mlflow.db, a folder or a server (default: $MMSETS_MLFLOW_URI)")
+    p.add_argument("--experiment", help="the MLflow experiment (default: each run's dataset)")
+    p.add_argument("--no-artifacts", action="store_true", help="log params and metrics only, not the run's files")
+    p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("evaluate", help="re-score a trained run on a split")
     p.add_argument("--run-dir", required=True)

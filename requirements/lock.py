@@ -30,7 +30,7 @@ PYTHON = "3.11"
 # group -> (extras of pyproject.toml, with the no-deps packages?, conda packages)
 ENVIRONMENTS = {
     "light": ((), False, []),
-    "torch": (("torch", "offline"), True, []),
+    "torch": (("torch", "offline", "mlflow"), True, []),  # mlflow: train and ensemble jobs log to it (tracking)
     "ocr": (("ocr", "offline"), False, ["tesseract=5"]),  # the labels extractor embeds with the offline CNN
 }
 # subset -> (extras, with the core dependencies?)
@@ -38,10 +38,11 @@ SUBSETS = {"demo": (("torch", "offline", "workflow"), True), "workflow": (("work
 GENERATED = "# Made by `make lock` (requirements/lock.py) from requirements/lock.txt: do not edit.\n"
 
 
-def compile_lock() -> None:
+def compile_lock(keep: bool = False) -> None:
+    """``keep``: the pins already in lock.txt stay, only what pyproject.toml gained is resolved."""
     extras = sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     subprocess.run([sys.executable, "-m", "piptools", "compile", "--quiet", "--strip-extras", "--allow-unsafe",
-                    "--no-emit-index-url", "--no-emit-find-links", "--newline=LF", "--rebuild",
+                    "--no-emit-index-url", "--no-emit-find-links", "--newline=LF", *(() if keep else ("--rebuild",)),
                     "--constraint=requirements/constraints.in", *(f"--extra={e}" for e in extras),
                     "--output-file=requirements/lock.txt", "pyproject.toml"], cwd=ROOT, check=True)
     _drop_project(LOCK)  # the extras that name mmsets[...] make pip-compile lock the project itself
@@ -150,9 +151,11 @@ def write_subsets() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subsets-only", action="store_true", help="keep lock.txt, remake what is made from it")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep lock.txt's pins, resolve only the requirements pyproject.toml gained")
     args = parser.parse_args()
     if not args.subsets_only:
-        compile_lock()
+        compile_lock(keep=args.keep)
     write_subsets()
 
 

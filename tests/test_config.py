@@ -34,6 +34,8 @@ def test_dotted_keys_are_nested():
     (("datasets", "mmimdb", "sha256"), "abc", "datasets.mmimdb.sha256"),
     (("experiments", "dmms", "pooling"), ["median"], "experiments.dmms.pooling.0"),
     (("training", "select"), "balanced", "training.select"),
+    (("tracking", "mlflow"), {"experiment": "mine"}, "tracking.mlflow"),
+    (("tracking", "mlflow"), {"uri": ""}, "tracking.mlflow.uri"),
 ])
 def test_bad_value_names_the_key(path, value, key):
     config = _config()

@@ -55,7 +55,9 @@ def extract_commands(proc: subprocess.CompletedProcess) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("dag")
-    shutil.copy(SMALL, workdir_config(work))
+    config = yaml.safe_load(SMALL.read_text())
+    config["tracking"] = {"mlflow": {"uri": "sqlite:///results/mlflow.db"}}  # every run also logged to MLflow
+    workdir_config(work).write_text(yaml.safe_dump(config))
     snakemake(work, "results/demo/report.html")
     return work
 
@@ -177,9 +179,24 @@ def test_text_setting_reruns_text_and_its_dependents_only(workdir):
 
 
 @pytest.mark.slow
-def test_runtime_settings_rerun_nothing(workdir):
+def test_runtime_and_tracking_settings_rerun_nothing(workdir):
     proc = snakemake(workdir, "-n", "results/demo/report.html", "--config", "runtime={batch_size: 4, num_workers: 1}")
     assert planned_jobs(proc) == []
+    proc = snakemake(workdir, "-n", "results/demo/report.html", "--config", "tracking={mlflow: null}")
+    assert planned_jobs(proc) == []
+
+
+@pytest.mark.slow
+def test_every_trained_run_is_logged_to_the_configured_mlflow_store(workdir):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("demo")  # the dataset's name: the config names none
+    logged = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(logged) == sorted(p.name for p in (workdir / "results/demo/runs").iterdir())
+    for name, run in logged.items():
+        assert run.data.params["model"] == "dmms" and "test.f1_micro" in run.data.metrics
+        assert "metrics.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_bad_config_value_stops_with_the_key(tmp_path):

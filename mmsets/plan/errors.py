@@ -11,3 +11,7 @@ class ParamsError(ValueError):
 
 class SpecError(ValueError):
     """A wrong run spec; the message names the key."""
+
+
+# What to install for an optional part, where a missing package is reported (the workflow's check and the job).
+MLFLOW_INSTALL_HINT = 'pip install "mmsets[mlflow]" (mlflow-skinny)'

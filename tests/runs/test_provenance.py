@@ -4,17 +4,10 @@ import importlib.metadata
 import platform
 import subprocess
 
-import numpy as np
-import pandas as pd
-import pytest
-
 import mmsets
-from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.io import read_json
 from mmsets.runs.provenance import git_state, package_versions, provenance
 from mmsets.runs.record import RunRecord
-from mmsets.runs.run import train_run
-from mmsets.store import RaggedWriter
 
 
 def git(*args, cwd):
@@ -50,23 +43,8 @@ def test_provenance_names_code_packages_and_machine():
     assert "not-a-package" not in package_versions(("numpy", "not-a-package"))
 
 
-@pytest.fixture
-def trained(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = ["a", "b"]
-    rows = [{"id": f"i{i}", "split": ("train", "train", "dev", "test")[i % 4], "image": None,
-             "labels": [labels[i % 2]]} for i in range(40)]
-    write_manifest(Manifest(pd.DataFrame(rows), labels), tmp_path / "manifest.parquet")
-    with RaggedWriter(tmp_path / "f.h5", extractor="f", dim=4, dtype="float32", params={"width": 4}) as w:
-        for row in rows:
-            w.add(row["id"], rng.normal(size=(2, 4)) + (row["labels"] == ["b"]))
-    spec = {"model": "dmms", "features": ["f"], "pooling": "max", "d_model": 8, "head_hidden": [8],
-            "training": {"epochs": 2, "warmup_epochs": 1, "batch_size": 8}}
-    train_run(tmp_path / "manifest.parquet", {"f": tmp_path / "f.h5"}, tmp_path / "run", spec)
-    return tmp_path / "run"
-
-
-def test_a_trained_run_records_its_provenance_and_its_stores_settings(trained):
+def test_a_trained_run_records_its_provenance_and_its_stores_settings(tiny_run):
+    trained = tiny_run
     raw = read_json(trained / "metrics.json")
     prov = raw["provenance"]
     assert prov["mmsets"] == mmsets.__version__ and prov["device"] == "cpu"

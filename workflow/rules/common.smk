@@ -1,4 +1,5 @@
 # Shared helpers: config validation, dataset/run look-ups, the CLI prefix every rule uses.
+import importlib.util
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from mmsets.plan.layout import (  # noqa: E402
     erased_store_path, feature_path, features_dir, images_dir, log_path, manifest_path, predict_work_dir,
     predictions_path, raw_dir, report_path, results_table_path, run_dir, run_file, runs_dir, shard_path, tune_path,
     unpacked_dir)
+from mmsets.plan.errors import MLFLOW_INSTALL_HINT, ConfigError  # noqa: E402
 from mmsets.plan.families import family  # noqa: E402
 
 _validated = validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -40,9 +42,14 @@ def _shell_word(text):
 _path = "" if workflow.deployment_settings.deployment_method else f"export PATH={_shell_word(os.path.dirname(sys.executable))}:\"$PATH\"; "
 _runtime = ("export OMP_WAIT_POLICY=PASSIVE MMSETS_DEVICE={device} MMSETS_BATCH_SIZE={batch_size} "
             "MMSETS_NUM_WORKERS={num_workers} MMSETS_MAX_PIXELS={max_pixels}; ")
+_mlflow = config["tracking"]["mlflow"] or {}
+if _mlflow and not workflow.deployment_settings.deployment_method and importlib.util.find_spec("mlflow") is None:
+    raise ConfigError(f"tracking.mlflow is set but mlflow is not installed here: {MLFLOW_INSTALL_HINT}")
+_tracking = "export MMSETS_MLFLOW_URI={uri} MMSETS_MLFLOW_EXPERIMENT={experiment}; "
 shell.prefix(
     f"set -euo pipefail; {_path}export PYTHONPATH={_shell_word(REPOSITORY)}\"${{{{PYTHONPATH:+:$PYTHONPATH}}}}\"; "
     + _runtime.format(**{k: _shell_word("" if v is None else v) for k, v in config["runtime"].items()})
+    + _tracking.format(**{k: _shell_word(_mlflow.get(k) or "") for k in ("uri", "experiment")})
 )
 
 
