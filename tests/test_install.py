@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tomllib
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,34 @@ def test_snakemake_alone_builds_the_mmimdb_dag(tmp_path, mmimdb_sample):
     assert counts["prepare_mmimdb"] == "1" and counts["report"] == "1"
     assert int(counts["extract"]) >= 9 and int(counts["train"]) > 0
     assert "download_mmimdb" not in counts  # the sample's root is used, nothing is downloaded
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_workflow_and_init_writes_a_folder_snakemake_plans(tmp_path):
+    """A wheel built from the checkout, unpacked as pip would install it, with no checkout on the path: `mmsets
+    init` writes the workflow folder and Snakemake plans the demo from it."""
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                            "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("mmsets-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        archive.extractall(site)
+    for name in ("Snakefile", "config.yaml", "workflow/rules/common.smk", "workflow/schemas/config.schema.yaml",
+                 "envs/torch.yaml", "profiles/slurm/config.yaml", "workflow/configs/mpnet.yaml"):
+        assert f"mmsets/deploy/{name}" in names, f"the wheel lacks {name}"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import mmsets; print(mmsets.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(site))
+    init = subprocess.run([sys.executable, "-m", "mmsets", "init", "wf"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True)
+    assert init.returncode == 0, init.stderr
+    again = subprocess.run([sys.executable, "-m", "mmsets", "init", "wf"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert again.returncode == 1 and "--force" in again.stderr  # an existing workflow folder is not overwritten
+    plan = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "results/demo/report.html"],
+                          cwd=tmp_path / "wf", env=env, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-2000:]
+    assert re.search(r"^train\s+\d+$", plan.stdout, re.M)
