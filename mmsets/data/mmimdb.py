@@ -22,10 +22,10 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mmsets.data.manifest import SPLITS, Manifest
 from mmsets.io import write_json
+from mmsets.progress import progress as progress_of
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +232,9 @@ def _fetch(url: str, part: Path, chunk: int, timeout: float, progress: bool) -> 
         else:  # 200: the server ignored the Range header, start over
             offset = 0
             total = int(resp.headers["Content-Length"]) if resp.headers.get("Content-Length") else None
-        with open(part, "ab" if offset else "wb") as f, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=part.name.removesuffix(".part"), disable=not progress,
+        with open(part, "ab" if offset else "wb") as f, progress_of(
+            total, part.name.removesuffix(".part"), "B", enabled=progress, initial=offset, unit_scale=True,
+            unit_divisor=1024,
         ) as bar:
             while block := resp.read(chunk):
                 f.write(block)

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, Manifest, is_missing
 from mmsets.extract.params import check_names
 from mmsets.extract.resume import resumable
 from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
+from mmsets.progress import progress
 from mmsets.runtime import Runtime
 from mmsets.store import RaggedWriter
 
@@ -148,8 +148,9 @@ def extract_categorical(manifest: Manifest, out_path: str | os.PathLike, params:
     tally = RunTally("cpu")
     unknown = {f: Counter() for f in fields}
     columns = [frame[CAT_PREFIX + f].tolist() for f in fields]
-    with resumable(writer):
-        for n, item_id in enumerate(tqdm(frame["id"], unit="item", desc="categorical", disable=not runtime.progress)):
+    with resumable(writer), progress(len(frame), "categorical", enabled=runtime.progress) as bar:
+        for n, item_id in enumerate(frame["id"]):
+            bar.update()
             index, values = [], []
             for f, column in zip(fields, columns):
                 i, why = vocab.lookup(f, column[n])

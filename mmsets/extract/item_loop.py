@@ -15,10 +15,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from mmsets.extract.resume import empty_done_ids, resumable
 from mmsets.extract.tally import RunTally
+from mmsets.progress import progress
 from mmsets.runtime import Runtime, worker_init
 from mmsets.store import RaggedWriter
 
@@ -116,7 +116,7 @@ def run_items(
                         collate_fn=functools.partial(_collate, stack=stack), pin_memory=pin_memory,
                         worker_init_fn=worker_init)
     nothing = {name: np.zeros((0, *tail)) for name, (tail, _) in writer.fields.items()}
-    with resumable(writer), tqdm(total=len(todo), unit=unit, desc=desc, disable=not runtime.progress) as bar:
+    with resumable(writer), progress(len(todo), desc, unit, enabled=runtime.progress) as bar:
         for rows, batch, skips in loader:
             results = iter(process(batch) if len(batch) else ())
             for i in rows:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
@@ -18,6 +17,7 @@ from mmsets.extract.params import DTYPES, WEIGHTS, check_choice, check_names
 from mmsets.extract.resume import resumable
 from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
+from mmsets.progress import progress
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter
 
@@ -172,7 +172,7 @@ def embed_elements(
     done = [t for i, item_id in enumerate(ids) if item_id in writer.done_ids for _, t in elements[i]]
     truncated = count_truncated(encoder, done, params.max_length)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
-    bar = tqdm(total=len(todo), unit="item", desc=f"{extractor} {params.model}", disable=not runtime.progress)
+    bar = progress(len(todo), f"{extractor} {params.model}", enabled=runtime.progress)
     with resumable(writer), bar:
         for start in range(0, len(todo), CHUNK_ITEMS):
             chunk = todo[start:start + CHUNK_ITEMS]

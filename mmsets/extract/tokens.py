@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmsets.data.manifest import CAT_PREFIX, SPLITS, Manifest, is_missing
 from mmsets.extract.autocast import autocast
@@ -51,6 +50,7 @@ from mmsets.extract.resume import resumable
 from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
 from mmsets.plan.sources import STORE_FIELDS, STORE_SOURCES, parse_source, upstream_stores
+from mmsets.progress import progress
 from mmsets.runtime import Runtime, resolve_device
 from mmsets.store import RaggedStore, RaggedWriter, StoreError
 
@@ -335,7 +335,7 @@ def extract_tokens(manifest: Manifest, out_path: str | os.PathLike, params: Toke
     tally = RunTally(device)
     todo = [i for i, item_id in enumerate(ids) if item_id not in writer.done_ids]
     encoded_tokens, encode_seconds = 0, 0.0
-    bar = tqdm(total=len(todo), unit="item", desc=f"tokens {params.model}", disable=not runtime.progress)
+    bar = progress(len(todo), f"tokens {params.model}", enabled=runtime.progress)
     with resumable(writer), bar:
         for start in range(0, len(todo), CHUNK_ITEMS):
             chunk = todo[start:start + CHUNK_ITEMS]

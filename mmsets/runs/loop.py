@@ -27,6 +27,7 @@ from mmsets.metrics import Decision, PriorDecision, ThresholdDecision
 from mmsets.models.parts import TrainedModel
 from mmsets.runs.distributed import local_device, sum_over_processes, world
 from mmsets.plan.spec import TrainConfig
+from mmsets.progress import duration, interactive, logs_beside_bars, progress
 from mmsets.runtime import resolve_device, worker_init
 from mmsets.tasks import MultiLabelTask, Task, selection_key
 
@@ -156,39 +157,44 @@ def fit(model: TrainedModel, train_ds: Items, dev_ds: Items, cfg: TrainConfig, t
     history: list[dict] = []
     best_key, best_epoch, best_state = None, 0, None
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        total = 0.0
-        for batch in loader:
-            batch = batch.to(device)
-            loss = task.loss(trained(batch), batch.labels, weights_on_device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(batch)
-        total = sum_over_processes(total, device)  # a sampler pads to equal shares: a few items count twice
-        if not math.isfinite(total):
-            raise FloatingPointError(f"epoch {epoch}/{cfg.epochs}: the training loss is {total / len(train_ds)} "
-                                     f"(lr {lr:.3g}): training stopped, nothing was written; a lower lr may help")
-        _, dev_loss, scores = score_dev()
-        history.append({"epoch": epoch, "lr": lr, "train_loss": total / len(train_ds), "dev_loss": dev_loss,
-                        **{f"dev_{k}": v for k, v in scores.items() if k != "loss"}})
-        key = selection_key(scores, select)
-        improved = best_key is None or key > best_key
-        if improved:
-            best_key, best_epoch = key, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        log.info("epoch %d/%d  train_loss %.4f  dev_loss %.4f  dev_%s %s%s", epoch, cfg.epochs,
-                 history[-1]["train_loss"], dev_loss, select, _fmt(scores.get(select)), "  *" if improved else "")
-        if on_epoch is not None:
-            on_epoch(history[-1])
-        if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
-            log.info("no better dev %s for %d epochs: stopping", select, cfg.patience)
-            break
+    # A bar over the epochs on a terminal only: in a log, each epoch's line says as much, with the ETA.
+    with progress(cfg.epochs, "training", "epoch", enabled=interactive()) as bar, logs_beside_bars():
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            total = 0.0
+            for batch in loader:
+                batch = batch.to(device)
+                loss = task.loss(trained(batch), batch.labels, weights_on_device)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += loss.item() * len(batch)
+            total = sum_over_processes(total, device)  # a sampler pads to equal shares: a few items count twice
+            if not math.isfinite(total):
+                raise FloatingPointError(f"epoch {epoch}/{cfg.epochs}: the training loss is {total / len(train_ds)} "
+                                         f"(lr {lr:.3g}): training stopped, nothing was written; a lower lr may help")
+            _, dev_loss, scores = score_dev()
+            history.append({"epoch": epoch, "lr": lr, "train_loss": total / len(train_ds), "dev_loss": dev_loss,
+                            **{f"dev_{k}": v for k, v in scores.items() if k != "loss"}})
+            key = selection_key(scores, select)
+            improved = best_key is None or key > best_key
+            if improved:
+                best_key, best_epoch = key, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            per_epoch = (time.perf_counter() - start) / epoch
+            log.info("epoch %d/%d  train_loss %.4f  dev_loss %.4f  dev_%s %s  %.1f s/epoch, ETA %s%s", epoch,
+                     cfg.epochs, history[-1]["train_loss"], dev_loss, select, _fmt(scores.get(select)), per_epoch,
+                     duration(per_epoch * (cfg.epochs - epoch)), "  *" if improved else "")
+            bar.update()
+            if on_epoch is not None:
+                on_epoch(history[-1])
+            if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+                log.info("no better dev %s for %d epochs: stopping", select, cfg.patience)
+                break
     train_seconds = time.perf_counter() - start
 
     model.load_state_dict(best_state)
