@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from mmsets.extract.autocast import autocast
+from mmsets.extract.image_depth import to_eight_bit
 from mmsets.extract.params import WEIGHTS, check_choice
 from mmsets.extract.weights import MPNET_DISTRIBUTIONS, install_hint
 from mmsets.plan.errors import ParamsError
@@ -133,7 +134,8 @@ def _efficientnet_lite0(pretrained: bool) -> nn.Module:
         raise BackboneError(f"efficientnet_lite0: {len(source)} weight tensors for {len(target)} in the model")
     for (key, want), (src_key, have) in zip(target.items(), source.items()):
         if want.shape != have.shape:
-            raise BackboneError(f"efficientnet_lite0: {src_key} {tuple(have.shape)} does not fit {key} {tuple(want.shape)}")
+            raise BackboneError(f"efficientnet_lite0: {src_key} {tuple(have.shape)} does not fit {key} "
+                                f"{tuple(want.shape)}")
     model.load_state_dict(dict(zip(target, source.values())))
     return model
 
@@ -148,8 +150,9 @@ def timm_transform(model: nn.Module, image_size: int | None) -> Callable[[Image.
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB in the orientation a viewer shows; transparency is composited on white, not on black."""
-    image = ImageOps.exif_transpose(image)
+    """RGB in the orientation a viewer shows; transparency is composited on white, not on black; 16-bit and
+    other high-depth images scaled to 8 bits, not clipped (``mmsets.extract.image_depth``)."""
+    image = ImageOps.exif_transpose(to_eight_bit(image))
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")

@@ -20,8 +20,16 @@ from mmsets.runtime import Runtime
 from mmsets.store import RaggedWriter
 
 
+# Longer side over shorter side: a thin image resized to a backbone's short side of 224 grows by this factor squared
+# (a 65535x1 PNG of 276 bytes would take about 17 GB), whatever the pixel cap lets through.
+MAX_ASPECT = 100
+
+
 def open_image(path: Any, max_pixels: int | None = None) -> Image.Image:
-    """Decode one image file or raise ImageSkip with no_image / not_a_file / missing_file / too_large / corrupt."""
+    """Decode one image file or raise ImageSkip with no_image / not_a_file / missing_file / too_large / corrupt.
+
+    too_large: over ``max_pixels``, over Pillow's own limit, or sides further apart than ``MAX_ASPECT`` to 1;
+    all checked from the header, before decoding."""
     if is_missing(path):
         raise ImageSkip("no_image")
     path = Path(path)
@@ -31,8 +39,7 @@ def open_image(path: Any, max_pixels: int | None = None) -> Image.Image:
         raise ImageSkip("missing_file", f"{path}: no such file")
     try:
         with Image.open(path) as image:
-            if max_pixels is not None and image.width * image.height > max_pixels:
-                raise ImageSkip("too_large", f"{path}: {image.width}x{image.height} pixels is over {max_pixels}")
+            check_size(path, image.width, image.height, max_pixels)
             image.load()  # a truncated file fails here, not at open
             return to_rgb(image)
     except ImageSkip:
@@ -40,7 +47,22 @@ def open_image(path: Any, max_pixels: int | None = None) -> Image.Image:
     except Image.DecompressionBombError as err:
         raise ImageSkip("too_large", f"{path}: {err}") from None
     except Exception as err:  # PIL raises many kinds for broken files (OSError, SyntaxError, struct.error, ...)
-        raise ImageSkip("corrupt", f"{path}: {type(err).__name__}: {err}") from None
+        raise ImageSkip("corrupt", f"{path}: {failure(err)}") from None
+
+
+def check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    """Raise ImageSkip too_large for an image over ``max_pixels`` or thinner than 1 to ``MAX_ASPECT``."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageSkip("too_large", f"{path}: {width}x{height} pixels is over {max_pixels}")
+    if min(width, height) > 0 and max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageSkip("too_large", f"{path}: {width}x{height} pixels: its long side is over {MAX_ASPECT} times "
+                                     f"its short side")
+
+
+def failure(err: BaseException) -> str:
+    """An exception as one detail line; a MemoryError has no message of its own."""
+    message = str(err) or ("out of memory" if isinstance(err, MemoryError) else "no message")
+    return f"{type(err).__name__}: {message}"
 
 
 def image_paths(manifest: Manifest, image_root: str | os.PathLike | None = None) -> list[Any]:
@@ -80,7 +102,7 @@ class ImageFiles(Dataset):
         try:
             return self.transform(image)
         except Exception as err:  # a decodable image the transform cannot take (e.g. 0 pixels wide)
-            raise ImageSkip("corrupt", f"{self.paths[i]}: {type(err).__name__}: {err}") from None
+            raise ImageSkip("corrupt", f"{self.paths[i]}: {failure(err)}") from None
 
 
 def run_per_image(
