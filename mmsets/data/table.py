@@ -26,6 +26,12 @@ a ``split_column`` items are split at random in ``split_fractions`` (train, dev,
 stratified by class (binary, multiclass) or by label (multilabel, iterative stratification: see
 ``mmsets.data.splits``); k-fold runs ignore the split. Every error names the table line and the column.
 A generated table of this shape: ``mmsets.data.table_demo``.
+
+Control characters (NUL and the rest of Unicode's Cc) are refused, naming the line and the column, in every
+cell but a text column's: ids, labels and categorical values are stored as HDF5 strings, which cannot hold a NUL,
+and a control character in them is a broken export, not a value. In a text column, tab, newline and carriage
+return are kept and every other control character is removed; the manifest's ``extra["control_characters_removed"]``
+counts the cells changed, by column.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import io
 import json
 import math
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -51,6 +59,8 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "de
 
 
 MAX_CELL = 64 << 20  # characters in one CSV cell (the csv module's own limit is 128 KiB)
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's Cc: C0, DEL and C1
+TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # the same but tab, newline and return
 
 
 class TableError(ValueError):
@@ -184,6 +194,7 @@ def load_table(
     names = _label_names(records, task, label_names, path, label_column)
     frame = reader.frame(records, split_fractions, split_seed, split_stratify)
     extra = _extra(path, frame, label_column, fine_label_column)
+    extra["control_characters_removed"] = dict(sorted(reader.controls_removed.items()))
     extra["columns"] = {"id": id_column, "image": image_column}  # new items to predict may name them so too
     return Manifest(frame, names, task, dataset or path.stem, extra)
 
@@ -206,6 +217,7 @@ class _ItemReader:
     image_root: Path
     seen_ids: dict[str, int] = field(default_factory=dict)  # id -> the line that used it
     seen_columns: set[str] = field(default_factory=set)
+    controls_removed: Counter[str] = field(default_factory=Counter)  # text column -> cells with some removed
 
     def named(self) -> list[str]:
         """Every column the settings name."""
@@ -234,12 +246,13 @@ class _ItemReader:
         def where(column: str) -> str:
             return f"{self.path}:{line}: column {column!r}"
 
+        for column in [c for c in self.named() if c not in self.text_columns]:
+            refuse_controls(row.get(column), where(column))
         record: dict[str, Any] = {"id": self._item_id(line, row, where(self.id_column)), "line": line}
         image = row.get(self.image_column) if self.image_column else None
         record["image"] = None if is_missing(image) else str(self.image_root / str(image).strip())  # absolute stays
         for column in self.text_columns:
-            value = row.get(column)
-            record[TEXT_PREFIX + column] = None if is_missing(value) else str(value)
+            record[TEXT_PREFIX + column] = self._text(row.get(column), column)
         for column in self.categorical_columns:
             record[CAT_PREFIX + column] = _optional_scalar(row.get(column))
         record.update(_label(row[self.label_column], self.task, self.label_sep, where(self.label_column)))
@@ -250,6 +263,15 @@ class _ItemReader:
         if self.fine_label_column is not None:
             record[FINE_LABEL] = _optional_scalar(row.get(self.fine_label_column))
         return record
+
+    def _text(self, value: Any, column: str) -> str | None:
+        """A text cell with its control characters but tab, newline and return removed (counted); None if empty."""
+        if is_missing(value):
+            return None
+        text, removed = TEXT_CONTROL.subn("", str(value))
+        if removed:
+            self.controls_removed[column] += 1
+        return None if is_missing(text) else text
 
     def _item_id(self, line: int, row: dict[str, Any], where: str) -> str:
         """The row's id, unique in the table (or ``row-<line>`` without an id column)."""
@@ -287,6 +309,15 @@ def _extra(path: Path, frame: pd.DataFrame, label_column: str, fine_label_column
     return {"source": str(path), "label_column": label_column, "fine_label_column": fine_label_column,
             "without_image": int(len(frame) - len(images)),
             "missing_image_files": int(sum(not os.path.exists(p) for p in images))}
+
+
+def refuse_controls(value: Any, where: str) -> None:
+    """Raise a TableError naming the first control character of a cell (a JSON list's items included)."""
+    for item in value if isinstance(value, list) else [value]:
+        found = CONTROL.search(item) if isinstance(item, str) else None
+        if found:
+            raise TableError(f"{where}: control character {found.group()!r} at character {found.start() + 1} of "
+                             f"{item!r}; remove it from the table")
 
 
 def _optional_scalar(value: Any) -> str | None:
