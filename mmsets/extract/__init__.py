@@ -29,9 +29,11 @@ def run_extractor(
 
     ``params`` change the output (they are recorded in the store, and a resume needs the same);
     ``runtime`` only changes how it is computed: a Runtime, or a mapping of its fields. ``shard`` (i, K)
-    extracts the i-th of K blocks of the manifest's items only (``mmsets.extract.shards``).
+    extracts the i-th of K blocks of the manifest's items only (``mmsets.extract.shards``). The store's lock
+    is taken first, so a second extraction into the same store fails before it loads a model.
     """
     from mmsets.extract.shards import shard_manifest
+    from mmsets.store import store_lock
 
     config = make_params(name, params)
     runtime = as_runtime(runtime, where=f"{name} runtime")
@@ -40,7 +42,8 @@ def run_extractor(
         extractor(name).check_shardable()
         manifest = shard_manifest(manifest, *shard)
     extract = getattr(importlib.import_module(extractor(name).module), extractor(name).function)
-    return extract(manifest, out_path, config, runtime)
+    with store_lock(out_path):
+        return extract(manifest, out_path, config, runtime)
 
 
 def as_manifest(manifest: Manifest | str | os.PathLike) -> Manifest:
