@@ -327,11 +327,16 @@ class RaggedWriter:
         except StoreError:
             raise
         except Exception as err:
-            self._broken = True
-            self._close_quietly()  # now: left open, HDF5 closes it at exit and crashes on the failed writes
-            self._unlock()
-            raise StoreError(f"{self.partial}: {doing} failed: {one_line(err)}; nothing was sealed (the partial "
-                             f"file is left for a resume): fix the cause (free space) and run again") from err
+            raise self._fail(f"{self.partial}: {doing} failed: {one_line(err)}; nothing was sealed (the partial "
+                             f"file is left for a resume): fix the cause and run again") from err
+
+    def _fail(self, message: str) -> StoreError:
+        """Break the writer: close its file now (left open, HDF5 closes it at exit and crashes on the failed writes)
+        and let go of the lock; the error to raise."""
+        self._broken = True
+        self._close_quietly()
+        self._unlock()
+        return StoreError(message)
 
     def _create(self, path: Path, header: dict, dtype: str, chunk_rows: int) -> h5py.File:
         if path.exists():
@@ -548,8 +553,7 @@ class RaggedWriter:
         recorded = json.loads(store.attrs.get(CHECKSUMS, "{}"))
         differ = sorted(name for name in theirs if name in recorded and theirs[name] != recorded[name])
         if differ:
-            self._broken = True
-            raise StoreError(f"{store.path}: its {', '.join(differ)} do not match their checksums; {DAMAGED}")
+            raise self._fail(f"{store.path}: its {', '.join(differ)} do not match their checksums; {DAMAGED}")
         self.n_items += n
         self.n_rows += rows
         self.done_ids.update(store.ids)
@@ -596,8 +600,7 @@ class RaggedWriter:
                 differ = [name for name in self._sums if read[name] != self._sums[name]]
                 problem = f"its {', '.join(differ)} do not read back as written (CRC-32)" if differ else None
         if problem:
-            self._broken = True
-            raise StoreError(f"{self.partial}: sealing check failed: {problem}; nothing was sealed (the disk or the "
+            raise self._fail(f"{self.partial}: sealing check failed: {problem}; nothing was sealed (the disk or the "
                              f"file system lost writes): run again")
 
     def _close_quietly(self) -> None:

@@ -134,3 +134,35 @@ def test_a_resume_copies_the_committed_items_and_drops_a_torn_tail(tmp_path):
         assert store.ids == ["i0", "i1", "i2", "i3", "i4"]
         assert [list(t) for t in store.get(store.ids, "text")] == [[], ["w"], [], ["w"], ["fresh"]]
         assert "inputs" not in store.fields
+
+
+def test_a_partial_store_whose_committed_rows_changed_starts_over(tmp_path):
+    path = tmp_path / "s.h5"
+    writer = RaggedWriter(path, extractor="x", dim=2, dtype="float32", fields={"text": ((), "str")}, commit_every=2)
+    for k in range(4):
+        writer.add(f"i{k}", np.full((1, 2), k), text=[f"w{k}"])
+    writer.abort()
+    with h5py.File(partial_path(path), "r+") as f:  # committed rows no longer what was written
+        f["text"][1] = "changed"
+
+    resumed = RaggedWriter(path, extractor="x", dim=2, dtype="float32", fields={"text": ((), "str")})
+    assert resumed.n_items == 0 and "text do not match their checksums" in resumed.restarted
+    resumed.close()
+
+
+def test_a_gather_refuses_a_shard_that_does_not_match_its_checksums(tmp_path):
+    shards = []
+    for k in range(2):
+        shard = tmp_path / f"{k}.h5"
+        with RaggedWriter(shard, extractor="x", dim=2, fields={"text": ((), "str")}) as writer:
+            writer.add(f"s{k}", np.ones((2, 2)), text=["a", "b"])
+        shards.append(shard)
+    with h5py.File(shards[1], "r+") as f:
+        f["text"][0] = "z"
+    out = RaggedWriter(tmp_path / "gathered.h5", extractor="x", dim=2, fields={"text": ((), "str")}, resume=False)
+    out.add_store(RaggedStore(shards[0]))
+    with pytest.raises(StoreError, match=r"1\.h5: its text do not match their checksums; the store is damaged: "
+                                         r"delete it and re-run"):
+        out.add_store(RaggedStore(shards[1]))
+    out.abort()
+    assert not (tmp_path / "gathered.h5").exists()

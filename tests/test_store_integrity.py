@@ -116,7 +116,7 @@ def test_a_write_that_fails_leaves_only_the_partial_file_and_one_line(tmp_path):
             writer.add(f"i{i}", np.ones((1, 8)))
     assert str(failed.value) == (f"{partial_path(path)}: writing 4 item(s) failed: No space left on device (errno "
                                  f"28); nothing was sealed (the partial file is left for a resume): fix the cause "
-                                 f"(free space) and run again")
+                                 f"and run again")
     writer.abort()
     assert not path.exists() and partial_path(path).exists() and not lock_path(path).exists()
 
