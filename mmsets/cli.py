@@ -470,4 +470,9 @@ def _main(argv: list[str] | None) -> int:
         log.debug("traceback", exc_info=True)
         print(f"mmsets {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except MemoryError:  # its message is empty
+        log.debug("traceback", exc_info=True)
+        print(f"mmsets {args.command}: error: out of memory (MemoryError); lower runtime.batch_size or "
+              f"runtime.max_pixels, or give the job more memory", file=sys.stderr)
+        return 1
     return 0

@@ -66,6 +66,27 @@ def test_command_line_strings_become_numbers_where_numbers_are_expected():
     assert config["datasets"]["mmimdb"]["root"] == "123"
 
 
+def test_a_datasets_command_line_numbers_are_parsed_like_the_top_levels():
+    """``--config 'datasets={demo: {training: {epochs: 3}}}'`` hands every nested value over as a string."""
+    config = _config()
+    config["datasets"]["demo"]["training"] = {"epochs": "3", "lr": "0.01"}
+    config["datasets"]["demo"]["models"] = {"dmms": {"d_model": "32", "dropout": "0.5"}}
+    config["datasets"]["demo"]["extractors"]["text"] = {"max_length": "64"}
+    config = validate_config(config, SCHEMA)
+    assert config["datasets"]["demo"]["training"] == {"epochs": 3, "lr": 0.01}
+    run = next(iter(dataset_runs(config, "demo").values()))
+    assert run.training.epochs == 3 and run.training.lr == 0.01
+
+
+def test_a_variants_command_line_numbers_are_parsed():
+    config = _config()
+    config["experiments"]["dmms"]["variants"] = {"wide": {"d_model": "64"}}
+    config["extractors"]["ocr@sparse"] = {"psm": "6"}
+    config = validate_config(config, SCHEMA)
+    assert config["experiments"]["dmms"]["variants"]["wide"]["d_model"] == 64
+    assert extractor_settings(config, "demo", "ocr@sparse")["psm"] == 6
+
+
 def test_dataset_extractor_overrides_are_validated_with_their_key():
     config = _config()
     config["datasets"]["parallel_demo"]["extractors"] = {"text": {"pooling": "median"}}

@@ -12,15 +12,15 @@ and the plot beats either alone:
     horror      near-black background                  ghost/demon/curse phrases
     adventure   bold diagonal earth-tone stripes       quest/treasure/expedition phrases
 
-For horror and adventure each item shows the cue in the image only, the plot only or both, so even
-these are best read from both. A plot is one sentence per line, and the text extractor makes each line an
-element of the text set: a genre the plot tells takes two or three of its sentences, while many plots
-also hold a single decoy sentence of a genre they lack. How many sentences of a kind there are, not
-whether there is one, tells the genre: set poolings that count (sum) can read it, a max cannot. Cues are big, coarse shapes and colour fields because the frozen image
-encoder is an ImageNet CNN looking at the whole poster (128-224 px); plots are built from templates
-mixing genre phrases with genre-neutral distractor sentences so a sentence encoder (MiniLM) picks up
-the topic rather than a fixed string. Every poster also carries neutral clutter (rectangles, bars),
-a few cues fire on items without the genre, and titles are genre-neutral, so nothing is trivially
+For horror and adventure each item shows the cue in the image only, the plot only or both, so even these are
+best read from both. A plot is one sentence per line, and the text extractor makes each line an element of the
+text set: a genre the plot tells takes two or three of its sentences, while many plots also hold a single
+decoy sentence of a genre they lack. How many sentences of a kind there are, not whether there is one, tells
+the genre: set poolings that count (sum) can read it, a max cannot. Cues are big, coarse shapes and colour
+fields because the frozen image encoder is an ImageNet CNN looking at the whole poster (128-224 px); plots are
+built from templates mixing genre phrases with genre-neutral distractor sentences so a sentence encoder
+(MiniLM) picks up the topic rather than a fixed string. Every poster also carries neutral clutter (rectangles,
+bars), a few cues fire on items without the genre, and titles are genre-neutral, so nothing is trivially
 separable. Some items lack the image or the plot (never both). Everything follows from ``seed`` but the
 train/dev/test split: ``split_fractions`` drawn with ``split_seed``, stratified by genre.
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,7 @@ from mmsets.data.drawing import font, hsv_color, star
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.data.splits import item_splits
 from mmsets.io import atomic_path
+from mmsets.plan.spec import number_problem
 
 GENRES = ("scifi", "comedy", "romance", "crime", "horror", "adventure")
 CUES = {"scifi": "image", "comedy": "image", "romance": "text", "crime": "text", "horror": "both", "adventure": "both"}
@@ -50,8 +52,10 @@ DECOY_P = 0.3  # a plot holds one sentence of a text genre it lacks (a true one 
 
 NAMES = ["Mara", "Tobias", "Ines", "Oskar", "Lena", "Victor", "Nadia", "Hugo", "Clara", "Felix", "Rosa", "Emil"]
 JOBS = ["teacher", "mechanic", "nurse", "baker", "journalist", "farmer", "clerk", "pilot", "student", "painter"]
-PLACES = ["a small harbour town", "the capital", "a mountain village", "a grey suburb", "a border town", "the old quarter"]
-ADJ = ["Silent", "Golden", "Last", "Hidden", "Broken", "Second", "Distant", "Quiet", "Northern", "Long", "Paper", "Open"]
+PLACES = ["a small harbour town", "the capital", "a mountain village", "a grey suburb", "a border town",
+          "the old quarter"]
+ADJ = ["Silent", "Golden", "Last", "Hidden", "Broken", "Second", "Distant", "Quiet", "Northern", "Long", "Paper",
+       "Open"]
 NOUNS = ["River", "Road", "Summer", "Window", "Garden", "Letter", "Harbor", "Bridge", "Season", "Promise", "Station"]
 PHRASES = {
     "romance": [
@@ -113,6 +117,8 @@ def generate_demo(
     split_stratify: bool = True,
 ) -> Manifest:
     """Write ``out_dir/images/<id>.png`` for the items that have an image and return the manifest."""
+    check_generator("demo", {"n_items": n_items, "seed": seed, "image_size": image_size, "split_seed": split_seed},
+                    {"missing_image": missing_image, "missing_text": missing_text})
     if missing_image + missing_text > 1:
         raise ValueError(f"missing_image + missing_text = {missing_image + missing_text} > 1")
     out_dir = Path(out_dir).absolute()  # the manifest holds absolute image paths: extraction runs from anywhere
@@ -150,6 +156,19 @@ def generate_demo(
     frame.insert(1, "split", item_splits(n_items, split_fractions, split_seed, frame["labels"].tolist(),
                                          split_stratify))
     return Manifest(frame, list(GENRES), task="multilabel", dataset="demo", extra=extra)
+
+
+def check_generator(kind: str, integers: dict[str, Any], shares: dict[str, Any]) -> None:
+    """Raise a one-line ValueError naming the first of a generator's settings that is not a non-negative integer
+    (``integers``) or a finite number in [0, 1] (``shares``): ``range(40.0)`` would fail deep inside."""
+    for key, value in integers.items():
+        problem = number_problem(value, integral=True) or (f"{value} is below 0" if value < 0 else None)
+        if problem:
+            raise ValueError(f"{kind} {key}: {problem}")
+    for key, value in shares.items():
+        problem = number_problem(value, integral=False) or (None if 0 <= value <= 1 else f"{value} is not in [0, 1]")
+        if problem:
+            raise ValueError(f"{kind} {key}: {problem}")
 
 
 def write_demo(out_dir: str | os.PathLike, manifest_path: str | os.PathLike, **kwargs) -> Manifest:
@@ -196,7 +215,8 @@ def _draw_poster(rng: np.random.Generator, cues: set[str], title: str, size: int
     if "adventure" in cues:  # bold diagonal stripes over the lower half
         band = Image.new("RGB", (size, size))
         bdraw = ImageDraw.Draw(band)
-        step, tones = size / 6, [hsv_color(rng.uniform(0.05, 0.12), 0.7, 0.55), hsv_color(rng.uniform(0.22, 0.33), 0.7, 0.45)]
+        step = size / 6
+        tones = [hsv_color(rng.uniform(0.05, 0.12), 0.7, 0.55), hsv_color(rng.uniform(0.22, 0.33), 0.7, 0.45)]
         for k in range(-6, 14):
             x0 = k * step
             bdraw.polygon([(x0, size), (x0 + step, size), (x0 + step + size, 0), (x0 + size, 0)], fill=tones[k % 2])
@@ -205,7 +225,8 @@ def _draw_poster(rng: np.random.Generator, cues: set[str], title: str, size: int
     if "comedy" in cues:
         for _ in range(rng.integers(3, 6)):
             r, cx, cy = u(0.1, 0.17), u(0.1, 0.9), u(0.25, 0.9)
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=hsv_color(rng.choice([0.02, 0.09, 0.15, 0.9]), 0.9, 1.0))
+            fill = hsv_color(rng.choice([0.02, 0.09, 0.15, 0.9]), 0.9, 1.0)
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     if "scifi" in cues:
         for _ in range(rng.integers(3, 6)):
             color = hsv_color(rng.choice([0.5, 0.55, 0.6]), rng.uniform(0.0, 0.35), 1.0)

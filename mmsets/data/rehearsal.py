@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from mmsets.data.demo import check_generator
 from mmsets.data.drawing import font, hsv_color, star
 from mmsets.data.manifest import Manifest, write_manifest
 from mmsets.data.mmimdb import GENRES
@@ -140,6 +141,8 @@ def generate_rehearsal(
     max_faces: int = 10,
 ) -> Manifest:
     """Write ``out_dir/<folder>/<id>.jpeg`` (at most 1,000 per folder) and return the manifest."""
+    check_generator("rehearsal", {"n_items": n_items, "seed": seed, "max_objects": max_objects,
+                                  "max_faces": max_faces}, {"missing_image": missing_image})
     if n_items < 1:
         raise ValueError(f"n_items must be positive, got {n_items}")
     if not 0 <= missing_image <= 1:
@@ -281,7 +284,8 @@ def _write_poster(rng: np.random.Generator, path: str, title: str, genres: list[
     img = Image.new("RGB", (w, h), hsv_color(hue, rng.uniform(0.3, 0.8), value))
     draw = ImageDraw.Draw(img)
     band = int(h * rng.uniform(0.55, 0.8))  # a second colour field, as most posters have
-    draw.rectangle((0, band, w, h), fill=hsv_color(hue + rng.uniform(-0.1, 0.1), rng.uniform(0.2, 0.7), rng.uniform(0.1, 0.6)))
+    fill = hsv_color(hue + rng.uniform(-0.1, 0.1), rng.uniform(0.2, 0.7), rng.uniform(0.1, 0.6))
+    draw.rectangle((0, band, w, h), fill=fill)
 
     n_objects = int(rng.integers(0, max_objects + 1))
     for _ in range(n_objects):

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from mmsets.data.demo import check_generator
 from mmsets.data.manifest import Manifest
 from mmsets.data.table import write_table_manifest
 from mmsets.io import atomic_path
@@ -47,6 +48,8 @@ def generate_table_demo(out_dir: str | os.PathLike, n_items: int = 200, seed: in
     """
     if task not in DEMO_LABELS:
         raise ValueError(f"task {task!r} is not one of {sorted(DEMO_LABELS)}")
+    check_generator("table_demo", {"n_items": n_items, "seed": seed, "image_size": image_size},
+                    {"missing_image": missing_image})
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
     width = max(3, len(str(n_items)))

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmsets.data.sequences import SequenceBatch
-from mmsets.models.parts import POOLINGS, SetPooling, SetPredictor, TrainedModel, builder, param_groups
+from mmsets.models.parts import POOLINGS, SetPooling, SetPredictor, TrainedModel, builder, check_dropouts, param_groups
+from mmsets.plan.spec import check_numbers
 
 
 # ---------------------------------------------------------------------------- similarity S (Eq. 7, 8)
@@ -109,6 +110,8 @@ class EncoderOnlyConfig(TokenStateConfig):
 def _check_common(config, name: str) -> None:
     if config.pooling not in POOLINGS:
         raise ValueError(f"{name}.pooling: {config.pooling!r} is not one of {sorted(POOLINGS)}")
+    check_numbers(config, name, ValueError)
+    check_dropouts(config, name)
     if not 0.0 < config.prior < 1.0:
         raise ValueError(f"{name}.prior must lie in (0, 1), got {config.prior}")
     for key in ("hidden_size", "n_classes", "n_modalities"):

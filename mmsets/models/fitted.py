@@ -16,6 +16,7 @@ load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -246,8 +247,8 @@ class LogRegConfig:
     def __post_init__(self) -> None:
         check_inputs(self, "LogRegConfig")
         self.C = tuple(float(c) for c in (self.C if isinstance(self.C, (list, tuple)) else [self.C]))
-        if not self.C or min(self.C) <= 0:
-            raise ValueError(f"LogRegConfig.C must be one or more numbers > 0, got {self.C}")
+        if not self.C or min(self.C) <= 0 or not all(math.isfinite(c) for c in self.C):
+            raise ValueError(f"LogRegConfig.C must be one or more finite numbers > 0, got {self.C}")
 
 
 _LOGREG_ARRAYS = ("mean", "scale", "low", "high", "coef", "intercept")

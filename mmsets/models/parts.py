@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mmsets.data.sets import FLOAT, INDEX, KINDS
+from mmsets.plan.spec import check_numbers
 
 __all__ = ["ModalityEncoder", "IndexEncoder", "IndexCNNEncoder", "ENCODERS", "INDEX_ENCODERS", "POOLINGS", "SetPooling",
            "SetPredictor", "TrainedModel", "param_groups", "builder", "check_inputs",
@@ -215,12 +216,22 @@ def check_inputs(config: Any, name: str) -> None:
             raise ValueError(f"{name}.input_kinds[{m!r}]: {kind!r} is not one of {list(KINDS)}")
     if config.pooling not in POOLINGS:
         raise ValueError(f"{name}.pooling: {config.pooling!r} is not one of {sorted(POOLINGS)}")
+    check_numbers(config, name, ValueError)
+    check_dropouts(config, name)
     if config.n_classes < 1:
         raise ValueError(f"{name}.n_classes must be >= 1, got {config.n_classes}")
     if hasattr(config, "head_hidden"):
         config.head_hidden = tuple(int(h) for h in config.head_hidden)
     if hasattr(config, "prior") and not 0.0 < config.prior < 1.0:
         raise ValueError(f"{name}.prior must lie in (0, 1), got {config.prior}")
+
+
+def check_dropouts(config: Any, name: str) -> None:
+    """Every dropout rate of a family's config in [0, 1]."""
+    for key in ("dropout", "head_dropout"):
+        rate = getattr(config, key, None)
+        if rate is not None and not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name}.{key} must lie in [0, 1], got {rate}")
 
 
 Model = TypeVar("Model")

@@ -16,7 +16,7 @@ from mmsets.listing import listed
 from mmsets.plan.errors import ConfigError, ParamsError, SpecError
 from mmsets.plan.extractors import extractor, split_variant
 from mmsets.plan.families import FAMILIES, SEQUENCE
-from mmsets.plan.schema import check, fill_defaults, invalid, merge, subschema, validated
+from mmsets.plan.schema import check, coerce_command_line_strings, fill_defaults, invalid, merge, subschema, validated
 from mmsets.plan.ensembles import ENSEMBLE, EnsembleSpec, expand_ensembles
 from mmsets.plan.spec import DMMS, RunSpec, expand_runs
 from mmsets.plan.tables import field_defaults, lacking
@@ -39,11 +39,13 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 
 
 def _check_overrides(config: dict, schema: dict) -> None:
-    """A dataset's overrides are checked merged over the top-level settings they override."""
+    """A dataset's overrides are checked merged over the top-level settings they override, their command-line
+    strings (``--config 'datasets={d: {training: {epochs: 3}}}'``) parsed as the top level's are."""
     for section in OVERRIDABLE:
         section_schema = subschema(schema, schema["properties"][section])
         for name, dataset in config["datasets"].items():
             if dataset.get(section):
+                coerce_command_line_strings(dataset[section], section_schema)
                 merged = merge(config[section], dataset[section])
                 fill_defaults(merged, section_schema)
                 check(section_schema, merged, f"datasets.{name}.{section}.")
@@ -56,6 +58,8 @@ def _check_variants(config: dict, schema: dict) -> None:
         for variant, overrides in (exp.get("variants") or {}).items():
             model = overrides.get("model", exp["model"])
             settings = {k: v for k, v in overrides.items() if k != "model"}
+            coerce_command_line_strings(settings, subschema(schema, families[model]))
+            overrides.update(settings)
             check(subschema(schema, families[model]), settings, f"experiments.{group}.variants.{variant}.")
 
 
@@ -99,6 +103,8 @@ def _check_extractor_variants(config: dict, schema: dict) -> None:
                 raise invalid(f"{prefix}{name}: {err}") from None
             if variant is not None and base not in known:
                 raise invalid(f"{prefix}{name}: {base!r} is not an extractor (one of {sorted(known)})")
+            if variant is not None:
+                coerce_command_line_strings(section[name], subschema(schema, known[base]))
     for dataset in config["datasets"]:
         for name in dataset_section(config, dataset, "extractors"):
             base, variant = split_variant(name)

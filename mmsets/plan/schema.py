@@ -1,5 +1,8 @@
-"""JSON Schema mechanics for a configuration: dotted keys unfolded, mappings merged, defaults filled, command-line
-strings coerced, and every violation reported as one ConfigError naming its key.
+"""JSON Schema mechanics for a configuration: its size bounded, dotted keys unfolded, mappings merged, defaults
+filled, command-line strings coerced, and every violation reported as one ConfigError naming its key.
+
+The schema's ``number`` is a finite number and its ``integer`` an int (not 40.0): NaN, infinities and integral
+floats pass JSON Schema's own types, then fail inside a job.
 
 Knows nothing of what the settings mean (that is ``mmsets.plan.config``); needs only PyYAML and jsonschema.
 """
@@ -7,12 +10,43 @@ Knows nothing of what the settings mean (that is ``mmsets.plan.config``); needs 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import math
+import reprlib
+from typing import Any, Iterator
 
 import jsonschema
 import yaml
 
 from mmsets.plan.errors import ConfigError
+from mmsets.plan.spec import number_problem
+
+# Values (mappings, lists and scalars, keys included) a configuration may hold, each YAML alias counted where it is
+# used: the shipped config.yaml holds about 1,500. A YAML alias bomb (9 levels of 9 aliases) expands to 387 million
+# values, which coercing and checking would walk (minutes, gigabytes), so it is refused before.
+MAX_VALUES = 200_000
+
+
+def _is_number(checker: Any, value: Any) -> bool:
+    return number_problem(value, integral=False) is None
+
+
+def _is_integer(checker: Any, value: Any) -> bool:
+    return number_problem(value, integral=True) is None
+
+
+Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({"number": _is_number,
+                                                                              "integer": _is_integer}))
+
+def _short_repr() -> reprlib.Repr:
+    """A value in one short line (Python 3.11's Repr takes no keywords)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 2, 3, 3, 40, 40
+    return short
+
+
+SHORT = _short_repr()
 
 
 def invalid(*problems: str) -> ConfigError:
@@ -23,11 +57,37 @@ def invalid(*problems: str) -> ConfigError:
 def validated(config: dict, schema: dict) -> dict:
     """A copy of ``config`` with dotted keys unfolded, defaults filled and command-line strings parsed, checked
     against ``schema``."""
+    check_size(config)
     config = unfold_dotted(copy.deepcopy(config))
     fill_defaults(config, schema)
     coerce_command_line_strings(config, schema)
     check(schema, config)
     return config
+
+
+def check_size(config: dict, limit: int = MAX_VALUES) -> None:
+    """Refuse a configuration of more than ``limit`` values, naming the top-level key it overflows in; a walk of
+    ``limit`` steps at most, so an alias bomb (or a reference cycle) fails in well under a second."""
+    budget = limit
+    for key, value in config.items():
+        for _ in _values(value):
+            budget -= 1
+            if budget < 0:
+                raise invalid(f"{key}: the configuration holds more than {limit} values (YAML aliases counted where "
+                              f"they are used): an alias bomb, or data that belongs in a file of its own")
+
+
+def _values(node: Any) -> Iterator[Any]:
+    """Every value under ``node`` (itself, keys, items), depth first, without recursion."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
 
 
 def unfold_dotted(config: dict) -> dict:
@@ -67,7 +127,7 @@ def fill_defaults(instance: Any, schema: dict) -> None:
         return
     for sub in schema.get("allOf", []):
         condition = sub.get("if")
-        if condition is None or jsonschema.Draft202012Validator(condition).is_valid(instance):
+        if condition is None or Validator(condition).is_valid(instance):
             fill_defaults(instance, sub.get("then", sub))
     for key, sub in schema.get("properties", {}).items():
         if key not in instance and "default" in sub:
@@ -84,7 +144,7 @@ def fill_defaults(instance: Any, schema: dict) -> None:
 def coerce_command_line_strings(config: dict, schema: dict) -> None:
     """``snakemake --config 'training={lr: 0.01}'`` passes nested values as strings: parse those a
     number, boolean or null is expected for, and only those."""
-    for error in jsonschema.Draft202012Validator(schema).iter_errors(config):
+    for error in Validator(schema).iter_errors(config):
         if error.validator != "type" or not isinstance(error.instance, str) or not error.absolute_path:
             continue
         try:
@@ -107,7 +167,7 @@ def subschema(schema: dict, part: dict) -> dict:
 def check(schema: dict, instance: dict, prefix: str = "") -> None:
     """Raise the ``invalid`` error listing every violation of ``schema``, each named by its key (``prefix`` first:
     where ``instance`` sits in the whole configuration)."""
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    errors = sorted(Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         raise invalid(*(f"{_key(e, prefix)}: {_describe(e)}" for e in errors))
 
@@ -120,8 +180,25 @@ def _key(error: jsonschema.ValidationError, prefix: str) -> str:
 def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         return error.message.replace("Additional properties are not allowed", "unknown key(s)")
+    if error.validator == "type":
+        return _type_problem(error.instance, error.validator_value)
     if error.validator == "enum":
-        return f"{error.instance!r} is not one of {error.validator_value}"
+        return f"{SHORT.repr(error.instance)} is not one of {error.validator_value}"
     if error.validator == "pattern" and error.schema.get("description"):
-        return f"{error.instance!r} is not {error.schema['description']}"
+        return f"{SHORT.repr(error.instance)} is not {error.schema['description']}"
+    shown = repr(error.instance)
+    if error.message.startswith(shown):  # jsonschema's own messages quote the whole value first
+        return SHORT.repr(error.instance) + error.message[len(shown):]
     return error.message
+
+
+def _type_problem(value: Any, expected: str | list[str]) -> str:
+    """Why ``value`` is not of the ``expected`` type(s), a NaN or an infinity named as such, an integral float
+    (40.0 for an integer) with what to write."""
+    expected = [expected] if isinstance(expected, str) else list(expected)
+    message = f"{SHORT.repr(value)} is not of type {', '.join(repr(t) for t in expected)}"
+    if not isinstance(value, float) or not {"number", "integer"} & set(expected):
+        return message
+    if not math.isfinite(value):
+        return f"{value!r} is not a finite number"
+    return message + (f" (write {int(value)})" if value.is_integer() else "")

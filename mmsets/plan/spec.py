@@ -13,6 +13,8 @@ and by the dataclass itself in the train job (``mmsets.runs.run``).
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -20,6 +22,34 @@ from mmsets.plan.errors import SpecError
 from mmsets.plan.vocab import CLASS_WEIGHTINGS, DECISION_RULES, SINGLE_LABEL_LOSSES
 
 DMMS = "dmms"  # the family whose runs are also expanded over pooling types
+
+# A dataclass field's annotation -> whether it takes an integer (True) or a finite number (False).
+NUMBER_FIELDS = {"int": True, "int | None": True, "float": False, "float | None": False}
+
+
+def number_problem(value: Any, integral: bool) -> str | None:
+    """Why ``value`` is not an integer (``integral``) or not a finite number; None when it is one. The schema's
+    integer and number types say the same (``mmsets.plan.schema``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"{value!r} is not {'an integer' if integral else 'a number'}"
+    if not math.isfinite(value):
+        return f"{value!r} is not a finite number"
+    if integral and not isinstance(value, numbers.Integral):
+        return f"{value!r} is not an integer" + (f" (write {int(value)})" if float(value).is_integer() else "")
+    return None
+
+
+def check_numbers(config: Any, name: str, error: type[Exception] = SpecError) -> None:
+    """Raise ``error`` naming the first int field of the dataclass ``config`` that holds no integer, or float field
+    that holds no finite number (None passes where the annotation allows it)."""
+    for f in dataclasses.fields(config):
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        value = getattr(config, f.name)
+        if annotation not in NUMBER_FIELDS or (value is None and annotation.endswith("None")):
+            continue
+        problem = number_problem(value, NUMBER_FIELDS[annotation])
+        if problem:
+            raise error(f"{name}.{f.name}: {problem}")
 
 
 @dataclass
@@ -48,6 +78,9 @@ class TrainConfig:
     processes: int = 1
 
     def __post_init__(self) -> None:
+        check_numbers(self, "training")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise SpecError(f"training: lr must be > 0 (got {self.lr}) and weight_decay >= 0 (got {self.weight_decay})")
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise SpecError(f"training.class_weighting: {self.class_weighting!r} is not one of {CLASS_WEIGHTINGS}")
         if self.decision not in DECISION_RULES:
@@ -57,6 +90,8 @@ class TrainConfig:
                             f"{SINGLE_LABEL_LOSSES}")
         if self.epochs < 1 or self.batch_size < 1 or self.warmup_epochs < 0:
             raise SpecError("training: epochs and batch_size must be >= 1, warmup_epochs >= 0")
+        if self.patience is not None and self.patience < 1:
+            raise SpecError(f"training.patience: {self.patience} must be >= 1 (or null: no early stop)")
         if self.processes < 1 or self.processes > self.batch_size:
             raise SpecError(f"training.processes: {self.processes} must be between 1 and batch_size "
                             f"({self.batch_size}), which is their total")
@@ -75,6 +110,7 @@ class CVConfig:
     dev_fraction: float = 0.1  # of the training folds, held out for model selection
 
     def __post_init__(self) -> None:
+        check_numbers(self, "cv")
         if int(self.folds) != self.folds or self.folds < 2:
             raise SpecError(f"cv.folds must be an integer >= 2, got {self.folds!r}")
         if not 0.0 < self.dev_fraction < 1.0:

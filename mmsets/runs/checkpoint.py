@@ -5,6 +5,7 @@ with ``torch.load(weights_only=True)``. A k-fold run holds one model per fold. K
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 
 import numpy as np
@@ -43,9 +44,28 @@ def save_checkpoint(path: str | os.PathLike, config: dict, state_dict: dict, fol
         torch.save(checkpoint, tmp)
 
 
+class CheckpointError(ValueError):
+    """A ``model.pt`` that is not one mmsets wrote; the message names the file and the cause in one line."""
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """``model.pt`` as saved: its config, weights and, for a k-fold run, every fold's part."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """``model.pt`` as saved: its config, weights and, for a k-fold run, every fold's part. A file holding
+    anything else (a pickled object whose loading would run code) is refused unread."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused, it holds more than weights and settings ({unpickling_cause(err)}); "
+                              f"nothing in it was run: a model.pt from mmsets never needs weights_only=False") from None
+    except (EOFError, RuntimeError) as err:  # empty, truncated, not a zip archive
+        raise CheckpointError(f"{path}: not a readable model.pt ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'the file ends early'})") from None
+
+
+def unpickling_cause(err: pickle.UnpicklingError) -> str:
+    """The line of torch's several-paragraph weights-only refusal that says what the file holds."""
+    paragraphs = [p.strip() for p in str(err).split("\n\n") if p.strip()]
+    causes = [p for p in paragraphs if not p.startswith(("Weights only load failed", "Check the documentation"))]
+    return " ".join((causes[-1] if causes else paragraphs[0] if paragraphs else "unpickling failed").split())
 
 
 def n_folds(checkpoint: dict) -> int:
