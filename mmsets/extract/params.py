@@ -13,6 +13,9 @@ from mmsets.plan.errors import ParamsError
 DTYPES = ("float16", "float32")
 # "random": the same architecture with seeded random weights, for rehearsals and tests of the papers' models
 WEIGHTS = ("pretrained", "random")
+# The setting of the extractors whose elements come from the data itself (a plot's lines, a poster's words): with
+# no bound, one 120 KB plot of 20,000 lines made 20,000 elements and a set model 9 GB and 80 times slower.
+MAX_ELEMENTS_KEY = "max_elements"
 
 
 def params_from_dict(cls: type, params: Mapping[str, Any] | None, *, where: str = "params") -> Any:
@@ -63,3 +66,13 @@ def check_names(where: str, names: list[Any], empty: str, item: str) -> None:
         raise ParamsError(f"{where}: {empty}")
     if len(set(names)) != len(names):
         raise ParamsError(f"{where}: {names} repeats a {item}")
+
+
+def check_max_elements(where: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ParamsError(f"{where}.{MAX_ELEMENTS_KEY}: {value} is below 1")
+
+
+def cut_to(elements: list, cap: int) -> tuple[list, bool]:
+    """The first ``cap`` of ``elements``, and whether any were cut."""
+    return elements[:cap], len(elements) > cap

@@ -13,7 +13,7 @@ import numpy as np
 from mmsets.data.manifest import Manifest, is_missing
 from mmsets.extract.backbones import POOLINGS, count_truncated, embed_texts, load_text_encoder
 from mmsets.extract.fingerprints import item_inputs
-from mmsets.extract.params import DTYPES, WEIGHTS, check_choice, check_names
+from mmsets.extract.params import DTYPES, WEIGHTS, check_choice, check_max_elements, check_names, cut_to
 from mmsets.extract.resume import resumable
 from mmsets.extract.tally import RunTally
 from mmsets.plan.errors import ParamsError
@@ -25,6 +25,9 @@ EXTRACTOR = "text"
 OCR_EXTRACTOR = "ocr_text"
 SEGMENTS = ("none", "paragraph")
 CHUNK_ITEMS = 512  # items embedded (length-sorted) and committed together
+# Elements kept per item when max_elements is not set: MM-IMDb plots hold a few summaries, never a hundred
+DEFAULT_MAX_ELEMENTS = 128
+CUT_KEY = "cut_to_max_elements"  # the summary's count of items that had more elements than the cap
 
 
 @dataclass
@@ -33,9 +36,12 @@ class TextParams:
     fields: list[str] = field(default_factory=lambda: ["plot"])
     pooling: str = "mean"  # "cls" for RoBERTa as in DMMS; sentence-transformers models are trained for "mean"
     max_length: int = 256
-    segment: str = "paragraph"  # one element per non-empty line (MM-IMDb plots hold several summaries); "none": per field
+    segment: str = "paragraph"  # one element per non-empty line (MM-IMDb plots hold several summaries); "none": a field
     dtype: str = "float16"
     weights: str = "pretrained"  # "random": the same architecture, seeded random weights (rehearsals, tests)
+    # Elements kept per item, the first ones (field order, then paragraph order); None: DEFAULT_MAX_ELEMENTS.
+    # None stays out of the rule params, so stores made before the cap are not made again.
+    max_elements: int | None = None
 
     def __post_init__(self) -> None:
         self.fields = list(self.fields)
@@ -43,7 +49,12 @@ class TextParams:
             raise ParamsError("text params.model: must name a model")
         check_names("text params.fields", self.fields, "name at least one text field", "field")
         check_choice("text params.segment", self.segment, SEGMENTS)
+        check_max_elements("text params", self.max_elements)
         check_encoder_params("text params", self)
+
+    @property
+    def element_cap(self) -> int:
+        return DEFAULT_MAX_ELEMENTS if self.max_elements is None else self.max_elements
 
 
 @dataclass
@@ -103,8 +114,16 @@ def extract_text(manifest: Manifest, out_path: str | os.PathLike, params: TextPa
             if not parts:
                 no_text.append(ids[i])
             elements[i].extend((name, p) for p in parts)
+    elements, n_cut = cut_each(elements, params.element_cap)
     return embed_elements(out_path, EXTRACTOR, params, ids, elements, no_text, runtime,
-                          inputs=item_inputs(manifest, EXTRACTOR, params))
+                          inputs=item_inputs(manifest, EXTRACTOR, params),
+                          extra={CUT_KEY: n_cut, "max_elements": params.element_cap})
+
+
+def cut_each(elements: list[list[tuple[str, str]]], cap: int) -> tuple[list[list[tuple[str, str]]], int]:
+    """Each item's first ``cap`` elements, and how many items had more."""
+    pairs = [cut_to(item, cap) for item in elements]
+    return [kept for kept, _ in pairs], sum(cut for _, cut in pairs)
 
 
 def extract_ocr_text(manifest: Manifest, out_path: str | os.PathLike, params: OCRTextParams,
@@ -150,12 +169,13 @@ def embed_elements(
     runtime: Runtime | None = None,
     attrs: Mapping[str, Any] | None = None,
     inputs: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Embed each item's (field, text) ``elements`` and store them, resuming a partial store (of the same
     ``inputs``: ``mmsets.extract.fingerprints.item_inputs``).
 
     ``no_text`` lists the item ids to count as ``no_text`` (once per missing field); ``runtime.batch_size``
-    texts go through the encoder at once.
+    texts go through the encoder at once; ``extra`` joins the store summary.
     """
     runtime = runtime or Runtime()
     device = resolve_device(runtime.device)
@@ -186,4 +206,4 @@ def embed_elements(
                 row += k
                 tally.processed += 1
             bar.update(len(chunk))
-    return tally.finish(writer, truncated=truncated)
+    return tally.finish(writer, truncated=truncated, **(extra or {}))

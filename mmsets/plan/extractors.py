@@ -122,10 +122,10 @@ def _table(*extractors: Extractor) -> dict[str, Extractor]:
 EXTRACTORS: dict[str, Extractor] = _table(
     Extractor("image", "mmsets.extract.image", "extract_image", "ImageParams", reads_image=True),
     Extractor("text", "mmsets.extract.text", "extract_text", "TextParams", manifest_fields=fields_param("text"),
-              field_kind="text", count_keys=frozenset({"truncated"})),
+              field_kind="text", count_keys=frozenset({"truncated", "cut_to_max_elements"})),
     # tesseract, the default backend, runs on CPUs: one process per thread
     Extractor("ocr", "mmsets.extract.ocr", "extract_ocr", "OCRParams", environment="ocr", reads_image=True,
-              resources=Resources(threads=4, mem_mb=4000, gpu=False)),
+              count_keys=frozenset({"cut_to_max_elements"}), resources=Resources(threads=4, mem_mb=4000, gpu=False)),
     Extractor("ocr_text", "mmsets.extract.text", "extract_ocr_text", "OCRTextParams", upstream={"ocr_store": "ocr"},
               count_keys=frozenset({"truncated"})),
     Extractor("labels", "mmsets.extract.labels", "extract_labels", "LabelsParams", environment="ocr",

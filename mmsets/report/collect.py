@@ -262,7 +262,8 @@ def _ocr_backend(store: RaggedStore) -> str | None:
         return None
 
 
-_SUMMARY_KEYS = {"items", "with_elements", "elements", "skipped", "errors", "items_per_s", "seconds", "device"}
+_SUMMARY_KEYS = {"items", "with_elements", "elements", "skipped", "errors", "items_per_s", "seconds", "device",
+                 "cut_to_max_elements", "max_elements"}
 MAX_EXTRA = 30
 
 
@@ -275,6 +276,8 @@ def _summary(raw: Any) -> dict:
     return {
         "n_items": number(raw.get("items")), "with_elements": number(raw.get("with_elements")),
         "elements": number(raw.get("elements")),
+        # items that had more elements than the extractor's max_elements, cut to it
+        "cut": number(raw.get("cut_to_max_elements")), "max_elements": number(raw.get("max_elements")),
         "skipped": skipped, "n_skipped": sum(v or 0 for _, v in skipped),
         "n_errors": len(errors),
         "errors": [{"id": str(e.get("id", "")), "reason": str(e.get("reason", ""))[:300],
