@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHARE_PREFIX = "share_"
+MISSING = "missing"  # per item, the inputs it has no element in (its image missing or unreadable: ["image"])
 PREDICTED = "predicted"  # the labels the decision gives (multi-label: a list; single-label: the class)
 
 
@@ -95,6 +96,8 @@ class TrainedRun:
             raise PredictError("no items to predict")
         frame = self._with_item_columns(frame)
         inputs = recipe_inputs(self.recipe)
+        refuse_control_characters(frame, ["id", "image", *(c for name in inputs["categorical"]
+                                                           for c in (name, CAT_PREFIX + name))])
         out = pd.DataFrame(index=frame.index)
         if "id" in frame.columns:
             ids = [None if is_missing(v) else str(v).strip() for v in frame["id"]]
@@ -115,7 +118,7 @@ class TrainedRun:
                 if column is None:
                     missing.append(name)
                     continue
-                out[prefix + name] = [None if is_missing(v) else str(v) for v in frame[column]]
+                out[prefix + name] = [None if is_missing(v) else cleaned(str(v), prefix) for v in frame[column]]
         if missing:
             raise PredictError(f"the items lack the field(s) {missing} that run {self.path.name} was trained on "
                                f"(columns named so, or {TEXT_PREFIX}<name> / {CAT_PREFIX}<name>; "
@@ -175,7 +178,9 @@ class TrainedRun:
 
         self.extraction = run_recipe(self.recipe, manifest, work / "features", runtime)
         with open_stores({name: store_path(work / "features", name) for name in self.features}) as stores:
-            return self._frame(predict_items(self.models.to(device), manifest, stores))
+            frame = self._frame(predict_items(self.models.to(device), manifest, stores))
+            frame[MISSING] = [missing_inputs(stores, item_id) for item_id in frame["id"]]
+            return frame
 
     def _frame(self, scored: Prediction) -> pd.DataFrame:
         frame = pd.DataFrame({"id": scored.ids})
@@ -206,6 +211,42 @@ class TrainedRun:
         return frame[["id", *shares]].rename(columns=lambda c: c.removeprefix(SHARE_PREFIX))
 
 
+def refuse_control_characters(frame: pd.DataFrame, columns: list[str]) -> None:
+    """A control character in ``columns`` (the id, image path and categorical values) is refused as ``mmsets
+    prepare`` refuses it (a NUL id later fails every extractor naming nothing); text fields are ``cleaned``."""
+    from mmsets.data.table import refuse_controls
+
+    rows = [f"line {n}" for n in frame["line"]] if "line" in frame.columns else \
+        [f"item {n}" for n in range(1, len(frame) + 1)]
+    for column in [c for c in columns if c in frame.columns]:
+        for row, value in zip(rows, frame[column]):
+            refuse_controls(value, f"{row}: column {column!r}")
+
+
+def cleaned(value: str, prefix: str) -> str:
+    """A text field without the control characters ``mmsets prepare`` removes from text (tab, newline and return
+    stay), so new items read as the training items were."""
+    from mmsets.data.table import TEXT_CONTROL
+
+    return TEXT_CONTROL.sub("", value) if prefix == TEXT_PREFIX else value
+
+
+def missing_inputs(stores: Mapping[str, Any], item_id: str) -> list[str]:
+    """The run's inputs ``item_id`` has no element in: a store's name, or a token store's modality."""
+    from mmsets.store import store_modalities
+
+    missing = []
+    for name, store in stores.items():
+        elements = store.rows(item_id)
+        modalities = store_modalities(store)
+        if modalities is None or "modality" not in store.fields:
+            missing += [name] if elements.stop == elements.start else []
+            continue
+        present = set(int(m) for m in store.get([item_id], "modality")[0])
+        missing += [m for k, m in enumerate(modalities) if k not in present]
+    return missing
+
+
 def read_items(path: str | os.PathLike) -> tuple[pd.DataFrame, Path]:
     """New items from a CSV / JSON Lines table or a folder in MM-IMDb's layout, and the folder their relative
     image paths are taken from (the table's folder)."""
@@ -234,16 +275,21 @@ def items_digest(manifest: Manifest) -> str:
 
 
 def write_predictions(frame: pd.DataFrame, out: str | os.PathLike) -> list[Path]:
-    """``frame`` as ``out`` (parquet) and beside it as CSV (a list of labels joined by "|"); the paths."""
+    """``frame`` as ``out`` (parquet) and beside it as CSV (a list of labels joined by "|"; ids, label names and
+    any other text that a spreadsheet would read as a formula behind an apostrophe, as results.csv); the paths."""
     from mmsets.io import atomic_path
+    from mmsets.report.export import safe_text
 
     out = Path(out)
     csv_path = out.with_suffix(".csv")
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False)
     flat = frame.copy()
-    if PREDICTED in flat.columns and flat[PREDICTED].map(lambda v: isinstance(v, list)).any():
-        flat[PREDICTED] = flat[PREDICTED].map("|".join)
+    for column in [c for c in (PREDICTED, MISSING) if c in flat.columns]:
+        flat[column] = flat[column].map(lambda v: "|".join(v) if isinstance(v, (list, np.ndarray)) else v)
+    flat = flat.rename(columns=safe_text)
+    for column in flat.select_dtypes(include=["object", "string"]).columns:
+        flat[column] = flat[column].map(safe_text)
     with atomic_path(csv_path) as tmp:
         flat.to_csv(tmp, index=False, float_format="%.6g")
     return [out, csv_path]
