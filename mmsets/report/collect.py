@@ -281,11 +281,22 @@ def _summary(raw: Any) -> dict:
         "skipped": skipped, "n_skipped": sum(v or 0 for _, v in skipped),
         "n_errors": len(errors),
         "errors": [{"id": str(e.get("id", "")), "reason": str(e.get("reason", ""))[:300],
-                    "detail": str(e.get("detail") or "")[:300]} for e in errors[:MAX_ERRORS]],
+                    "detail": without_folders(str(e.get("detail") or ""))[:300]} for e in errors[:MAX_ERRORS]],
         "items_per_s": number(raw.get("items_per_s")), "seconds": number(raw.get("seconds")),
         "device": str(raw["device"]) if raw.get("device") is not None else None,
         "extra": _extra({k: v for k, v in raw.items() if k not in _SUMMARY_KEYS}),
     }
+
+
+# An absolute path's folders (up to its file name): a report is shared, and where the images lie on the machine that
+# made it (a home folder, a user name) is not the reader's business nor any help to them.
+FOLDERS = re.compile(r"(?<![\w.~])(?:[A-Za-z]:)?(?:[/\\][^/\\\s:]+)*[/\\](?=[^/\\\s:]+)")
+
+
+def without_folders(text: str) -> str:
+    """``text`` with every absolute path in it cut to its file name: "/home/ana/posters/tt1.jpg: no such file" ->
+    "tt1.jpg: no such file"."""
+    return FOLDERS.sub("", text)
 
 
 def _extra(raw: dict, prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mmsets.data.manifest import Manifest
+from mmsets.extract.image_depth import to_eight_bit
 from mmsets.metrics import ArgmaxDecision, decision_from_dict
 from mmsets.report.collect import store_texts
 from mmsets.runs.record import number
@@ -34,14 +35,16 @@ def truncate(text: Any, limit: int = MAX_CHARS) -> str:
 
 def thumbnail(path: Any, size: int = THUMBNAIL) -> str | None:
     """The item's image as a small JPEG data URI, decoded and re-encoded (never the file's own bytes, which
-    could hold anything); None when there is no image or it does not decode."""
+    could hold anything), upright as its EXIF orientation says and a 16-bit image scaled, not clipped, as the
+    extractors see them (``mmsets.extract.backbones.to_rgb``); None when there is no image or it does not decode."""
     if not isinstance(path, str) or not path.strip():
         return None
     try:
         with Image.open(path) as image:
             image.draft("RGB", (2 * size, 2 * size))  # JPEG: decode at a fraction of the size
-            image.thumbnail((size, size))
-            small = image.convert("RGBA")
+            upright = ImageOps.exif_transpose(to_eight_bit(image))
+            upright.thumbnail((size, size))
+            small = upright.convert("RGBA")
         canvas = Image.new("RGB", small.size, (255, 255, 255))
         canvas.paste(small, mask=small.getchannel("A"))
         buf = io.BytesIO()

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from mmsets.report.tables import family_label
 from mmsets.runs.record import number
 
 TEMPLATES = Path(__file__).parent / "templates"
+# Control characters (Unicode's Cc but tab and newline) and the bidirectional overrides, embeddings, isolates and
+# marks: in an id or a label, U+202E shows "gpj.exe" as "exe.jpg" and a NUL hides what follows.
+INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: Any) -> Any:
+    """Text with its control and bidi characters shown as escapes (``\\u202e``); anything else as it is.
+    Every ``{{ }}`` of the templates goes through it, so no id, label or item text reaches the page raw."""
+    if not isinstance(value, str) or isinstance(value, markupsafe.Markup):  # a macro's output: made of finalized parts
+        return value
+    return INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
 
 
 def pct(value: Any, digits: int = 2) -> str:
@@ -70,6 +83,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=visible,
     )
     env.filters.update(pct=pct, num=num, fixed=fixed, threshold=threshold, metric=metric, mstd=mstd, signed=signed,
                        family=family_label)
