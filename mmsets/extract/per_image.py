@@ -4,6 +4,7 @@ images (an image that cannot be decoded is an ``ImageSkip``: no image, a missing
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +37,7 @@ def open_image(path: Any, max_pixels: int | None = None) -> Image.Image:
     if path.is_dir():
         raise ImageSkip("not_a_file", f"{path}: is a folder, not an image file")
     if not path.is_file():
-        raise ImageSkip("missing_file", f"{path}: no such file")
+        raise ImageSkip("missing_file", f"{path}: {why_not_a_file(path)}")
     try:
         with Image.open(path) as image:
             check_size(path, image.width, image.height, max_pixels)
@@ -48,6 +49,19 @@ def open_image(path: Any, max_pixels: int | None = None) -> Image.Image:
         raise ImageSkip("too_large", f"{path}: {err}") from None
     except Exception as err:  # PIL raises many kinds for broken files (OSError, SyntaxError, struct.error, ...)
         raise ImageSkip("corrupt", f"{path}: {failure(err)}") from None
+
+
+def why_not_a_file(path: Path) -> str:
+    """What is at ``path`` instead of an image file: a loop of links is not an absent file to look for."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symlink loop"
+        if path.is_symlink():
+            return f"broken symlink (to {os.readlink(path)})"
+        return "no such file" if err.errno == errno.ENOENT else (err.strerror or "cannot be read").lower()
+    return "not a regular file"
 
 
 def check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
