@@ -92,7 +92,8 @@ def test_a_tuning_bound_must_be_finite():
     ({"epochs": 3.0}, "training.epochs: 3.0 is not an integer (write 3)"),
     ({"patience": 2.5}, "training.patience: 2.5 is not an integer"),
     ({"auc_threshold": NAN}, "training.auc_threshold: nan is not a finite number"),
-    ({"lr": 0}, "training: lr must be > 0"),
+    ({"lr": 0}, "training.lr: 0 is not above 0"),
+    ({"weight_decay": -0.1}, "training.weight_decay: -0.1 is below 0"),
     ({"batch_size": True}, "training.batch_size: True is not an integer"),
 ])
 def test_the_training_dataclass_refuses_what_the_schema_refuses(fields, message):

@@ -79,8 +79,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_numbers(self, "training")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise SpecError(f"training: lr must be > 0 (got {self.lr}) and weight_decay >= 0 (got {self.weight_decay})")
+        if self.lr <= 0:
+            raise SpecError(f"training.lr: {self.lr} is not above 0")
+        if self.weight_decay < 0:
+            raise SpecError(f"training.weight_decay: {self.weight_decay} is below 0")
         if self.class_weighting not in CLASS_WEIGHTINGS:
             raise SpecError(f"training.class_weighting: {self.class_weighting!r} is not one of {CLASS_WEIGHTINGS}")
         if self.decision not in DECISION_RULES:
