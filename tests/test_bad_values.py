@@ -1,5 +1,5 @@
-"""Values that used to pass validation and fail inside a job, and failures that gave tracebacks (issue 24, cases 7,
-8 and 9): each is refused up front in one line naming its key or file."""
+"""Values that used to pass validation and fail inside a job, and failures that gave tracebacks: each is refused up
+front in one line naming its key or file."""
 
 import os
 import pickle

@@ -1,4 +1,4 @@
-"""Nothing sealed that is wrong (issue 24): a full disk leaves only a partial store and one line of error, sealing
+"""Nothing sealed that is wrong: a full disk leaves only a partial store and one line of error, sealing
 reads the store back, a damaged store fails naming the store and the item, two writers of one store cannot mix."""
 
 import contextlib

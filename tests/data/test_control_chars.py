@@ -1,4 +1,4 @@
-"""Control characters at prepare (issue 24, case 6): refused in ids, labels and categorical values naming the line
+"""Control characters at prepare: refused in ids, labels and categorical values naming the line
 and the column, removed and counted in text columns."""
 
 import json

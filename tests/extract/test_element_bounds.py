@@ -1,4 +1,4 @@
-"""Issue 24, case 4: the extractors whose elements come from the data itself keep at most max_elements per item,
+"""The extractors whose elements come from the data itself keep at most max_elements per item,
 count the items cut, and the report shows the count."""
 
 import time

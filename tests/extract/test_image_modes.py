@@ -1,4 +1,4 @@
-"""High-depth images scaled to 8 bits, not clipped; thin images refused before decoding (issue 24, cases 3 and 5)."""
+"""High-depth images scaled to 8 bits, not clipped; thin images refused before decoding."""
 
 import numpy as np
 import pandas as pd

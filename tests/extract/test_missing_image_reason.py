@@ -1,4 +1,4 @@
-"""Issue 24, case 10: an image path that is no file says what it is instead: a symlink loop, a broken link."""
+"""An image path that is no file says what it is instead: a symlink loop, a broken link."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Issue 24, case 10 in the report: thumbnails as the model sees the image, no control or bidi character reaching
+"""The report: thumbnails as the model sees the image, no control or bidi character reaching
 the page raw, no absolute path in the error tables."""
 
 import base64

@@ -1,4 +1,4 @@
-"""Issue 24, case 10 in mmsets predict: the CSV defuses formulas, an item says which inputs it lacked, and an items
+"""mmsets predict: the CSV defuses formulas, an item says which inputs it lacked, and an items
 table with a control character in an id is refused before anything is extracted."""
 
 import csv
