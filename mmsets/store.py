@@ -66,7 +66,10 @@ def one_line(err: BaseException) -> str:
 
 
 def read_failure(path: Path, field: str, rows: slice, err: BaseException) -> StoreError:
-    """A StoreError naming the item whose rows ``rows`` of ``field`` did not read back (``err``)."""
+    """A StoreError naming the item whose rows ``rows`` of ``field`` did not read back (``err``); a read of the
+    whole field names the store only."""
+    if rows.start is None:
+        return StoreError(f"{path}: {field} does not read back ({one_line(err)}); {DAMAGED}")
     try:
         with h5py.File(path, "r") as f:
             offsets = f["offsets"][:]

@@ -294,3 +294,26 @@ def test_two_extractions_into_one_store_do_not_mix(demo, tmp_path):
             first.kill()
     same_as_reference(demo, out)
     assert not lock_path(out).exists()
+
+
+def test_a_damaged_token_store_fails_naming_the_store_and_the_item_when_dm2s2_reads_it(tmp_path):
+    """The token sequences' dataset reads the whole store at once (preloaded), not through get: it names the
+    item too."""
+    import pandas as pd
+
+    from mmsets.data.manifest import Manifest
+    from mmsets.data.sequences import SequenceDataset
+
+    path = tmp_path / "tokens.h5"
+    rng = np.random.default_rng(0)
+    with RaggedWriter(path, extractor="tokens", dim=16, fields={"modality": ((), "int8")},
+                      attrs={"modalities": ["text:plot"]}) as writer:
+        for i in range(100):
+            writer.add(f"item-{i}", rng.normal(size=(40, 16)), modality=np.array([-1] + [0] * 38 + [-1]))
+    manifest = Manifest(pd.DataFrame({"id": [f"item-{i}" for i in range(100)], "split": ["train"] * 100,
+                                      "image": [None] * 100, "labels": [["a"]] * 100}), ["a"])
+    assert len(SequenceDataset(manifest, path, "train", preload=True)) == 100
+    flip_bytes_in_data(path)
+    with pytest.raises(StoreError, match=r"tokens\.h5: item 'item-\d+': data does not read back \(its fletcher32 "
+                                         r"checksum does not match\); the store is damaged: delete it and re-run"):
+        SequenceDataset(manifest, path, "train", preload=True)

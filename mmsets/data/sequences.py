@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from mmsets.data.manifest import Manifest
 from mmsets.data.sets import multi_hot
-from mmsets.store import PRELOAD_BYTES, RaggedStore, StoreReader, store_modalities
+from mmsets.store import PRELOAD_BYTES, CheckedRows, RaggedStore, StoreReader, store_modalities
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,8 @@ class SequenceDataset(Dataset):
         if self.missing:
             log.warning("%s: %d of %d %s items have no tokens in the store (e.g. %r)", store.path, len(self.missing),
                         len(self.ids), split, self.missing[0])
-        all_ids = store.file["modality"][:].astype(np.int64)  # one byte or two per token: read at once
+        # one byte or two per token: read at once; a damaged chunk fails naming the store
+        all_ids = CheckedRows(store.path, "modality", store.file["modality"])[:].astype(np.int64)
         self._rows: list[slice | None] = []  # store rows of each item's tokens
         self._keep: list[np.ndarray | None] = []  # the rows kept within the item, None = all
         self.modality: list[np.ndarray] = []
@@ -234,11 +235,11 @@ class SequenceDataset(Dataset):
         self.preloaded = n_bytes <= PRELOAD_BYTES if preload is None else preload
         self._hidden: list[np.ndarray] | None = None
         if self.preloaded:
-            data = store.file["data"]
+            data = CheckedRows(store.path, "data", store.file["data"])  # a damaged chunk names its item
             self._hidden = [self._select(data, i) for i in range(len(self.ids))]
         self._reader = StoreReader(self.path)
 
-    def _select(self, data: h5py.Dataset, i: int) -> np.ndarray:
+    def _select(self, data: CheckedRows | h5py.Dataset, i: int) -> np.ndarray:
         rows, keep = self._rows[i], self._keep[i]
         if rows is None:
             return np.zeros((0, self.hidden_size), data.dtype)
