@@ -67,7 +67,7 @@ def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
                train_seconds=record.train_seconds, threshold=record.threshold, history=record.history,
                dev=record.dev, test=record.test, dev_std=record.dev_std or {}, test_std=record.test_std or {},
                test_pooled=record.test_pooled or {}, group=record.group, training=record.training,
-               decision=record.decision, n_items=record.n_items, provenance=_provenance(record),
+               decision=record.decision, n_items=record.n_items, provenance=record.provenance or None,
                stores=record.stores or {})
     # Training may also force each item's most likely label (chosen on dev); predictions follow it.
     run["top1"] = bool((record.top1_rule or {}).get("applied"))
@@ -94,11 +94,6 @@ def load_run(run_dir: str | os.PathLike, task: str | None = None) -> dict:
     run["fi"] = _load_fi(run_dir, run)
     run["erasure"] = _load_erasure(run_dir, run)
     return run
-
-
-def _provenance(record: RunRecord) -> dict | None:
-    """Where and with what the run was made (metrics.json's ``provenance``); None for runs from before it."""
-    return record.provenance or None
 
 
 def _ensemble_summary(raw: Any) -> dict | None:
